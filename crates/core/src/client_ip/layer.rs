@@ -1,0 +1,108 @@
+//! [`ClientIpLayer`]: resolves [`ClientIp`] and [`RequestScheme`] once per request.
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{ClientIp, ConnectionInfo, RequestScheme, TrustedProxies};
+
+/// Inserts [`ClientIp`] and [`RequestScheme`] into request extensions, from the
+/// [`ConnectionInfo`] the server inserted and the forwarded headers of trusted proxies.
+///
+/// Without a [`ConnectionInfo`] nothing is inserted, and layers that need the client address
+/// or scheme fail closed (they treat the request as plain HTTP from an unknown address).
+///
+/// ```
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use palisade_core::{ClientIp, ClientIpLayer, ConnectionInfo, TrustedProxies};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let svc = ServiceBuilder::new()
+///     .layer(ClientIpLayer::new(TrustedProxies::none()))
+///     .service(service_fn(|req: Request<()>| async move {
+///         let ip = req.extensions().get::<ClientIp>().copied();
+///         Ok::<_, Infallible>(Response::new(ip.map(|ip| ip.to_string()).unwrap_or_default()))
+///     }));
+/// let mut req = Request::new(());
+/// req.extensions_mut().insert(ConnectionInfo::new("192.0.2.1:5000".parse()?, true));
+/// req.headers_mut().insert("x-forwarded-for", "6.6.6.6".parse()?); // ignored: no trusted proxy
+/// let res = svc.oneshot(req).await?;
+/// assert_eq!(res.body(), "192.0.2.1");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ClientIpLayer {
+    proxies: TrustedProxies,
+}
+
+impl ClientIpLayer {
+    /// A layer trusting `proxies`.
+    pub fn new(proxies: TrustedProxies) -> Self {
+        Self { proxies }
+    }
+}
+
+impl<S> Layer<S> for ClientIpLayer {
+    type Service = ClientIpService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientIpService {
+            inner,
+            proxies: self.proxies.clone(),
+        }
+    }
+}
+
+/// The service of [`ClientIpLayer`].
+#[derive(Clone, Debug)]
+pub struct ClientIpService<S> {
+    inner: S,
+    proxies: TrustedProxies,
+}
+
+impl<S> ClientIpService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for ClientIpService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Values inserted by anyone before us are not trusted.
+        req.extensions_mut().remove::<ClientIp>();
+        req.extensions_mut().remove::<RequestScheme>();
+        if let Some(conn) = req.extensions().get::<ConnectionInfo>().copied() {
+            let (ip, scheme) = self.proxies.resolve(&conn, req.headers());
+            req.extensions_mut().insert(ip);
+            req.extensions_mut().insert(scheme);
+        } else {
+            tracing::warn!(target: "palisade::client_ip", "request without ConnectionInfo: client address and scheme unknown");
+        }
+        self.inner.call(req)
+    }
+}
