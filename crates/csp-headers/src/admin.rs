@@ -1,0 +1,403 @@
+//! [`AdminHostLayer`]: the admin surface answers only on the admin hostname.
+//!
+//! - A request for the admin path prefix (default `/admin`) on any other host gets `404`.
+//! - The admin host serves only admin paths: anything else there gets `404` too.
+//! - Optionally, admin requests must also come from an allowlisted client IP (read from the
+//!   [`ClientIp`] extension; without it the request is refused).
+//!
+//! Paths are compared after percent-decoding, case folding, backslash-to-slash, and removal of
+//! empty and dot segments and `;` parameters, so `/%61dmin`, `//admin`, `/api/../admin`,
+//! `/ADMIN` and `/admin;x` are all admin paths.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use palisade_csp_headers::AdminHostLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = AdminHostLayer::builder("admin.example.com")?.build()?;
+//! let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: Request<()>| async {
+//!     Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! }));
+//! let get = |host: &str, path: &str| Request::builder().uri(path).header("host", host).body(()).unwrap();
+//! assert_eq!(svc.clone().oneshot(get("admin.example.com", "/admin/users")).await?.status(), 200);
+//! assert_eq!(svc.clone().oneshot(get("api.example.com", "/admin/users")).await?.status(), 404);
+//! assert_eq!(svc.clone().oneshot(get("api.example.com", "/%61dmin/users")).await?.status(), 404);
+//! assert_eq!(svc.clone().oneshot(get("admin.example.com", "/api/orders")).await?.status(), 404);
+//! assert_eq!(svc.oneshot(get("api.example.com", "/api/orders")).await?.status(), 200);
+//! # Ok(()) }
+//! ```
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use ipnet::IpNet;
+use palisade_core::{
+    ClientIp, Finding, Posture, Profile, Rejection, RejectionKind, ResponseBody, Severity,
+    ShortCircuitFuture,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::{BuildError, ConfigError};
+use crate::host::{normalize_config_host, request_host};
+
+/// Why a request was hidden behind a 404.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminHostRejection {
+    /// An admin path requested on a host other than the admin host.
+    #[error("admin path requested on a non-admin host")]
+    AdminPathOnOtherHost,
+    /// A non-admin path requested on the admin host.
+    #[error("non-admin path requested on the admin host")]
+    OtherPathOnAdminHost,
+    /// The host is missing, ambiguous or malformed.
+    #[error("request host missing, ambiguous or malformed")]
+    BadHost,
+    /// The client address is not on the admin allowlist (or unknown).
+    #[error("client address not on the admin allowlist")]
+    ClientNotAllowed,
+}
+
+/// Builds an [`AdminHostLayer`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AdminHostBuilder {
+    profile: Profile,
+    host: String,
+    prefix: String,
+    allow: Option<Vec<IpNet>>,
+}
+
+impl AdminHostBuilder {
+    /// The profile the configuration is checked against (default: production).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// The admin path prefix (default `/admin`): `/` followed by segments of `a-z0-9-_`.
+    pub fn path_prefix(mut self, prefix: &str) -> Result<Self, ConfigError> {
+        let invalid = || ConfigError::InvalidPathPrefix {
+            prefix: prefix.to_owned(),
+        };
+        let p = prefix.strip_suffix('/').unwrap_or(prefix);
+        let ok = p.len() > 1
+            && p.starts_with('/')
+            && p[1..].split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    })
+            });
+        if !ok {
+            return Err(invalid());
+        }
+        self.prefix = p.to_owned();
+        Ok(self)
+    }
+
+    /// Also requires admin requests to come from one of `nets` (addresses or CIDR blocks).
+    pub fn allow_client_ips<I, S>(mut self, nets: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = Vec::new();
+        for n in nets {
+            let n = n.as_ref().trim();
+            let net = n
+                .parse::<IpNet>()
+                .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::InvalidIpNet {
+                    entry: n.to_owned(),
+                })?;
+            out.push(net.trunc());
+        }
+        self.allow = Some(out);
+        Ok(self)
+    }
+
+    /// The findings this configuration produces, without building.
+    pub fn posture(&self) -> Posture {
+        let mut posture = Posture::new(self.profile, "admin-host");
+        if self.host == "localhost"
+            || self.host.ends_with(".localhost")
+            || self.host.parse::<IpAddr>().is_ok()
+            || self.host.starts_with('[')
+        {
+            posture.record(
+                Severity::Deny,
+                "admin-host-not-a-name",
+                format!("admin host {} is not a public DNS name", self.host),
+            );
+        }
+        match &self.allow {
+            None => posture.record(
+                Severity::Info,
+                "admin-no-ip-allowlist",
+                "the admin surface is reachable from any client address",
+            ),
+            Some(nets) if nets.iter().any(|n| n.prefix_len() == 0) => posture.record(
+                Severity::Warn,
+                "admin-allowlist-everything",
+                "the admin IP allowlist contains a /0 block",
+            ),
+            Some(_) => {}
+        }
+        posture
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<AdminHostLayer, BuildError> {
+        let findings = self.posture().finish()?;
+        Ok(AdminHostLayer {
+            config: Arc::new(AdminConfig {
+                host: self.host,
+                prefix: self.prefix,
+                allow: self.allow,
+                findings,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct AdminConfig {
+    host: String,
+    prefix: String,
+    allow: Option<Vec<IpNet>>,
+    findings: Vec<Finding>,
+}
+
+/// Confines the admin surface to the admin hostname.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AdminHostLayer {
+    config: Arc<AdminConfig>,
+}
+
+impl AdminHostLayer {
+    /// A builder for admin host `host` (for example from `ADMIN_HOSTNAME`).
+    pub fn builder(host: &str) -> Result<AdminHostBuilder, ConfigError> {
+        let host = normalize_config_host(host).ok_or_else(|| ConfigError::InvalidHost {
+            host: host.to_owned(),
+        })?;
+        Ok(AdminHostBuilder {
+            profile: Profile::Production,
+            host,
+            prefix: "/admin".to_owned(),
+            allow: None,
+        })
+    }
+
+    /// The non-blocking findings recorded when the layer was built.
+    pub fn findings(&self) -> &[Finding] {
+        &self.config.findings
+    }
+}
+
+impl<S> Layer<S> for AdminHostLayer {
+    type Service = AdminHost<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AdminHost {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`AdminHostLayer`].
+#[derive(Clone, Debug)]
+pub struct AdminHost<S> {
+    inner: S,
+    config: Arc<AdminConfig>,
+}
+
+impl<S> AdminHost<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AdminHost<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ShortCircuitFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        match check(&self.config, &req) {
+            Ok(()) => ShortCircuitFuture::forward(self.inner.call(req)),
+            Err(reason) => ShortCircuitFuture::answer(
+                Rejection::new(RejectionKind::NotFound, reason).into_response(),
+            ),
+        }
+    }
+}
+
+fn check<B>(config: &AdminConfig, req: &Request<B>) -> Result<(), AdminHostRejection> {
+    let admin_path = is_under_prefix(req.uri().path(), &config.prefix);
+    let host = request_host(req).map_err(|_| AdminHostRejection::BadHost)?;
+    let admin_host = host.name == config.host;
+    match (admin_host, admin_path) {
+        (false, true) => Err(AdminHostRejection::AdminPathOnOtherHost),
+        (true, false) => Err(AdminHostRejection::OtherPathOnAdminHost),
+        (false, false) => Ok(()),
+        (true, true) => match &config.allow {
+            None => Ok(()),
+            Some(nets) => {
+                let ip = req
+                    .extensions()
+                    .get::<ClientIp>()
+                    .ok_or(AdminHostRejection::ClientNotAllowed)?;
+                if nets.iter().any(|n| n.contains(&ip.0)) {
+                    Ok(())
+                } else {
+                    Err(AdminHostRejection::ClientNotAllowed)
+                }
+            }
+        },
+    }
+}
+
+/// Whether `path`, normalized the way lenient routers and proxies might read it, lies under
+/// `prefix` (which is already lowercase and clean).
+pub(crate) fn is_under_prefix(path: &str, prefix: &str) -> bool {
+    let decoded = percent_decode_lossy(path.as_bytes());
+    let mut segments: Vec<&str> = Vec::new();
+    for raw in decoded.split(['/', '\\']) {
+        let seg = raw.split(';').next().unwrap_or("");
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let want: Vec<&str> = prefix[1..].split('/').collect();
+    segments.len() >= want.len()
+        && segments
+            .iter()
+            .zip(&want)
+            .all(|(got, want)| got.trim().eq_ignore_ascii_case(want))
+}
+
+/// Decodes `%XX` repeatedly (double encoding included), keeping invalid escapes as they are.
+fn percent_decode_lossy(input: &[u8]) -> String {
+    let mut current = input.to_vec();
+    for _ in 0..4 {
+        let mut out = Vec::with_capacity(current.len());
+        let mut i = 0;
+        let mut changed = false;
+        while i < current.len() {
+            if current[i] == b'%' && i + 2 < current.len() {
+                let hex = |b: u8| (b as char).to_digit(16);
+                if let (Some(h), Some(l)) = (hex(current[i + 1]), hex(current[i + 2])) {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    changed = true;
+                    continue;
+                }
+            }
+            out.push(current[i]);
+            i += 1;
+        }
+        current = out;
+        if !changed {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&current).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn prefix_table() {
+        let yes = [
+            "/admin",
+            "/admin/",
+            "/admin/users",
+            "//admin",
+            "/ADMIN/x",
+            "/%61dmin",
+            "/%2561dmin",
+            "/api/../admin",
+            "/./admin",
+            "/admin;jsessionid=1",
+            "\\admin",
+            "/%2fadmin",
+            "/admin%2fusers",
+            "/ admin",
+        ];
+        for p in yes {
+            assert!(is_under_prefix(p, "/admin"), "{p}");
+        }
+        let no = [
+            "/",
+            "/api",
+            "/administrator",
+            "/api/admin",
+            "/adm",
+            "/admin.json",
+            "/%zzadmin",
+        ];
+        for p in no {
+            assert!(!is_under_prefix(p, "/admin"), "{p}");
+        }
+        assert!(is_under_prefix("/ops/admin/x", "/ops/admin"));
+        assert!(!is_under_prefix("/ops/x", "/ops/admin"));
+    }
+
+    #[test]
+    fn prefix_validation() {
+        let b = AdminHostLayer::builder("admin.example.com").unwrap();
+        assert!(b.clone().path_prefix("/ops/admin/").is_ok());
+        for bad in ["", "/", "admin", "/Admin", "/a//b", "/a/../b", "/a%2f"] {
+            assert!(b.clone().path_prefix(bad).is_err(), "{bad}");
+        }
+        assert!(AdminHostLayer::builder("admin example").is_err());
+        assert!(AdminHostLayer::builder("admin.example.com:443").is_err());
+    }
+
+    proptest! {
+        /// Prepending dot segments, empty segments or encoding letters never hides an admin path.
+        #[test]
+        fn encodings_of_admin_paths_are_caught(junk in prop::collection::vec(prop_oneof![Just("/"), Just("/."), Just("/x/.."), Just("//")], 0..4), encode in prop::collection::vec(any::<bool>(), 5), upper in any::<bool>(), rest in "[a-z/]{0,10}") {
+            let mut path: String = junk.concat();
+            path.push('/');
+            for (c, e) in "admin".chars().zip(encode) {
+                let c = if upper { c.to_ascii_uppercase() } else { c };
+                if e { path.push_str(&format!("%{:02X}", c as u8)); } else { path.push(c); }
+            }
+            if !rest.is_empty() { path.push('/'); path.push_str(&rest); }
+            prop_assert!(is_under_prefix(&path, "/admin"), "{}", path);
+        }
+
+        #[test]
+        fn arbitrary_paths_never_panic(p in "\\PC{0,80}") {
+            let _ = is_under_prefix(&p, "/admin");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! [`RequireHttpsLayer`]: plain-HTTP requests are redirected (`GET`/`HEAD`) or refused
+//! (`421`), never served.
+//!
+//! The scheme comes from [`RequestScheme`] (set by
+//! [`ClientIpLayer`](palisade_core::ClientIpLayer) from the socket or a *trusted* proxy's
+//! forwarded scheme), else from [`ConnectionInfo`](palisade_core::ConnectionInfo). When
+//! nothing tells, the request counts as plain HTTP (fail closed).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Method, Request, Response};
+//! use palisade_core::ConnectionInfo;
+//! use palisade_csp_headers::RequireHttpsLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = RequireHttpsLayer::builder().canonical_host("api.example.com")?.build()?;
+//! let svc = ServiceBuilder::new().layer(layer).service(service_fn(|_req: Request<()>| async {
+//!     Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+//! }));
+//! let mut req = Request::builder().uri("/orders?page=2").header("host", "api.example.com").body(())?;
+//! req.extensions_mut().insert(ConnectionInfo::new("192.0.2.1:1234".parse()?, false));
+//! let res = svc.clone().oneshot(req).await?;
+//! assert_eq!(res.status(), 301);
+//! assert_eq!(res.headers()["location"], "https://api.example.com/orders?page=2");
+//!
+//! let mut post = Request::builder().method(Method::POST).uri("/orders").body(())?;
+//! post.extensions_mut().insert(ConnectionInfo::new("192.0.2.1:1234".parse()?, false));
+//! assert_eq!(svc.oneshot(post).await?.status(), 421);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::header::{CACHE_CONTROL, LOCATION};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use palisade_core::{
+    Finding, Posture, Profile, Rejection, RejectionKind, RequestScheme, ResponseBody, Severity,
+    ShortCircuitFuture,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::{BuildError, ConfigError};
+use crate::host::{normalize_config_host, request_host};
+
+/// Why a plain-HTTP request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpsRejection {
+    /// A method other than GET or HEAD over plain HTTP: its body may already have leaked, and
+    /// redirecting would invite the client to resend it.
+    #[error("plain-HTTP {0} request refused")]
+    PlainHttp(&'static str),
+    /// A GET/HEAD over plain HTTP whose host is missing, ambiguous or malformed, with no
+    /// canonical host to redirect to.
+    #[error("plain-HTTP request with an unusable Host header")]
+    BadHost,
+}
+
+/// Builds a [`RequireHttpsLayer`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RequireHttpsBuilder {
+    profile: Profile,
+    canonical_host: Option<String>,
+    https_port: u16,
+}
+
+impl RequireHttpsBuilder {
+    /// The profile the configuration is checked against (default: production).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Redirect to this host instead of the request's `Host` (recommended: the request's
+    /// host is client-chosen, and a cache between could store a redirect elsewhere).
+    pub fn canonical_host(mut self, host: &str) -> Result<Self, ConfigError> {
+        self.canonical_host =
+            Some(
+                normalize_config_host(host).ok_or_else(|| ConfigError::InvalidHost {
+                    host: host.to_owned(),
+                })?,
+            );
+        Ok(self)
+    }
+
+    /// The HTTPS port to redirect to (default 443, which is left out of the URL).
+    pub fn https_port(mut self, port: u16) -> Self {
+        self.https_port = port;
+        self
+    }
+
+    /// The findings this configuration produces, without building.
+    pub fn posture(&self) -> Posture {
+        let mut posture = Posture::new(self.profile, "require-https");
+        if self.canonical_host.is_none() {
+            posture.record(
+                Severity::Warn,
+                "https-redirect-to-request-host",
+                "redirects go to the request's Host header; set a canonical host",
+            );
+        }
+        posture
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<RequireHttpsLayer, BuildError> {
+        let findings = self.posture().finish()?;
+        Ok(RequireHttpsLayer {
+            config: Arc::new(HttpsConfig {
+                canonical_host: self.canonical_host,
+                https_port: self.https_port,
+                findings,
+            }),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct HttpsConfig {
+    canonical_host: Option<String>,
+    https_port: u16,
+    findings: Vec<Finding>,
+}
+
+/// Redirects or refuses plain-HTTP requests.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RequireHttpsLayer {
+    config: Arc<HttpsConfig>,
+}
+
+impl RequireHttpsLayer {
+    /// A builder: redirect to the request's host on port 443.
+    pub fn builder() -> RequireHttpsBuilder {
+        RequireHttpsBuilder {
+            profile: Profile::Production,
+            canonical_host: None,
+            https_port: 443,
+        }
+    }
+
+    /// The non-blocking findings recorded when the layer was built.
+    pub fn findings(&self) -> &[Finding] {
+        &self.config.findings
+    }
+}
+
+impl<S> Layer<S> for RequireHttpsLayer {
+    type Service = RequireHttps<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireHttps {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`RequireHttpsLayer`].
+#[derive(Clone, Debug)]
+pub struct RequireHttps<S> {
+    inner: S,
+    config: Arc<HttpsConfig>,
+}
+
+impl<S> RequireHttps<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireHttps<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ShortCircuitFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if RequestScheme::of(req.extensions(), req.uri()) == Some(RequestScheme::Https) {
+            return ShortCircuitFuture::forward(self.inner.call(req));
+        }
+        ShortCircuitFuture::answer(match redirect(&self.config, &req) {
+            Ok(location) => {
+                let mut headers = HeaderMap::with_capacity(2);
+                headers.insert(LOCATION, location);
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                palisade_core::body::empty_response(StatusCode::MOVED_PERMANENTLY, headers)
+            }
+            Err(reason) => Rejection::new(RejectionKind::Misdirected, reason).into_response(),
+        })
+    }
+}
+
+fn redirect<B>(config: &HttpsConfig, req: &Request<B>) -> Result<HeaderValue, HttpsRejection> {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        let name = match *method {
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            _ => "non-GET",
+        };
+        return Err(HttpsRejection::PlainHttp(name));
+    }
+    let host = match &config.canonical_host {
+        Some(h) => h.clone(),
+        None => request_host(req).map_err(|_| HttpsRejection::BadHost)?.name,
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // An origin-form target always starts with '/'; anything else (authority-form, '*') gets
+    // the root, so the Location can never point at another host.
+    let path = if path.starts_with('/') && !path.starts_with("//") {
+        path
+    } else {
+        "/"
+    };
+    let location = if config.https_port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{}{path}", config.https_port)
+    };
+    HeaderValue::try_from(location).map_err(|_| HttpsRejection::BadHost)
+}
