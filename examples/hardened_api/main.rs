@@ -1,2 +1,156 @@
-//! x
-fn main() {}
+//! `hardened_api`: the Palisade demo service.
+//!
+//! An Axum service that composes every Palisade layer that exists so far, with in-memory
+//! stores and settings from the environment:
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `PALISADE_PROFILE` | `development` | `development` or `production` |
+//! | `PALISADE_DEMO_HTTPS_ADDR` | `127.0.0.1:8443` | HTTPS listener |
+//! | `PALISADE_DEMO_HTTP_ADDR` | `127.0.0.1:8080` | plain listener; it only redirects to HTTPS |
+//! | `PALISADE_DEMO_TLS_CERT` / `PALISADE_DEMO_TLS_KEY` | self-signed in development | PEM files; required in production |
+//! | `ADMIN_HOSTNAME` | `admin.palisade.localhost` | the only host serving `/admin/` |
+//! | `PALISADE_DEMO_PUBLIC_HOST` | (the request's host) | canonical host for HTTPS redirects |
+//! | `PALISADE_DEMO_CORS_ORIGINS` | `https://app.example.com` | comma-separated allowed origins |
+//! | `PALISADE_DEMO_TRUSTED_PROXIES` | (none) | comma-separated proxy addresses or CIDR blocks |
+//!
+//! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
+//! It refuses to start when the configuration is insecure for the profile, printing every
+//! finding.
+
+mod app;
+mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use palisade::core::{ConnectionInfo, Profile};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// Settings read from the environment.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) profile: Profile,
+    pub(crate) https_addr: SocketAddr,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) tls_cert: Option<String>,
+    pub(crate) tls_key: Option<String>,
+    pub(crate) admin_hostname: String,
+    pub(crate) public_host: Option<String>,
+    pub(crate) cors_origins: Vec<String>,
+    pub(crate) trusted_proxies: Vec<String>,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Settings {
+    fn from_env() -> Result<Self, Box<dyn std::error::Error>> {
+        Ok(Self {
+            profile: Profile::from_env_or(Profile::Development)?,
+            https_addr: env_or("PALISADE_DEMO_HTTPS_ADDR", "127.0.0.1:8443").parse()?,
+            http_addr: env_or("PALISADE_DEMO_HTTP_ADDR", "127.0.0.1:8080").parse()?,
+            tls_cert: std::env::var("PALISADE_DEMO_TLS_CERT").ok(),
+            tls_key: std::env::var("PALISADE_DEMO_TLS_KEY").ok(),
+            admin_hostname: env_or("ADMIN_HOSTNAME", "admin.palisade.localhost"),
+            public_host: std::env::var("PALISADE_DEMO_PUBLIC_HOST").ok(),
+            cors_origins: list(&env_or("PALISADE_DEMO_CORS_ORIGINS", "https://app.example.com")),
+            trusted_proxies: list(&env_or("PALISADE_DEMO_TRUSTED_PROXIES", "")),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_target(true)
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(err) = run().await {
+        eprintln!("hardened_api: {err}");
+        std::process::exit(2);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // One crypto provider, installed explicitly: feature unification can never make rustls
+    // pick (or panic over) another.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let settings = Settings::from_env()?;
+    let app = app::build(&settings)?;
+    let tls = TlsAcceptor::from(Arc::new(tls::server_config(&settings)?));
+
+    let https = TcpListener::bind(settings.https_addr).await?;
+    let http = TcpListener::bind(settings.http_addr).await?;
+    eprintln!(
+        "hardened_api ({}) listening on https://{} and http://{} (redirect only)",
+        settings.profile,
+        https.local_addr()?,
+        http.local_addr()?
+    );
+    tokio::select! {
+        res = serve(https, Some(tls), app.clone()) => res?,
+        res = serve(http, None, app) => res?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+/// Accepts connections, inserts [`ConnectionInfo`] into every request and serves `app`.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: axum::Router,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(%err, "accept failed");
+                continue;
+            }
+        };
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let info = ConnectionInfo::new(peer, tls.is_some());
+            let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info);
+                tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(err) => {
+                        tracing::debug!(%peer, %err, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+            }
+        });
+    }
+}

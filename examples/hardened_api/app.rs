@@ -1,0 +1,123 @@
+//! The demo's routes and its Palisade layer stack.
+
+use axum::extract::Extension;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{HeaderName, Method, header};
+use palisade::core::{ClientIpLayer, Finding, Posture, PostureError, TrustedProxies};
+use palisade::csp_headers::{
+    AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
+    SecurityHeadersLayer,
+};
+use serde_json::{Value, json};
+
+use crate::Settings;
+
+/// Builds the app, or refuses with every posture finding at once.
+pub(crate) fn build(settings: &Settings) -> Result<Router, Box<dyn std::error::Error>> {
+    let profile = settings.profile;
+    // Non-blocking findings are logged by each builder; blocking ones are gathered here so the
+    // error lists every layer's findings at once.
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut refused: Vec<Finding> = Vec::new();
+    let mut collect = |result: Result<&[Finding], BuildError>| -> Result<(), Box<dyn std::error::Error>> {
+        match result {
+            Ok(f) => findings.extend_from_slice(f),
+            Err(BuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
+            Err(other) => return Err(other.into()),
+        }
+        Ok(())
+    };
+
+    let headers = SecurityHeadersLayer::builder()
+        .profile(profile)
+        .csp(ContentSecurityPolicy::strict())
+        .build();
+    collect(headers.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+
+    let mut https = RequireHttpsLayer::builder()
+        .profile(profile)
+        .https_port(settings.https_addr.port());
+    if let Some(host) = &settings.public_host {
+        https = https.canonical_host(host)?;
+    }
+    let https = https.build();
+    collect(https.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+
+    let admin = AdminHostLayer::builder(&settings.admin_hostname)?
+        .profile(profile)
+        .build();
+    collect(admin.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+
+    let cors = CorsLayer::builder()
+        .profile(profile)
+        .allow_origins(&settings.cors_origins)?
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .expose_headers([HeaderName::from_static("retry-after")])
+        .allow_credentials(true)
+        .build();
+    collect(cors.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+
+    if !refused.is_empty() {
+        // Report every finding of every layer, blocking or not, in one error.
+        let mut all = Posture::new(profile, "hardened_api");
+        for f in refused.iter().chain(&findings) {
+            all.record(f.severity(), f.code(), format!("{}: {}", f.component(), f.message()));
+        }
+        let err: PostureError = match all.finish() {
+            Err(err) => err,
+            Ok(_) => return Err("insecure configuration".into()),
+        };
+        return Err(err.into());
+    }
+    let (headers, https, admin, cors) = (headers?, https?, admin?, cors?);
+
+    let proxies = TrustedProxies::new(&settings.trusted_proxies)?;
+    let router = Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/hello", get(hello))
+        .route("/api/echo", post(echo))
+        .route("/admin/", get(admin_home))
+        .route("/admin/status", get(admin_status))
+        .layer(cors)
+        .layer(admin)
+        .layer(https)
+        .layer(headers)
+        .layer(ClientIpLayer::new(proxies));
+    Ok(router)
+}
+
+async fn index(Extension(nonce): Extension<CspNonce>) -> impl IntoResponse {
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Palisade demo</title>
+<style nonce="{nonce}">body {{ font-family: sans-serif; margin: 2rem; }}</style></head>
+<body>
+<h1>Palisade demo</h1>
+<p id="status">This script runs only because it carries this response's CSP nonce.</p>
+<script nonce="{nonce}">document.getElementById("status").dataset.ran = "yes";</script>
+</body>
+</html>
+"#
+    ))
+}
+
+async fn hello() -> Json<Value> {
+    Json(json!({ "hello": "world" }))
+}
+
+async fn echo(Json(body): Json<Value>) -> Json<Value> {
+    Json(json!({ "echo": body }))
+}
+
+async fn admin_home() -> Json<Value> {
+    Json(json!({ "admin": true }))
+}
+
+async fn admin_status() -> Json<Value> {
+    Json(json!({ "admin": true, "status": "ok" }))
+}
