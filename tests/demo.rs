@@ -1,1 +1,169 @@
-//! x
+//! Integration tests against the running demo service (`examples/hardened_api`): the whole
+//! attack tour, plus checks that need more than a table row. The demo binary is built by
+//! `cargo test` (examples are built before tests run) and started on kernel-chosen ports.
+
+#[allow(dead_code)]
+#[path = "../xtask/src/harness.rs"]
+mod harness;
+#[allow(dead_code)]
+#[path = "../xtask/src/pki.rs"]
+mod pki;
+#[allow(dead_code)]
+#[path = "../xtask/src/tour.rs"]
+mod tour;
+
+use std::path::PathBuf;
+
+use content_security_policy::{
+    CheckResult, CspList, Element, InlineCheckType, PolicyDisposition, PolicySource,
+};
+
+fn demo_binary() -> PathBuf {
+    // target/<profile>/deps/demo-<hash> -> target/<profile>/examples/hardened_api
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target profile dir");
+    let bin = profile_dir
+        .join("examples")
+        .join(format!("hardened_api{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test` (which builds examples) or `cargo build --example hardened_api`",
+        bin.display()
+    );
+    bin
+}
+
+fn test_pki(name: &str) -> pki::TestPki {
+    let dir = std::env::temp_dir().join(format!("palisade-test-{}-{name}", std::process::id()));
+    pki::generate(
+        &dir,
+        &[
+            harness::PUBLIC_HOST,
+            harness::ADMIN_HOST,
+            "localhost",
+            "127.0.0.1",
+        ],
+    )
+    .expect("test PKI")
+}
+
+fn start(pki: &pki::TestPki) -> (harness::Demo, tour::Target) {
+    let demo = harness::Demo::start(&demo_binary(), &harness::demo_env(pki, "production"))
+        .expect("demo starts");
+    let target = tour::Target {
+        https: demo.https,
+        http: demo.http,
+        ca_pem: pki.ca_pem.clone(),
+    };
+    (demo, target)
+}
+
+#[tokio::test]
+async fn attack_tour_passes_against_the_running_demo() {
+    let pki = test_pki("tour");
+    let (demo, target) = start(&pki);
+    let rows = tour::run(&target).await;
+    assert!(rows.len() >= 25, "only {} rows", rows.len());
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(
+        failed.is_empty(),
+        "failed rows: {failed:#?}\nlogs: {:#?}",
+        demo.drain_logs()
+    );
+}
+
+#[tokio::test]
+async fn served_csp_parses_and_only_admits_the_pages_own_nonce() {
+    let pki = test_pki("csp");
+    let (_demo, target) = start(&pki);
+    let client = tour::client(&target).unwrap();
+    let url = format!("https://{}:{}/", harness::PUBLIC_HOST, target.https.port());
+    let res = client.get(&url).send().await.unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = res.text().await.unwrap();
+    let nonce = body
+        .split("<script nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let list = CspList::parse(&csp, PolicySource::Header, PolicyDisposition::Enforce);
+    assert!(list.is_valid(), "{csp}");
+    let check = |nonce: Option<&str>| {
+        let element = Element {
+            nonce: nonce.map(Into::into),
+        };
+        list.should_elements_inline_type_behavior_be_blocked(
+            &element,
+            InlineCheckType::Script,
+            "x()",
+        )
+        .0
+    };
+    assert_eq!(check(Some(&nonce)), CheckResult::Allowed);
+    assert_eq!(check(None), CheckResult::Blocked);
+
+    // The next response's nonce does not unlock this page's scripts, and vice versa.
+    let other = client.get(&url).send().await.unwrap();
+    let other_csp = other.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let other_list = CspList::parse(&other_csp, PolicySource::Header, PolicyDisposition::Enforce);
+    let element = Element {
+        nonce: Some(nonce.as_str().into()),
+    };
+    assert_eq!(
+        other_list
+            .should_elements_inline_type_behavior_be_blocked(
+                &element,
+                InlineCheckType::Script,
+                "x()"
+            )
+            .0,
+        CheckResult::Blocked
+    );
+}
+
+#[test]
+fn weak_production_config_is_refused_with_every_finding() {
+    let row = harness::refusal_row(&demo_binary());
+    assert!(row.pass, "{row:?}");
+}
+
+#[test]
+fn production_requires_certificates() {
+    let envs = [
+        ("PALISADE_PROFILE", "production".to_owned()),
+        ("ADMIN_HOSTNAME", harness::ADMIN_HOST.to_owned()),
+        ("PALISADE_DEMO_PUBLIC_HOST", harness::PUBLIC_HOST.to_owned()),
+        (
+            "PALISADE_DEMO_CORS_ORIGINS",
+            harness::ALLOWED_ORIGIN.to_owned(),
+        ),
+    ];
+    let (status, stderr) = harness::run_to_exit(&demo_binary(), &envs).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("required in production"), "{stderr}");
+}
+
+#[test]
+fn development_starts_with_a_generated_certificate() {
+    let envs = [
+        ("PALISADE_PROFILE", "development".to_owned()),
+        ("PALISADE_DEMO_HTTPS_ADDR", "127.0.0.1:0".to_owned()),
+        ("PALISADE_DEMO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+    ];
+    let demo = harness::Demo::start(&demo_binary(), &envs)
+        .expect("development demo starts without certificates");
+    assert!(demo.https.port() != 0 && demo.http.port() != 0);
+}

@@ -15,20 +15,24 @@ use serde_json::{Value, json};
 use crate::Settings;
 
 /// Builds the app, or refuses with every posture finding at once.
-pub(crate) fn build(settings: &Settings) -> Result<Router, Box<dyn std::error::Error>> {
+pub(crate) fn build(
+    settings: &Settings,
+    https_port: u16,
+) -> Result<Router, Box<dyn std::error::Error>> {
     let profile = settings.profile;
     // Non-blocking findings are logged by each builder; blocking ones are gathered here so the
     // error lists every layer's findings at once.
     let mut findings: Vec<Finding> = Vec::new();
     let mut refused: Vec<Finding> = Vec::new();
-    let mut collect = |result: Result<&[Finding], BuildError>| -> Result<(), Box<dyn std::error::Error>> {
-        match result {
-            Ok(f) => findings.extend_from_slice(f),
-            Err(BuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
-            Err(other) => return Err(other.into()),
-        }
-        Ok(())
-    };
+    let mut collect =
+        |result: Result<&[Finding], BuildError>| -> Result<(), Box<dyn std::error::Error>> {
+            match result {
+                Ok(f) => findings.extend_from_slice(f),
+                Err(BuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
+                Err(other) => return Err(other.into()),
+            }
+            Ok(())
+        };
 
     let headers = SecurityHeadersLayer::builder()
         .profile(profile)
@@ -38,7 +42,7 @@ pub(crate) fn build(settings: &Settings) -> Result<Router, Box<dyn std::error::E
 
     let mut https = RequireHttpsLayer::builder()
         .profile(profile)
-        .https_port(settings.https_addr.port());
+        .https_port(https_port);
     if let Some(host) = &settings.public_host {
         https = https.canonical_host(host)?;
     }
@@ -64,7 +68,11 @@ pub(crate) fn build(settings: &Settings) -> Result<Router, Box<dyn std::error::E
         // Report every finding of every layer, blocking or not, in one error.
         let mut all = Posture::new(profile, "hardened_api");
         for f in refused.iter().chain(&findings) {
-            all.record(f.severity(), f.code(), format!("{}: {}", f.component(), f.message()));
+            all.record(
+                f.severity(),
+                f.code(),
+                format!("{}: {}", f.component(), f.message()),
+            );
         }
         let err: PostureError = match all.finish() {
             Err(err) => err,

@@ -65,7 +65,10 @@ impl Settings {
             tls_key: std::env::var("PALISADE_DEMO_TLS_KEY").ok(),
             admin_hostname: env_or("ADMIN_HOSTNAME", "admin.palisade.localhost"),
             public_host: std::env::var("PALISADE_DEMO_PUBLIC_HOST").ok(),
-            cors_origins: list(&env_or("PALISADE_DEMO_CORS_ORIGINS", "https://app.example.com")),
+            cors_origins: list(&env_or(
+                "PALISADE_DEMO_CORS_ORIGINS",
+                "https://app.example.com",
+            )),
             trusted_proxies: list(&env_or("PALISADE_DEMO_TRUSTED_PROXIES", "")),
         })
     }
@@ -88,11 +91,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // pick (or panic over) another.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let settings = Settings::from_env()?;
-    let app = app::build(&settings)?;
-    let tls = TlsAcceptor::from(Arc::new(tls::server_config(&settings)?));
-
     let https = TcpListener::bind(settings.https_addr).await?;
     let http = TcpListener::bind(settings.http_addr).await?;
+    // Redirects name the port actually bound (the setting may say 0).
+    let app = app::build(&settings, https.local_addr()?.port())?;
+    let tls = TlsAcceptor::from(Arc::new(tls::server_config(&settings)?));
     eprintln!(
         "hardened_api ({}) listening on https://{} and http://{} (redirect only)",
         settings.profile,
@@ -125,11 +128,13 @@ async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let info = ConnectionInfo::new(peer, tls.is_some());
-            let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info);
-                tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let service =
+                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(info);
+                    tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+                });
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(stream) => {

@@ -7,7 +7,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::Settings;
 
-pub(crate) fn server_config(settings: &Settings) -> Result<ServerConfig, Box<dyn std::error::Error>> {
+pub(crate) fn server_config(
+    settings: &Settings,
+) -> Result<ServerConfig, Box<dyn std::error::Error>> {
     let (certs, key) = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => {
             let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
@@ -15,17 +17,30 @@ pub(crate) fn server_config(settings: &Settings) -> Result<ServerConfig, Box<dyn
             (certs, key)
         }
         (None, None) if settings.profile == Profile::Development => {
-            let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), settings.admin_hostname.clone()];
+            let mut names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                settings.admin_hostname.clone(),
+            ];
             names.extend(settings.public_host.clone());
             let pair = rcgen::generate_simple_self_signed(names)?;
-            eprintln!("hardened_api: no PALISADE_DEMO_TLS_CERT/KEY; using a self-signed development certificate");
+            eprintln!(
+                "hardened_api: no PALISADE_DEMO_TLS_CERT/KEY; using a self-signed development certificate"
+            );
             let key = PrivateKeyDer::try_from(pair.signing_key.serialize_der())?;
             (vec![pair.cert.der().clone()], key)
         }
         (None, None) => {
-            return Err("PALISADE_DEMO_TLS_CERT and PALISADE_DEMO_TLS_KEY are required in production".into());
+            return Err(
+                "PALISADE_DEMO_TLS_CERT and PALISADE_DEMO_TLS_KEY are required in production"
+                    .into(),
+            );
         }
-        _ => return Err("set both PALISADE_DEMO_TLS_CERT and PALISADE_DEMO_TLS_KEY, or neither".into()),
+        _ => {
+            return Err(
+                "set both PALISADE_DEMO_TLS_CERT and PALISADE_DEMO_TLS_KEY, or neither".into(),
+            );
+        }
     };
     let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)

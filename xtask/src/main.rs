@@ -1,1 +1,166 @@
-fn main() {}
+//! Developer commands for Palisade (the `cargo xtask` pattern).
+//!
+//! - `cargo xtask demo [--serve]`: build and start the demo service, run the attack tour and
+//!   print its table; exit non-zero if any row fails. `--serve` leaves the demo running.
+//! - `cargo xtask test`: everything CI checks: formatting, clippy with `-D warnings`, all tests
+//!   and doc tests, and the security scans of the running demo.
+//! - `cargo xtask scan`: only the scans: MDN HTTP Observatory and Google's CSP Evaluator
+//!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
+
+mod harness;
+mod pki;
+mod scan;
+mod tour;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("demo") => demo(args.iter().any(|a| a == "--serve")),
+        Some("test") => test(),
+        Some("scan") => scan::run(&workspace_root(), &cache_dir()),
+        _ => {
+            eprintln!("usage: cargo xtask <demo [--serve] | test | scan>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where installed tools (npm packages) and generated test PKI live, outside the clone so
+/// that fresh clones stay warm.
+pub(crate) fn cache_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PALISADE_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|_| workspace_root().join(".cache"));
+    base.join("palisade")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}").into())
+    }
+}
+
+pub(crate) fn target_dir() -> Result<PathBuf> {
+    if let Ok(dir) = std::env::var("CARGO_TARGET_DIR") {
+        let dir = PathBuf::from(dir);
+        return Ok(if dir.is_absolute() {
+            dir
+        } else {
+            workspace_root().join(dir)
+        });
+    }
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()?;
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata gave no target directory".into())
+}
+
+pub(crate) fn build_demo() -> Result<PathBuf> {
+    run(cargo().args(["build", "--quiet", "--example", "hardened_api"]))?;
+    Ok(harness::demo_binary(&target_dir()?))
+}
+
+fn demo(serve: bool) -> Result<()> {
+    let binary = build_demo()?;
+    let pki = pki::generate(
+        &cache_dir().join("pki"),
+        &[
+            harness::PUBLIC_HOST,
+            harness::ADMIN_HOST,
+            "localhost",
+            "127.0.0.1",
+        ],
+    )?;
+    let mut rows = vec![harness::refusal_row(&binary)];
+    let demo = harness::Demo::start(&binary, &harness::demo_env(&pki, "production"))?;
+    let target = tour::Target {
+        https: demo.https,
+        http: demo.http,
+        ca_pem: pki.ca_pem.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rows.extend(runtime.block_on(tour::run(&target)));
+    let passed = tour::print(&rows);
+    if !passed {
+        for line in demo.drain_logs() {
+            eprintln!("demo: {line}");
+        }
+    }
+    if serve {
+        println!(
+            "\nThe demo keeps running (Ctrl-C stops it):\n  https://{}/  (names {} and {} resolve there; trust {})\n  http://{}/   (redirects only)",
+            demo.https,
+            harness::PUBLIC_HOST,
+            harness::ADMIN_HOST,
+            pki.ca_path.display(),
+            demo.http
+        );
+        demo.wait()?;
+    }
+    if passed {
+        Ok(())
+    } else {
+        Err("some attack-tour rows failed".into())
+    }
+}
+
+fn test() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // Builds the examples too, which the demo integration test starts.
+    run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    if std::env::var_os("PALISADE_SKIP_SCAN").is_some() {
+        eprintln!(
+            "xtask: PALISADE_SKIP_SCAN is set: skipping the Observatory and CSP Evaluator scans"
+        );
+        return Ok(());
+    }
+    scan::run(&workspace_root(), &cache_dir())
+}

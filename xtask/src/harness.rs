@@ -1,0 +1,173 @@
+//! Starts the demo binary and waits until it listens, without sleeping: the demo prints its
+//! bound addresses on stderr and the harness reads them.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Host names the demo is reached under (resolved to 127.0.0.1 by the tour's client).
+pub(crate) const PUBLIC_HOST: &str = "api.palisade.test";
+/// The demo's admin host name.
+pub(crate) const ADMIN_HOST: &str = "admin.palisade.test";
+/// The one allowed CORS origin.
+pub(crate) const ALLOWED_ORIGIN: &str = "https://app.palisade.test";
+
+/// A running demo; killed on drop.
+#[derive(Debug)]
+pub(crate) struct Demo {
+    child: Child,
+    pub(crate) https: SocketAddr,
+    pub(crate) http: SocketAddr,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Demo {
+    /// Starts `binary` with `envs` and waits (at most 60 s) for its "listening on" line.
+    pub(crate) fn start(binary: &Path, envs: &[(&str, String)]) -> Result<Demo, String> {
+        let mut child = Command::new(binary)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stderr = child.stderr.take().ok_or("no stderr")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some((https, http)) = parse_listening(&line) {
+                        return Ok(Demo {
+                            child,
+                            https,
+                            http,
+                            logs: rx,
+                        });
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    return Err(format!("the demo did not start:\n{}", seen.join("\n")));
+                }
+            }
+        }
+    }
+
+    /// Log lines printed so far.
+    pub(crate) fn drain_logs(&self) -> Vec<String> {
+        self.logs.try_iter().collect()
+    }
+
+    /// Waits for the demo to exit (after Ctrl-C in `--serve` mode).
+    pub(crate) fn wait(mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait()
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `binary` with `envs` to completion, expecting it to refuse to start; returns its exit
+/// status and stderr.
+pub(crate) fn run_to_exit(
+    binary: &Path,
+    envs: &[(&str, String)],
+) -> Result<(ExitStatus, String), String> {
+    let out = Command::new(binary)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NO_COLOR", "1")
+        .env("PALISADE_DEMO_HTTPS_ADDR", "127.0.0.1:0")
+        .env("PALISADE_DEMO_HTTP_ADDR", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let rest = line.split("listening on https://").nth(1)?;
+    let (https, rest) = rest.split_once(" and http://")?;
+    let http = rest.split_whitespace().next()?;
+    Some((https.parse().ok()?, http.parse().ok()?))
+}
+
+/// The settings the tour runs the demo with (ports chosen by the kernel).
+pub(crate) fn demo_env(pki: &crate::pki::TestPki, profile: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PALISADE_PROFILE", profile.to_owned()),
+        ("PALISADE_DEMO_HTTPS_ADDR", "127.0.0.1:0".to_owned()),
+        ("PALISADE_DEMO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "PALISADE_DEMO_TLS_CERT",
+            pki.cert_path.display().to_string(),
+        ),
+        ("PALISADE_DEMO_TLS_KEY", pki.key_path.display().to_string()),
+        ("ADMIN_HOSTNAME", ADMIN_HOST.to_owned()),
+        ("PALISADE_DEMO_PUBLIC_HOST", PUBLIC_HOST.to_owned()),
+        ("PALISADE_DEMO_CORS_ORIGINS", ALLOWED_ORIGIN.to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+}
+
+/// The demo binary inside `target_dir` (built by `cargo build --example hardened_api`).
+pub(crate) fn demo_binary(target_dir: &Path) -> PathBuf {
+    target_dir
+        .join("debug")
+        .join("examples")
+        .join(format!("hardened_api{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The tour's first row: a deliberately weak production configuration must not start.
+pub(crate) fn refusal_row(binary: &Path) -> crate::tour::Row {
+    let envs = [
+        ("PALISADE_PROFILE", "production".to_owned()),
+        ("ADMIN_HOSTNAME", "localhost".to_owned()),
+        (
+            "PALISADE_DEMO_CORS_ORIGINS",
+            "http://localhost:3000,http://app.example.com".to_owned(),
+        ),
+        ("PALISADE_DEMO_TLS_CERT", "/nonexistent/cert.pem".to_owned()),
+        ("PALISADE_DEMO_TLS_KEY", "/nonexistent/key.pem".to_owned()),
+    ];
+    let attack = "start production with a weak config";
+    match run_to_exit(binary, &envs) {
+        Ok((status, stderr)) => {
+            let codes = [
+                "cors-localhost-origin",
+                "cors-http-origin",
+                "admin-host-not-a-name",
+            ];
+            let listed = codes.iter().all(|c| stderr.contains(c));
+            crate::tour::Row::new(
+                attack,
+                "refused, every finding listed",
+                format!(
+                    "exit {:?}, {} findings",
+                    status.code(),
+                    stderr.matches("\n  [").count()
+                ),
+                !status.success() && listed,
+            )
+        }
+        Err(e) => crate::tour::Row::new(attack, "refused", e, false),
+    }
+}

@@ -1,0 +1,499 @@
+//! The attack tour: a scripted client that sends good and hostile requests to the running
+//! demo and checks each answer. Every Palisade capability adds its rows here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Client, Method, Response, StatusCode, header};
+
+use crate::harness::{ADMIN_HOST, ALLOWED_ORIGIN, PUBLIC_HOST};
+
+/// Where the demo listens and which CA signed its certificate.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) https: SocketAddr,
+    pub(crate) http: SocketAddr,
+    pub(crate) ca_pem: String,
+}
+
+/// One line of the tour's table.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) attack: String,
+    pub(crate) expected: String,
+    pub(crate) got: String,
+    pub(crate) pass: bool,
+}
+
+impl Row {
+    pub(crate) fn new(attack: &str, expected: &str, got: impl Into<String>, pass: bool) -> Self {
+        Self {
+            attack: attack.to_owned(),
+            expected: expected.to_owned(),
+            got: got.into(),
+            pass,
+        }
+    }
+}
+
+pub(crate) fn client(target: &Target) -> Result<Client, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(target.ca_pem.as_bytes()) {
+        let cert: rustls_pki_types::CertificateDer<'static> = cert.map_err(|e| e.to_string())?;
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // HTTP/1.1 so that hostile Host headers reach the server as sent.
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .resolve(PUBLIC_HOST, target.https)
+        .resolve(ADMIN_HOST, target.https)
+        .timeout(Duration::from_secs(20))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn header_str(res: &Response, name: &str) -> String {
+    res.headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn status_row(attack: &str, want: StatusCode, res: &Result<Response, reqwest::Error>) -> Row {
+    match res {
+        Ok(r) => Row::new(
+            attack,
+            &want.as_u16().to_string(),
+            r.status().as_u16().to_string(),
+            r.status() == want,
+        ),
+        Err(e) => Row::new(
+            attack,
+            &want.as_u16().to_string(),
+            format!("error: {e}"),
+            false,
+        ),
+    }
+}
+
+/// Runs every row against `target`.
+pub(crate) async fn run(target: &Target) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let http = match client(target) {
+        Ok(c) => c,
+        Err(e) => return vec![Row::new("build the tour's HTTPS client", "ok", e, false)],
+    };
+    let api = |path: &str| format!("https://{PUBLIC_HOST}:{}{path}", target.https.port());
+    let admin = |path: &str| format!("https://{ADMIN_HOST}:{}{path}", target.https.port());
+    let plain = |path: &str| format!("http://{}{path}", target.http);
+
+    // --- Security headers -------------------------------------------------------------
+    let first = http.get(api("/")).send().await;
+    let second = http.get(api("/")).send().await;
+    match (first, second) {
+        (Ok(a), Ok(b)) => {
+            let csp_a = header_str(&a, "content-security-policy");
+            let csp_b = header_str(&b, "content-security-policy");
+            let nonce = csp_a
+                .split("'nonce-")
+                .nth(1)
+                .and_then(|r| r.split('\'').next())
+                .unwrap_or("")
+                .to_owned();
+            rows.push(Row::new(
+                "page served over HTTPS",
+                "200 text/html",
+                format!("{} {}", a.status().as_u16(), header_str(&a, "content-type")),
+                a.status() == 200,
+            ));
+            let strict = csp_a.contains("default-src 'none'")
+                && csp_a.contains("'strict-dynamic'")
+                && csp_a.contains("object-src 'none'")
+                && csp_a.contains("base-uri 'none'")
+                && csp_a.contains("frame-ancestors 'none'")
+                && !csp_a.contains("unsafe-inline")
+                && !csp_a.contains("unsafe-eval");
+            rows.push(Row::new(
+                "inject an inline script (CSP)",
+                "strict nonce CSP, no unsafe-*",
+                if strict {
+                    "strict".to_owned()
+                } else {
+                    csp_a.clone()
+                },
+                strict,
+            ));
+            rows.push(Row::new(
+                "replay a nonce from another response",
+                "fresh nonce per response",
+                if csp_a != csp_b && nonce.len() >= 22 {
+                    format!("{}-char nonces differ", nonce.len())
+                } else {
+                    "same nonce".into()
+                },
+                csp_a != csp_b && nonce.len() >= 22,
+            ));
+            let hsts = header_str(&a, "strict-transport-security");
+            let age_ok = hsts
+                .split(';')
+                .next()
+                .and_then(|m| m.trim().strip_prefix("max-age="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|v| v >= 31_536_000);
+            rows.push(Row::new(
+                "downgrade to HTTP later (HSTS)",
+                "max-age>=1y; includeSubDomains",
+                hsts.clone(),
+                age_ok && hsts.contains("includeSubDomains"),
+            ));
+            let fixed = [
+                ("x-content-type-options", "nosniff"),
+                ("referrer-policy", "no-referrer"),
+                ("x-frame-options", "DENY"),
+                ("cross-origin-opener-policy", "same-origin"),
+                ("cross-origin-resource-policy", "same-origin"),
+                ("cross-origin-embedder-policy", "require-corp"),
+            ];
+            let missing: Vec<&str> = fixed
+                .iter()
+                .filter(|(n, v)| header_str(&a, n) != *v)
+                .map(|(n, _)| *n)
+                .collect();
+            rows.push(Row::new(
+                "sniff, frame or embed the page",
+                "nosniff, DENY, COOP/COEP/CORP, no-referrer",
+                if missing.is_empty() {
+                    "all set".to_owned()
+                } else {
+                    format!("missing {missing:?}")
+                },
+                missing.is_empty(),
+            ));
+            let leak = header_str(&a, "server") + &header_str(&a, "x-powered-by");
+            rows.push(Row::new(
+                "fingerprint the server",
+                "no Server / X-Powered-By",
+                if leak.is_empty() {
+                    "none".into()
+                } else {
+                    leak.clone()
+                },
+                leak.is_empty(),
+            ));
+            let body = a.text().await.unwrap_or_default();
+            let tagged = body.contains(&format!("<script nonce=\"{nonce}\">"));
+            rows.push(Row::new(
+                "handler reads the response's nonce",
+                "inline script carries header nonce",
+                if tagged { "matches" } else { "mismatch" },
+                tagged && !nonce.is_empty(),
+            ));
+        }
+        (Err(e), _) | (_, Err(e)) => rows.push(Row::new(
+            "page served over HTTPS",
+            "200",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+
+    // --- HTTPS enforcement --------------------------------------------------------------
+    let res = http
+        .get(plain("/api/hello?x=1"))
+        .header(header::HOST, PUBLIC_HOST)
+        .send()
+        .await;
+    let want_location = format!(
+        "https://{PUBLIC_HOST}:{}/api/hello?x=1",
+        target.https.port()
+    );
+    match res {
+        Ok(r) => {
+            let loc = header_str(&r, "location");
+            rows.push(Row::new(
+                "plain-HTTP GET",
+                "301 to https://",
+                format!("{} {loc}", r.status().as_u16()),
+                r.status() == 301 && loc == want_location,
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "plain-HTTP GET",
+            "301",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    let res = http
+        .post(plain("/api/echo"))
+        .header(header::HOST, PUBLIC_HOST)
+        .body("{\"card\":\"4111\"}")
+        .send()
+        .await;
+    rows.push(status_row(
+        "plain-HTTP POST with a body",
+        StatusCode::MISDIRECTED_REQUEST,
+        &res,
+    ));
+    let res = http
+        .get(plain("/api/hello"))
+        .header(header::HOST, PUBLIC_HOST)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await;
+    rows.push(status_row(
+        "spoof X-Forwarded-Proto: https over HTTP",
+        StatusCode::MOVED_PERMANENTLY,
+        &res,
+    ));
+    match http
+        .get(plain("/"))
+        .header(header::HOST, "evil.example")
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let loc = header_str(&r, "location");
+            let ok = r.status() == 301 && loc.starts_with(&format!("https://{PUBLIC_HOST}:"));
+            rows.push(Row::new(
+                "open redirect via Host: evil.example",
+                "redirect to canonical host",
+                format!("{} {loc}", r.status().as_u16()),
+                ok,
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "open redirect via Host: evil.example",
+            "redirect to canonical host",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    let res = http
+        .get(plain("/healthz"))
+        .header(header::HOST, PUBLIC_HOST)
+        .send()
+        .await;
+    let hsts_on_http = res
+        .as_ref()
+        .map(|r| r.headers().contains_key("strict-transport-security"))
+        .unwrap_or(true);
+    rows.push(Row::new(
+        "HSTS over plain HTTP",
+        "absent",
+        if hsts_on_http { "present" } else { "absent" },
+        !hsts_on_http,
+    ));
+
+    // --- CORS ---------------------------------------------------------------------------
+    let preflight = |origin: &str| {
+        http.request(Method::OPTIONS, api("/api/echo"))
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "content-type")
+            .send()
+    };
+    match preflight("https://evil.example").await {
+        Ok(r) => {
+            let acao = header_str(&r, "access-control-allow-origin");
+            rows.push(Row::new(
+                "CORS preflight from evil origin",
+                "403, no CORS headers",
+                format!("{} {acao}", r.status().as_u16()),
+                r.status() == 403 && acao.is_empty(),
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "CORS preflight from evil origin",
+            "403",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    match preflight(ALLOWED_ORIGIN).await {
+        Ok(r) => {
+            let acao = header_str(&r, "access-control-allow-origin");
+            let vary = header_str(&r, "vary");
+            let ok = r.status() == 204
+                && acao == ALLOWED_ORIGIN
+                && vary.contains("origin")
+                && r.headers().contains_key("access-control-max-age");
+            rows.push(Row::new(
+                "CORS preflight from allowed origin",
+                "204, exact origin, Vary, Max-Age",
+                format!("{} {acao}", r.status().as_u16()),
+                ok,
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "CORS preflight from allowed origin",
+            "204",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    for (attack, origin) in [
+        ("read API from evil origin", "https://evil.example"),
+        (
+            "suffix-match origin trick",
+            "https://app.palisade.test.evil.example",
+        ),
+        ("null origin (sandboxed iframe)", "null"),
+    ] {
+        match http
+            .get(api("/api/hello"))
+            .header(header::ORIGIN, origin)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let acao = header_str(&r, "access-control-allow-origin");
+                let vary = header_str(&r, "vary");
+                rows.push(Row::new(
+                    attack,
+                    "no Access-Control-Allow-Origin, Vary: origin",
+                    if acao.is_empty() {
+                        format!("none; vary {vary}")
+                    } else {
+                        acao.clone()
+                    },
+                    acao.is_empty() && vary.contains("origin"),
+                ));
+            }
+            Err(e) => rows.push(Row::new(attack, "no ACAO", format!("error: {e}"), false)),
+        }
+    }
+
+    // --- Admin surface ------------------------------------------------------------------
+    let cases: [(&str, String, Option<(&str, &str)>, StatusCode); 7] = [
+        (
+            "admin path on the public host",
+            api("/admin/status"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "encoded admin path /%61dmin",
+            api("/%61dmin/status"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "dot-segment admin path /api/..%2fadmin",
+            api("/api/..%2fadmin/status"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "X-Forwarded-Host: admin host",
+            api("/admin/status"),
+            Some(("x-forwarded-host", ADMIN_HOST)),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "admin on the admin host",
+            admin("/admin/status"),
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "public API on the admin host",
+            admin("/api/hello"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "upper-case admin path /ADMIN",
+            api("/ADMIN/status"),
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+    ];
+    for (attack, url, extra, want) in cases {
+        let mut req = http.get(url);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        rows.push(status_row(attack, want, &req.send().await));
+    }
+    // A refusal is a generic problem document; the reason stays in the server log.
+    match http.get(api("/admin/status")).send().await {
+        Ok(r) => {
+            let ctype = header_str(&r, "content-type");
+            let body = r.text().await.unwrap_or_default();
+            let ok = ctype == "application/problem+json"
+                && body.contains("\"status\":404")
+                && !body.contains("admin");
+            rows.push(Row::new(
+                "learn why a request was refused",
+                "generic problem+json",
+                if ok { "generic".to_owned() } else { body },
+                ok,
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "learn why a request was refused",
+            "generic problem+json",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    rows
+}
+
+/// Prints the table; returns whether every row passed.
+pub(crate) fn print(rows: &[Row]) -> bool {
+    let w_attack = rows
+        .iter()
+        .map(|r| r.attack.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let w_expected = rows
+        .iter()
+        .map(|r| r.expected.len())
+        .max()
+        .unwrap_or(8)
+        .max(8);
+    let w_got = rows
+        .iter()
+        .map(|r| r.got.len().min(60))
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!(
+        "{:<w_attack$}  {:<w_expected$}  {:<w_got$}  result",
+        "attack", "expected", "got"
+    );
+    println!("{}", "-".repeat(w_attack + w_expected + w_got + 12));
+    for r in rows {
+        let got: String = r.got.chars().take(60).collect();
+        println!(
+            "{:<w_attack$}  {:<w_expected$}  {:<w_got$}  {}",
+            r.attack,
+            r.expected,
+            got,
+            if r.pass { "pass" } else { "FAIL" }
+        );
+    }
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    println!(
+        "{} rows: {} passed, {} failed",
+        rows.len(),
+        rows.len() - failed,
+        failed
+    );
+    failed == 0
+}
