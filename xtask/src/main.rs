@@ -4,6 +4,8 @@
 //!   print its table; exit non-zero if any row fails. `--serve` leaves the demo running.
 //! - `cargo xtask test`: everything CI checks: formatting, clippy with `-D warnings`, all tests
 //!   and doc tests, and the security scans of the running demo.
+//! - `cargo xtask bench`: run the criterion benches and print medians and ratios against the
+//!   bare service measured in the same run.
 //! - `cargo xtask scan`: only the scans: MDN HTTP Observatory and Google's CSP Evaluator
 //!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
 
@@ -23,8 +25,9 @@ fn main() -> ExitCode {
         Some("demo") => demo(args.iter().any(|a| a == "--serve")),
         Some("test") => test(),
         Some("scan") => scan::run(&workspace_root(), &cache_dir()),
+        Some("bench") => bench(),
         _ => {
-            eprintln!("usage: cargo xtask <demo [--serve] | test | scan>");
+            eprintln!("usage: cargo xtask <demo [--serve] | test | scan | bench>");
             return ExitCode::from(2);
         }
     };
@@ -163,4 +166,37 @@ fn test() -> Result<()> {
         return Ok(());
     }
     scan::run(&workspace_root(), &cache_dir())
+}
+
+fn bench() -> Result<()> {
+    run(cargo().args(["bench", "--bench", "headers"]))?;
+    let dir = target_dir()?.join("criterion");
+    let median = |name: &str| -> Result<f64> {
+        let text = std::fs::read_to_string(
+            dir.join(format!("headers_{name}"))
+                .join("new")
+                .join("estimates.json"),
+        )?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        v["median"]["point_estimate"]
+            .as_f64()
+            .ok_or_else(|| format!("no median for {name}").into())
+    };
+    let bare = median("bare")?;
+    println!("\n{:<36} {:>12} {:>10}", "bench", "median", "vs bare");
+    for name in [
+        "bare",
+        "security_headers",
+        "security_headers_api_policy",
+        "full_stack",
+    ] {
+        let m = median(name)?;
+        println!(
+            "{:<36} {:>9.0} ns {:>9.1}x",
+            format!("headers/{name}"),
+            m,
+            m / bare
+        );
+    }
+    Ok(())
 }

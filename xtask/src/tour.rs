@@ -377,7 +377,8 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
     }
 
     // --- Admin surface ------------------------------------------------------------------
-    let cases: [(&str, String, Option<(&str, &str)>, StatusCode); 7] = [
+    type Case<'a> = (&'a str, String, Option<(&'a str, &'a str)>, StatusCode);
+    let cases: [Case<'_>; 7] = [
         (
             "admin path on the public host",
             api("/admin/status"),

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! [`Source::NONCE`] stands for the nonce of the response being sent; the layer draws a fresh
-//! one (128 bits from the operating system's CSPRNG) for every response and hands it to the
+//! one (128 bits from a CSPRNG) for every response and hands it to the
 //! handler as a [`CspNonce`] request extension.
 //!
 //! ```
@@ -567,17 +567,19 @@ impl CompiledPolicy {
 
 /// The nonce of the current response, inserted into request extensions for handlers.
 ///
-/// 128 bits from the operating system's CSPRNG, base64url without padding (22 characters).
+/// 128 bits from a CSPRNG (`rand`'s thread-local ChaCha12 generator, seeded from and
+/// periodically reseeded by the operating system), base64url without padding (22 characters).
 /// Put it in the `nonce` attribute of inline `<script>` and `<style>` elements.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CspNonce(Arc<str>);
 
 impl CspNonce {
-    /// Draws a fresh nonce, or `None` if the operating system has no randomness to give (the
-    /// layer then fails closed).
+    /// Draws a fresh nonce, or `None` if no randomness could be had (the layer then fails
+    /// closed).
     pub fn generate() -> Option<Self> {
+        use rand::TryRngCore as _;
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).ok()?;
+        rand::rng().try_fill_bytes(&mut bytes).ok()?;
         let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         Some(Self(text.into()))
     }

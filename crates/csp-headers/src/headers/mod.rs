@@ -428,17 +428,22 @@ impl SecurityHeadersBuilder {
                 "hsts-missing",
                 "no Strict-Transport-Security: first visits can be downgraded to HTTP",
             ),
-            Some(h) if h.max_age < ONE_YEAR => posture.record(
-                Severity::Deny,
-                "hsts-short",
-                format!("HSTS max-age {}s is under one year", h.max_age.as_secs()),
-            ),
-            Some(h) if !h.include_subdomains => posture.record(
-                Severity::Warn,
-                "hsts-no-subdomains",
-                "HSTS without includeSubDomains leaves sibling hosts downgradable",
-            ),
-            Some(_) => {}
+            Some(h) => {
+                if h.max_age < ONE_YEAR {
+                    posture.record(
+                        Severity::Deny,
+                        "hsts-short",
+                        format!("HSTS max-age {}s is under one year", h.max_age.as_secs()),
+                    );
+                }
+                if !h.include_subdomains {
+                    posture.record(
+                        Severity::Warn,
+                        "hsts-no-subdomains",
+                        "HSTS without includeSubDomains leaves sibling hosts downgradable",
+                    );
+                }
+            }
         }
         if let Some(
             ReferrerPolicy::UnsafeUrl

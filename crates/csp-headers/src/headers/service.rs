@@ -120,6 +120,7 @@ where
 fn apply<B>(plan: &Plan, response: &mut Response<B>, nonce: Option<&CspNonce>, https: bool) {
     let over = response.extensions_mut().remove::<CspOverride>();
     let headers = response.headers_mut();
+    headers.reserve(plan.fixed.len() + 3);
     for name in &plan.remove {
         headers.remove(name);
     }
