@@ -381,6 +381,106 @@ mod tests {
         assert!(AdminHostLayer::builder("admin.example.com:443").is_err());
     }
 
+    async fn send(layer: AdminHostLayer, host: &[&str], path: &str, ip: Option<&str>) -> u16 {
+        use tower::{ServiceBuilder, ServiceExt, service_fn};
+        let mut b = Request::builder().uri(path);
+        for h in host {
+            b = b.header(http::header::HOST, *h);
+        }
+        let mut req = b.body(()).unwrap();
+        if let Some(ip) = ip {
+            req.extensions_mut().insert(ClientIp(ip.parse().unwrap()));
+        }
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_req: Request<()>| async {
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                    bytes::Bytes,
+                >::new()))
+            }))
+            .oneshot(req)
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn allowlist_and_host_table() {
+        let open = AdminHostLayer::builder("admin.example.com")
+            .unwrap()
+            .build()
+            .unwrap();
+        let listed = AdminHostLayer::builder("admin.example.com")
+            .unwrap()
+            .allow_client_ips(["10.0.0.0/8", "2001:db8::1"])
+            .unwrap()
+            .build()
+            .unwrap();
+        let cases: Vec<(&AdminHostLayer, Vec<&str>, &str, Option<&str>, u16)> = vec![
+            (&open, vec!["admin.example.com"], "/admin", None, 200),
+            (&open, vec!["ADMIN.example.com.:443"], "/admin/x", None, 200),
+            (
+                &open,
+                vec!["admin.example.com", "api.example.com"],
+                "/admin",
+                None,
+                404,
+            ),
+            (&open, vec![], "/admin", None, 404),
+            (
+                &open,
+                vec!["admin.example.com.evil.com"],
+                "/admin",
+                None,
+                404,
+            ),
+            (
+                &listed,
+                vec!["admin.example.com"],
+                "/admin",
+                Some("10.1.2.3"),
+                200,
+            ),
+            (
+                &listed,
+                vec!["admin.example.com"],
+                "/admin",
+                Some("2001:db8::1"),
+                200,
+            ),
+            (
+                &listed,
+                vec!["admin.example.com"],
+                "/admin",
+                Some("203.0.113.9"),
+                404,
+            ),
+            (&listed, vec!["admin.example.com"], "/admin", None, 404),
+            // The allowlist guards the admin surface only.
+            (
+                &listed,
+                vec!["api.example.com"],
+                "/api",
+                Some("203.0.113.9"),
+                200,
+            ),
+        ];
+        for (layer, host, path, ip, want) in cases {
+            assert_eq!(
+                send(layer.clone(), &host, path, ip).await,
+                want,
+                "{host:?} {path} {ip:?}"
+            );
+        }
+        assert!(
+            AdminHostLayer::builder("admin.example.com")
+                .unwrap()
+                .allow_client_ips(["nope"])
+                .is_err()
+        );
+    }
+
     proptest! {
         /// Prepending dot segments, empty segments or encoding letters never hides an admin path.
         #[test]

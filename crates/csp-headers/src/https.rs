@@ -238,3 +238,160 @@ fn redirect<B>(config: &HttpsConfig, req: &Request<B>) -> Result<HeaderValue, Ht
     };
     HeaderValue::try_from(location).map_err(|_| HttpsRejection::BadHost)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http::header::HOST;
+    use http_body_util::Empty;
+    use palisade_core::ConnectionInfo;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+    use super::*;
+
+    async fn send(
+        layer: RequireHttpsLayer,
+        req: Request<()>,
+    ) -> Response<ResponseBody<Empty<Bytes>>> {
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(|_req: Request<()>| async {
+                Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+            }))
+            .oneshot(req)
+            .await
+            .unwrap()
+    }
+
+    fn req(
+        method: Method,
+        uri: &str,
+        host: Option<&str>,
+        scheme: Option<RequestScheme>,
+    ) -> Request<()> {
+        let mut b = Request::builder().method(method).uri(uri);
+        if let Some(h) = host {
+            b = b.header(HOST, h);
+        }
+        let mut r = b.body(()).unwrap();
+        r.extensions_mut()
+            .insert(ConnectionInfo::new("192.0.2.1:1".parse().unwrap(), false));
+        if let Some(s) = scheme {
+            r.extensions_mut().insert(s);
+        }
+        r
+    }
+
+    #[tokio::test]
+    async fn redirect_table() {
+        let by_host = RequireHttpsLayer::builder().build().unwrap();
+        let canonical = RequireHttpsLayer::builder()
+            .canonical_host("API.example.com.")
+            .unwrap()
+            .https_port(8443)
+            .build()
+            .unwrap();
+        let cases: Vec<(RequireHttpsLayer, Request<()>, u16, Option<&str>)> = vec![
+            (
+                by_host.clone(),
+                req(Method::GET, "/a?b=c", Some("shop.example.com"), None),
+                301,
+                Some("https://shop.example.com/a?b=c"),
+            ),
+            (
+                by_host.clone(),
+                req(Method::HEAD, "/", Some("shop.example.com:80"), None),
+                301,
+                Some("https://shop.example.com/"),
+            ),
+            (
+                by_host.clone(),
+                req(Method::GET, "/", Some("evil.com/@x"), None),
+                421,
+                None,
+            ),
+            (
+                by_host.clone(),
+                req(Method::GET, "/", None, None),
+                421,
+                None,
+            ),
+            (
+                by_host.clone(),
+                req(Method::POST, "/", Some("shop.example.com"), None),
+                421,
+                None,
+            ),
+            (
+                by_host.clone(),
+                req(Method::DELETE, "/", Some("shop.example.com"), None),
+                421,
+                None,
+            ),
+            // A trusted proxy's scheme decides.
+            (
+                by_host.clone(),
+                req(
+                    Method::POST,
+                    "/",
+                    Some("shop.example.com"),
+                    Some(RequestScheme::Https),
+                ),
+                200,
+                None,
+            ),
+            (
+                by_host.clone(),
+                req(
+                    Method::GET,
+                    "/",
+                    Some("shop.example.com"),
+                    Some(RequestScheme::Http),
+                ),
+                301,
+                Some("https://shop.example.com/"),
+            ),
+            (
+                canonical.clone(),
+                req(Method::GET, "/x", Some("evil.example"), None),
+                301,
+                Some("https://api.example.com:8443/x"),
+            ),
+            // Absolute-form targets cannot steer the redirect elsewhere.
+            (
+                canonical.clone(),
+                req(Method::GET, "http://evil.example//x", None, None),
+                301,
+                Some("https://api.example.com:8443/"),
+            ),
+        ];
+        for (layer, request, status, location) in cases {
+            let desc = format!(
+                "{} {} {:?}",
+                request.method(),
+                request.uri(),
+                request.headers().get(HOST)
+            );
+            let res = send(layer, request).await;
+            assert_eq!(res.status().as_u16(), status, "{desc}");
+            assert_eq!(
+                res.headers().get(LOCATION).map(|v| v.to_str().unwrap()),
+                location,
+                "{desc}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_plain_http() {
+        let layer = RequireHttpsLayer::builder()
+            .canonical_host("api.example.com")
+            .unwrap()
+            .build()
+            .unwrap();
+        let res = send(layer, Request::builder().uri("/").body(()).unwrap()).await;
+        assert_eq!(res.status(), 301);
+    }
+}

@@ -61,3 +61,30 @@ pub use headers::{
     CspLayer, CspOverride, Hsts, HstsLayer, SecurityHeadersBuilder, SecurityHeadersLayer,
 };
 pub use https::{HttpsRejection, RequireHttpsBuilder, RequireHttpsLayer};
+
+#[cfg(test)]
+mod send_sync {
+    //! Layers, services and futures are `Send + Sync` whenever what they wrap is.
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[allow(dead_code)]
+    struct NotSendSync(std::rc::Rc<()>);
+
+    #[test]
+    fn layers_services_and_futures() {
+        assert_send_sync::<SecurityHeadersLayer>();
+        assert_send_sync::<CorsLayer>();
+        assert_send_sync::<RequireHttpsLayer>();
+        assert_send_sync::<AdminHostLayer>();
+        assert_send_sync::<headers::SecurityHeaders<()>>();
+        assert_send_sync::<cors::Cors<()>>();
+        assert_send_sync::<https::RequireHttps<()>>();
+        assert_send_sync::<admin::AdminHost<()>>();
+        assert_send_sync::<headers::ResponseFuture<std::future::Ready<()>>>();
+        assert_send_sync::<cors::ResponseFuture<std::future::Ready<()>, ()>>();
+        assert_send_sync::<palisade_core::ShortCircuitFuture<std::future::Ready<()>, ()>>();
+        assert_send_sync::<palisade_core::ResponseBody<()>>();
+    }
+}
