@@ -406,6 +406,7 @@ mod tests {
     }
 
     #[tokio::test]
+    #[allow(clippy::type_complexity)]
     async fn allowlist_and_host_table() {
         let open = AdminHostLayer::builder("admin.example.com")
             .unwrap()
