@@ -215,6 +215,9 @@ impl KeyRing {
         let text = Zeroizing::new(std::env::var(var).map_err(|_| KeyRingError::Missing {
             source_name: var.to_owned(),
         })?);
+        if text.len() > MAX_SOURCE_BYTES {
+            return Err(KeyRingError::TooLarge);
+        }
         Self::parse(&text)
     }
 
@@ -224,12 +227,23 @@ impl KeyRing {
         let missing = || KeyRingError::Missing {
             source_name: path.display().to_string(),
         };
-        let meta = std::fs::metadata(path).map_err(|_| missing())?;
-        if meta.len() > MAX_SOURCE_BYTES as u64 {
+        let file = std::fs::File::open(path).map_err(|_| missing())?;
+        // Read at most one byte past the limit: a FIFO or a growing file cannot make us read
+        // without bound.
+        let mut bytes = Zeroizing::new(Vec::new());
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_SOURCE_BYTES as u64 + 1),
+            &mut bytes,
+        )
+        .map_err(|_| missing())?;
+        if bytes.len() > MAX_SOURCE_BYTES {
             return Err(KeyRingError::TooLarge);
         }
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|_| missing())?);
-        Self::parse(&text)
+        let text = std::str::from_utf8(&bytes).map_err(|_| KeyRingError::Syntax {
+            line: 0,
+            reason: "key ring file is not UTF-8",
+        })?;
+        Self::parse(text)
     }
 
     /// Loads the ring from a caller-supplied source (a secret manager, for example).
@@ -284,7 +298,9 @@ fn parse_line(line: &str) -> Result<Key, &'static str> {
         let secs = value
             .parse::<u64>()
             .map_err(|_| "time is not unix seconds")?;
-        let at = UNIX_EPOCH + Duration::from_secs(secs);
+        let at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(secs))
+            .ok_or("time is out of range")?;
         match name {
             "not_before" => not_before = Some(at),
             "retire_after" => retire_after = Some(at),
@@ -400,6 +416,7 @@ mod tests {
             format!("a/b 1 {K1}"),
             format!("a 1 {K1} color=blue"),
             format!("a 1 {K1} not_before=10 retire_after=10"),
+            format!("a 1 {K1} not_before=18446744073709551615"),
         ];
         for case in cases {
             assert!(KeyRing::parse(&case).is_err(), "{case}");
@@ -419,6 +436,22 @@ mod tests {
             KeyRing::from_file("/nonexistent/palisade/keys"),
             Err(KeyRingError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn file_loading_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("palisade-keyring-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ring");
+        std::fs::write(&good, format!("a 1 {K1}\n")).unwrap();
+        assert_eq!(KeyRing::from_file(&good).unwrap().keys().len(), 1);
+        let big = dir.join("big");
+        std::fs::write(&big, "#".repeat(MAX_SOURCE_BYTES + 10)).unwrap();
+        assert_eq!(
+            KeyRing::from_file(&big).unwrap_err(),
+            KeyRingError::TooLarge
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

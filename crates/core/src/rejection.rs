@@ -173,7 +173,9 @@ impl Rejection {
         );
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(after) = self.retry_after {
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            let secs = after
+                .as_secs()
+                .saturating_add(u64::from(after.subsec_nanos() > 0));
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(challenge) = &self.www_authenticate {
@@ -246,6 +248,17 @@ mod tests {
             assert!(!text.contains("secret-reason"), "{text}");
             assert!(text.contains(&format!("\"status\":{status}")), "{text}");
         }
+    }
+
+    #[test]
+    fn retry_after_saturates() {
+        let response = Rejection::new(RejectionKind::TooManyRequests, Hidden)
+            .with_retry_after(Duration::MAX)
+            .into_response::<Empty<Bytes>>();
+        assert_eq!(
+            response.headers()[RETRY_AFTER],
+            u64::MAX.to_string().as_str()
+        );
     }
 
     #[test]

@@ -5,9 +5,12 @@
 //! - Optionally, admin requests must also come from an allowlisted client IP (read from the
 //!   [`ClientIp`] extension; without it the request is refused).
 //!
-//! Paths are compared after percent-decoding, case folding, backslash-to-slash, and removal of
-//! empty and dot segments and `;` parameters, so `/%61dmin`, `//admin`, `/api/../admin`,
-//! `/ADMIN` and `/admin;x` are all admin paths.
+//! Paths are read three ways (raw; percent-decoded; decoded with dot segments resolved), each
+//! with case folding, backslash-to-slash, and empty segments, `;` parameters and trailing dots
+//! dropped. On any other host, a path that *any* reading puts under the prefix is refused:
+//! `/%61dmin`, `//admin`, `/api/..%2fadmin`, `/ADMIN`, `/admin;x` and also `/admin/..` (which a
+//! router matching raw paths would send to an `/admin/{id}` route). On the admin host, a path is
+//! served only if *every* reading puts it under the prefix.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -253,57 +256,108 @@ where
 }
 
 fn check<B>(config: &AdminConfig, req: &Request<B>) -> Result<(), AdminHostRejection> {
-    let admin_path = is_under_prefix(req.uri().path(), &config.prefix);
+    let class = classify(req.uri().path(), &config.prefix);
     let host = request_host(req).map_err(|_| AdminHostRejection::BadHost)?;
-    let admin_host = host.name == config.host;
-    match (admin_host, admin_path) {
-        (false, true) => Err(AdminHostRejection::AdminPathOnOtherHost),
-        (true, false) => Err(AdminHostRejection::OtherPathOnAdminHost),
-        (false, false) => Ok(()),
-        (true, true) => match &config.allow {
-            None => Ok(()),
-            Some(nets) => {
-                let ip = req
-                    .extensions()
-                    .get::<ClientIp>()
-                    .ok_or(AdminHostRejection::ClientNotAllowed)?;
-                if nets.iter().any(|n| n.contains(&ip.0)) {
-                    Ok(())
-                } else {
-                    Err(AdminHostRejection::ClientNotAllowed)
-                }
+    if host.name != config.host {
+        // Any reading of the path that reaches the admin prefix is refused here.
+        return if class.any {
+            Err(AdminHostRejection::AdminPathOnOtherHost)
+        } else {
+            Ok(())
+        };
+    }
+    // The admin host serves a path only if every reading of it is an admin path.
+    if !class.all {
+        return Err(AdminHostRejection::OtherPathOnAdminHost);
+    }
+    match &config.allow {
+        None => Ok(()),
+        Some(nets) => {
+            let ip = req
+                .extensions()
+                .get::<ClientIp>()
+                .ok_or(AdminHostRejection::ClientNotAllowed)?;
+            if nets.iter().any(|n| n.contains(&ip.0)) {
+                Ok(())
+            } else {
+                Err(AdminHostRejection::ClientNotAllowed)
             }
+        }
+    }
+}
+
+/// How a path relates to the admin prefix under every reading a router or proxy might give it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PathClass {
+    /// Some reading puts the path under the prefix (or the path cannot be read with certainty).
+    pub(crate) any: bool,
+    /// Every reading puts the path under the prefix.
+    pub(crate) all: bool,
+}
+
+/// Classifies `path` against `prefix` (lowercase, clean) under three readings: the raw path,
+/// the percent-decoded path, and the decoded path with dot segments resolved. Each reading
+/// folds case, treats `\` as `/`, skips empty segments, drops `;` parameters and trailing
+/// dots, NULs and spaces of a segment. A path whose encoding does not settle after several
+/// decoding rounds counts as admin under `any` and not under `all`.
+pub(crate) fn classify(path: &str, prefix: &str) -> PathClass {
+    let want: Vec<&str> = prefix[1..].split('/').collect();
+    let raw = under(path, &want, false);
+    match percent_decode_settled(path.as_bytes()) {
+        Some(decoded) => {
+            let plain = under(&decoded, &want, false);
+            let resolved = under(&decoded, &want, true);
+            PathClass {
+                any: raw || plain || resolved,
+                all: raw && plain && resolved,
+            }
+        }
+        None => PathClass {
+            any: true,
+            all: false,
         },
     }
 }
 
-/// Whether `path`, normalized the way lenient routers and proxies might read it, lies under
-/// `prefix` (which is already lowercase and clean).
+/// Whether `path`, read with or without dot-segment resolution, lies under `want`.
+#[cfg(test)]
 pub(crate) fn is_under_prefix(path: &str, prefix: &str) -> bool {
-    let decoded = percent_decode_lossy(path.as_bytes());
+    classify(path, prefix).any
+}
+
+fn under(path: &str, want: &[&str], resolve_dots: bool) -> bool {
     let mut segments: Vec<&str> = Vec::new();
-    for raw in decoded.split(['/', '\\']) {
+    for raw in path.split(['/', '\\']) {
         let seg = raw.split(';').next().unwrap_or("");
+        let seg = seg.trim_matches(|c: char| c == '\0' || c.is_whitespace());
         match seg {
-            "" | "." => {}
-            ".." => {
+            "" => {}
+            "." if resolve_dots => {}
+            ".." if resolve_dots => {
                 segments.pop();
             }
             s => segments.push(s),
         }
+        if segments.len() >= want.len() && !resolve_dots {
+            break;
+        }
     }
-    let want: Vec<&str> = prefix[1..].split('/').collect();
     segments.len() >= want.len()
-        && segments
-            .iter()
-            .zip(&want)
-            .all(|(got, want)| got.trim().eq_ignore_ascii_case(want))
+        && segments.iter().zip(want).all(|(got, want)| {
+            let got = if matches!(*got, "." | "..") {
+                got
+            } else {
+                got.trim_end_matches('.')
+            };
+            got.eq_ignore_ascii_case(want)
+        })
 }
 
-/// Decodes `%XX` repeatedly (double encoding included), keeping invalid escapes as they are.
-fn percent_decode_lossy(input: &[u8]) -> String {
+/// Decodes `%XX` until nothing changes (double encoding included); `None` if it has not settled
+/// after eight rounds.
+fn percent_decode_settled(input: &[u8]) -> Option<String> {
     let mut current = input.to_vec();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let mut out = Vec::with_capacity(current.len());
         let mut i = 0;
         let mut changed = false;
@@ -320,18 +374,37 @@ fn percent_decode_lossy(input: &[u8]) -> String {
             out.push(current[i]);
             i += 1;
         }
-        current = out;
         if !changed {
-            break;
+            return Some(String::from_utf8_lossy(&out).into_owned());
         }
+        current = out;
     }
-    String::from_utf8_lossy(&current).into_owned()
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn classification_table() {
+        // (path, any, all)
+        let cases = [
+            ("/admin/users", true, true),
+            ("/admin/..", true, false),
+            ("/admin/users/%2e%2e%2f%2e%2e", true, false),
+            ("/admin/x%5c..%5c..", true, false),
+            ("/api/..%2fadmin", true, false),
+            ("/api/x", false, false),
+            ("/admin.", true, true),
+            ("/admin%00/x", true, false),
+            ("/%25252525252525252561dmin", true, false),
+        ];
+        for (path, any, all) in cases {
+            assert_eq!(classify(path, "/admin"), PathClass { any, all }, "{path}");
+        }
+    }
 
     #[test]
     fn prefix_table() {
@@ -350,6 +423,8 @@ mod tests {
             "/%2fadmin",
             "/admin%2fusers",
             "/ admin",
+            "/admin/..",
+            "/admin.",
         ];
         for p in yes {
             assert!(is_under_prefix(p, "/admin"), "{p}");
@@ -360,6 +435,7 @@ mod tests {
             "/administrator",
             "/api/admin",
             "/adm",
+            "/adminx/..",
             "/admin.json",
             "/%zzadmin",
         ];

@@ -229,8 +229,18 @@ impl Source {
         matches!(&self.0, SourceKind::Text(t) if t.eq_ignore_ascii_case(scheme))
     }
 
-    fn is_wildcard_host(&self) -> bool {
-        matches!(&self.0, SourceKind::Text(t) if &**t == "*")
+    /// `*`, `https://*`, `*.com`, `http://*:443/js`: a wildcard that covers a whole TLD or
+    /// every host.
+    fn is_broad_host(&self) -> bool {
+        let SourceKind::Text(t) = &self.0 else {
+            return false;
+        };
+        let rest = t.split_once("://").map_or(&**t, |(_, r)| r);
+        let host = rest.split(['/', ':']).next().unwrap_or("");
+        host == "*"
+            || host
+                .strip_prefix("*.")
+                .is_some_and(|tld| !tld.contains('.'))
     }
 
     fn is_hash(&self) -> bool {
@@ -437,60 +447,75 @@ impl ContentSecurityPolicy {
     /// Records what is insecure in this policy. `label` names it in findings
     /// (`"enforced"`, `"report-only"`, a route name).
     pub fn check(&self, label: &str, posture: &mut Posture) {
-        let script = self
-            .sources(Directive::ScriptSrc)
-            .map(|s| (Directive::ScriptSrc, s))
-            .or_else(|| {
-                self.sources(Directive::DefaultSrc)
-                    .map(|s| (Directive::DefaultSrc, s))
-            });
-        match script {
-            None => posture.record(
+        let default = self.sources(Directive::DefaultSrc);
+        let script = self.sources(Directive::ScriptSrc).or(default);
+        if script.is_none() {
+            posture.record(
                 Severity::Deny,
                 "csp-no-script-src",
                 format!("{label} CSP sets neither script-src nor default-src: any script may run"),
+            );
+        }
+        // script-src-elem and script-src-attr fall back to script-src, then default-src.
+        let mut recorded: Vec<&'static str> = Vec::new();
+        let mut record = |posture: &mut Posture, code: &'static str, message: String| {
+            if !recorded.contains(&code) {
+                recorded.push(code);
+                posture.record(Severity::Deny, code, message);
+            }
+        };
+        for (d, sources) in [
+            (Directive::ScriptSrc, script),
+            (
+                Directive::ScriptSrcElem,
+                self.sources(Directive::ScriptSrcElem).or(script),
             ),
-            Some((d, sources)) => {
-                if sources.contains(&Source::UNSAFE_INLINE) {
-                    posture.record(
-                        Severity::Deny,
-                        "csp-unsafe-inline",
-                        format!(
-                            "{label} CSP allows 'unsafe-inline' in {d}: injected inline scripts run"
-                        ),
-                    );
-                }
-                if sources.contains(&Source::UNSAFE_EVAL) {
-                    posture.record(
-                        Severity::Deny,
-                        "csp-unsafe-eval",
-                        format!("{label} CSP allows 'unsafe-eval' in {d}: strings become code"),
-                    );
-                }
-                let strict = sources.contains(&Source::STRICT_DYNAMIC);
-                let broad = sources.iter().any(|s| {
-                    s.is_wildcard_host()
-                        || s.is_scheme("http:")
-                        || s.is_scheme("https:")
-                        || s.is_scheme("data:")
-                        || s.is_scheme("blob:")
-                });
-                if broad && !strict {
-                    posture.record(
-                        Severity::Deny,
-                        "csp-broad-script-src",
-                        format!("{label} CSP {d} allows scripts from any host or a whole scheme"),
-                    );
-                }
-                let pinned =
-                    sources.contains(&Source::NONCE) || sources.iter().any(Source::is_hash);
-                if strict && !pinned {
-                    posture.record(
-                        Severity::Deny,
-                        "csp-strict-dynamic-without-nonce",
-                        format!("{label} CSP uses 'strict-dynamic' without a nonce or hash: no script can run"),
-                    );
-                }
+            (
+                Directive::ScriptSrcAttr,
+                self.sources(Directive::ScriptSrcAttr).or(script),
+            ),
+        ] {
+            let Some(sources) = sources else { continue };
+            if sources.contains(&Source::UNSAFE_INLINE) {
+                record(
+                    posture,
+                    "csp-unsafe-inline",
+                    format!(
+                        "{label} CSP allows 'unsafe-inline' for {d}: injected inline scripts run"
+                    ),
+                );
+            }
+            if sources.contains(&Source::UNSAFE_EVAL) {
+                record(
+                    posture,
+                    "csp-unsafe-eval",
+                    format!("{label} CSP allows 'unsafe-eval' for {d}: strings become code"),
+                );
+            }
+            let strict = sources.contains(&Source::STRICT_DYNAMIC);
+            let broad = sources.iter().any(|s| {
+                s.is_broad_host()
+                    || s.is_scheme("http:")
+                    || s.is_scheme("https:")
+                    || s.is_scheme("data:")
+                    || s.is_scheme("blob:")
+            });
+            if broad && !strict {
+                record(
+                    posture,
+                    "csp-broad-script-src",
+                    format!("{label} CSP {d} allows scripts from any host or a whole scheme"),
+                );
+            }
+            let pinned = sources.contains(&Source::NONCE) || sources.iter().any(Source::is_hash);
+            if strict && !pinned {
+                record(
+                    posture,
+                    "csp-strict-dynamic-without-nonce",
+                    format!(
+                        "{label} CSP {d} uses 'strict-dynamic' without a nonce or hash: no script can run"
+                    ),
+                );
             }
         }
         let default_none = self.sources(Directive::DefaultSrc) == Some(&[Source::NONE][..]);

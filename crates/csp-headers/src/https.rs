@@ -191,7 +191,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        if RequestScheme::of(req.extensions(), req.uri()) == Some(RequestScheme::Https) {
+        if RequestScheme::of(req.extensions()) == Some(RequestScheme::Https) {
             return ShortCircuitFuture::forward(self.inner.call(req));
         }
         ShortCircuitFuture::answer(match redirect(&self.config, &req) {

@@ -7,6 +7,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{ClientIp, ConnectionInfo, RequestScheme, TrustedProxies};
+use crate::posture::{Posture, PostureError, Profile};
 
 /// Inserts [`ClientIp`] and [`RequestScheme`] into request extensions, from the
 /// [`ConnectionInfo`] the server inserted and the forwarded headers of trusted proxies.
@@ -41,9 +42,24 @@ pub struct ClientIpLayer {
 }
 
 impl ClientIpLayer {
-    /// A layer trusting `proxies`.
+    /// A layer trusting `proxies`, without a posture check (see [`Self::checked`]).
     pub fn new(proxies: TrustedProxies) -> Self {
         Self { proxies }
+    }
+
+    /// A layer trusting `proxies`, refused in production when the list trusts every address.
+    ///
+    /// ```
+    /// use palisade_core::{ClientIpLayer, Profile, TrustedProxies};
+    /// assert!(ClientIpLayer::checked(TrustedProxies::new(["10.0.0.0/8"])?, Profile::Production).is_ok());
+    /// assert!(ClientIpLayer::checked(TrustedProxies::new(["0.0.0.0/0"])?, Profile::Production).is_err());
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn checked(proxies: TrustedProxies, profile: Profile) -> Result<Self, PostureError> {
+        let mut posture = Posture::new(profile, "client-ip");
+        proxies.check(&mut posture);
+        posture.finish()?;
+        Ok(Self { proxies })
     }
 }
 
@@ -98,7 +114,14 @@ where
         req.extensions_mut().remove::<RequestScheme>();
         if let Some(conn) = req.extensions().get::<ConnectionInfo>().copied() {
             let (ip, scheme) = self.proxies.resolve(&conn, req.headers());
-            req.extensions_mut().insert(ip);
+            match ip {
+                Some(ip) => {
+                    req.extensions_mut().insert(ip);
+                }
+                None => {
+                    tracing::warn!(target: "palisade::client_ip", peer = %conn.peer(), "malformed forwarded header from a trusted proxy: client address unknown");
+                }
+            }
             req.extensions_mut().insert(scheme);
         } else {
             tracing::warn!(target: "palisade::client_ip", "request without ConnectionInfo: client address and scheme unknown");

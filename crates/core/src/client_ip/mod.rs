@@ -8,8 +8,8 @@
 //! Forwarded headers are walked **right to left**: each hop is trusted only while it is a
 //! configured proxy, and the first untrusted address is the client. A client can prepend any
 //! address it likes to `X-Forwarded-For`; it can never get past the proxies' own entries, so a
-//! spoofed leftmost entry never wins. A malformed or unknown entry stops the walk at the last
-//! trusted hop.
+//! spoofed leftmost entry never wins. A malformed or unknown entry where a trusted hop's entry
+//! should be leaves the client address unknown (no [`ClientIp`] is inserted), never a proxy's.
 //!
 //! ```
 //! use std::net::SocketAddr;
@@ -22,7 +22,7 @@
 //! headers.insert("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.7".parse()?);
 //! headers.insert("x-forwarded-proto", "https".parse()?);
 //! let (ip, scheme) = proxies.resolve(&conn, &headers);
-//! assert_eq!(ip.to_string(), "203.0.113.9"); // not the spoofed 6.6.6.6
+//! assert_eq!(ip.unwrap().to_string(), "203.0.113.9"); // not the spoofed 6.6.6.6
 //! assert_eq!(scheme, RequestScheme::Https);
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
@@ -36,6 +36,8 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use ipnet::IpNet;
+
+use crate::posture::{Posture, Severity};
 
 pub use layer::{ClientIpLayer, ClientIpService};
 
@@ -89,24 +91,20 @@ impl RequestScheme {
     }
 
     /// The scheme of a request as far as its extensions tell: [`RequestScheme`] if a
-    /// [`ClientIpLayer`] ran, else [`ConnectionInfo`], else the URI scheme. `None` when
-    /// nothing tells; callers must then treat the request as plain HTTP.
-    pub fn of(extensions: &http::Extensions, uri: &http::Uri) -> Option<Self> {
+    /// [`ClientIpLayer`] ran, else [`ConnectionInfo`]. `None` when neither is there; callers
+    /// must then treat the request as plain HTTP. The request URI's own scheme is never
+    /// believed: the client chooses it.
+    pub fn of(extensions: &http::Extensions) -> Option<Self> {
         if let Some(scheme) = extensions.get::<RequestScheme>() {
             return Some(*scheme);
         }
-        if let Some(conn) = extensions.get::<ConnectionInfo>() {
-            return Some(if conn.is_tls() {
+        extensions.get::<ConnectionInfo>().map(|conn| {
+            if conn.is_tls() {
                 Self::Https
             } else {
                 Self::Http
-            });
-        }
-        match uri.scheme_str() {
-            Some("https") => Some(Self::Https),
-            Some("http") => Some(Self::Http),
-            _ => None,
-        }
+            }
+        })
     }
 }
 
@@ -122,7 +120,8 @@ pub enum ForwardedHeader {
     Forwarded,
 }
 
-/// Most forwarded entries read from one request; beyond this the walk stops (fail closed).
+/// Most forwarded entries walked for one request; a longer chain of trusted hops leaves the
+/// client unknown (fail closed).
 pub const MAX_FORWARDED_ENTRIES: usize = 32;
 
 /// The proxies whose forwarded headers are believed.
@@ -187,7 +186,15 @@ impl TrustedProxies {
     }
 
     /// Resolves the client address and scheme of a request that arrived over `conn`.
-    pub fn resolve(&self, conn: &ConnectionInfo, headers: &HeaderMap) -> (ClientIp, RequestScheme) {
+    ///
+    /// The address is `None` when a trusted hop's header is malformed or names no address
+    /// (`unknown`, an obfuscated identifier), or when more than [`MAX_FORWARDED_ENTRIES`]
+    /// trusted hops are listed: the client is then unknown, never a trusted proxy's address.
+    pub fn resolve(
+        &self,
+        conn: &ConnectionInfo,
+        headers: &HeaderMap,
+    ) -> (Option<ClientIp>, RequestScheme) {
         let peer = canonical(conn.peer().ip());
         let socket_scheme = if conn.is_tls() {
             RequestScheme::Https
@@ -195,49 +202,69 @@ impl TrustedProxies {
             RequestScheme::Http
         };
         if !self.is_trusted(peer) {
-            return (ClientIp(peer), socket_scheme);
+            return (Some(ClientIp(peer)), socket_scheme);
         }
         match self.header {
             ForwardedHeader::XForwardedFor => {
-                let ip = self.walk(peer, parse::x_forwarded_for(headers));
+                let ip = self.walk(peer, parse::x_forwarded_for_rev(headers));
                 let scheme = parse::x_forwarded_proto(headers).unwrap_or(Ok(socket_scheme));
                 (ip, scheme.unwrap_or(RequestScheme::Http))
             }
             ForwardedHeader::Forwarded => {
-                let elements = parse::forwarded(headers);
-                let scheme = match elements.last() {
-                    Some(Ok(last)) => match last.proto {
-                        Some(proto) => proto,
-                        None => Ok(socket_scheme),
-                    },
+                let scheme = match parse::forwarded_rev(headers).next() {
+                    Some(Ok(last)) => last.proto.unwrap_or(Ok(socket_scheme)),
                     Some(Err(())) => Err(()),
                     None => Ok(socket_scheme),
                 };
-                let ip = self.walk(peer, elements.into_iter().map(|e| e.and_then(|e| e.for_ip)));
+                let ip = self.walk(
+                    peer,
+                    parse::forwarded_rev(headers).map(|e| e.and_then(|e| e.for_ip)),
+                );
                 (ip, scheme.unwrap_or(RequestScheme::Http))
             }
         }
     }
 
-    /// Walks hops right to left from the trusted `peer`; `entries` are in header order.
-    fn walk<I>(&self, peer: IpAddr, entries: I) -> ClientIp
+    /// Walks hops from the trusted `peer` leftwards; `entries` come rightmost first.
+    fn walk<I>(&self, peer: IpAddr, entries: I) -> Option<ClientIp>
     where
-        I: IntoIterator<Item = Result<IpAddr, ()>>,
-        I::IntoIter: DoubleEndedIterator,
+        I: Iterator<Item = Result<IpAddr, ()>>,
     {
         let mut current = peer;
-        for entry in entries.into_iter().rev() {
-            match entry {
-                Ok(ip) => {
-                    current = canonical(ip);
-                    if !self.is_trusted(current) {
-                        return ClientIp(current);
-                    }
-                }
-                Err(()) => return ClientIp(current),
+        for (index, entry) in entries.enumerate() {
+            if index == MAX_FORWARDED_ENTRIES {
+                return None;
+            }
+            current = canonical(entry.ok()?);
+            if !self.is_trusted(current) {
+                return Some(ClientIp(current));
             }
         }
-        ClientIp(current)
+        Some(ClientIp(current))
+    }
+
+    /// Records what is risky about this proxy list: trusting every address lets any client
+    /// choose its own address (denied in production); very wide blocks are a warning.
+    pub fn check(&self, posture: &mut Posture) {
+        for net in self.nets.iter() {
+            let wide = match net {
+                IpNet::V4(n) => n.prefix_len() < 8,
+                IpNet::V6(n) => n.prefix_len() < 32,
+            };
+            if net.prefix_len() == 0 {
+                posture.record(
+                    Severity::Deny,
+                    "proxy-trusts-everyone",
+                    format!("trusted proxy block {net} contains every address: any client can forge its address and scheme"),
+                );
+            } else if wide {
+                posture.record(
+                    Severity::Warn,
+                    "proxy-block-wide",
+                    format!("trusted proxy block {net} is very wide"),
+                );
+            }
+        }
     }
 }
 

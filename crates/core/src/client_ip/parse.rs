@@ -1,40 +1,32 @@
-//! Bounded parsers for `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`.
+//! Parsers for `X-Forwarded-For`, `X-Forwarded-Proto` and `Forwarded`, read **right to left**
+//! and lazily: the entries a trusted proxy appended come first, and whatever a client put to
+//! their left (non-UTF-8 bytes, unbalanced quotes, megabytes of padding) cannot swallow them.
+//! Each header line is split on its own, at byte level.
 
 use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 
-use super::{MAX_FORWARDED_ENTRIES, RequestScheme};
+use super::RequestScheme;
 
-/// Longest header value read; longer values count as malformed.
-const MAX_HEADER_LEN: usize = 4096;
-
-/// Entries of every `X-Forwarded-For` line, in order. Overlong input yields a leading error so a
-/// right-to-left walk stops after at most [`MAX_FORWARDED_ENTRIES`] entries.
-pub(super) fn x_forwarded_for(headers: &HeaderMap) -> Vec<Result<IpAddr, ()>> {
-    let mut out = Vec::new();
-    for value in headers.get_all("x-forwarded-for") {
-        let Some(text) = value.to_str().ok().filter(|t| t.len() <= MAX_HEADER_LEN) else {
-            out.push(Err(()));
-            continue;
-        };
-        for entry in text.split(',') {
-            out.push(parse_node(entry.trim(), false));
-        }
-    }
-    bound(out)
+/// `X-Forwarded-For` entries, rightmost first.
+pub(super) fn x_forwarded_for_rev(
+    headers: &HeaderMap,
+) -> impl Iterator<Item = Result<IpAddr, ()>> + '_ {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|line| line.as_bytes().rsplit(|b| *b == b','))
+        .map(|entry| text(entry).and_then(|t| parse_node(t, false)))
 }
 
 /// The scheme from the rightmost `X-Forwarded-Proto` value: `None` when absent, `Some(Err)`
 /// when malformed.
 pub(super) fn x_forwarded_proto(headers: &HeaderMap) -> Option<Result<RequestScheme, ()>> {
     let last = headers.get_all("x-forwarded-proto").iter().next_back()?;
-    let text = match last.to_str() {
-        Ok(t) if t.len() <= MAX_HEADER_LEN => t,
-        _ => return Some(Err(())),
-    };
-    let value = text.rsplit(',').next().unwrap_or("").trim();
-    Some(parse_scheme(value))
+    let value = last.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"");
+    Some(text(value).and_then(parse_scheme))
 }
 
 /// One `Forwarded` element.
@@ -44,44 +36,29 @@ pub(super) struct Element {
     pub(super) proto: Option<Result<RequestScheme, ()>>,
 }
 
-impl Default for Element {
-    fn default() -> Self {
-        Self {
-            for_ip: Err(()),
-            proto: None,
-        }
-    }
+/// `Forwarded` elements, rightmost first. Values are IP literals, `unknown`, obfuscated
+/// identifiers or schemes, none of which contains `,` or `;`, so splitting without quote
+/// awareness loses nothing legitimate, and an unbalanced quote spoils only its own element.
+pub(super) fn forwarded_rev(headers: &HeaderMap) -> impl Iterator<Item = Result<Element, ()>> + '_ {
+    headers
+        .get_all("forwarded")
+        .iter()
+        .rev()
+        .flat_map(|line| line.as_bytes().rsplit(|b| *b == b','))
+        .map(|element| text(element).and_then(parse_element))
 }
 
-/// Elements of every `Forwarded` line, in order.
-pub(super) fn forwarded(headers: &HeaderMap) -> Vec<Result<Element, ()>> {
-    let mut out = Vec::new();
-    for value in headers.get_all("forwarded") {
-        let Some(text) = value.to_str().ok().filter(|t| t.len() <= MAX_HEADER_LEN) else {
-            out.push(Err(()));
-            continue;
-        };
-        for element in split_outside_quotes(text, b',') {
-            out.push(parse_element(element));
-        }
-    }
-    bound(out)
-}
-
-fn bound<T>(mut entries: Vec<Result<T, ()>>) -> Vec<Result<T, ()>> {
-    if entries.len() > MAX_FORWARDED_ENTRIES {
-        let keep = entries.split_off(entries.len() - MAX_FORWARDED_ENTRIES);
-        entries = Vec::with_capacity(keep.len() + 1);
-        entries.push(Err(()));
-        entries.extend(keep);
-    }
-    entries
+fn text(bytes: &[u8]) -> Result<&str, ()> {
+    std::str::from_utf8(bytes).map(str::trim).map_err(|_| ())
 }
 
 fn parse_element(element: &str) -> Result<Element, ()> {
-    let mut out = Element::default();
+    let mut out = Element {
+        for_ip: Err(()),
+        proto: None,
+    };
     let mut seen_for = false;
-    for pair in split_outside_quotes(element, b';') {
+    for pair in element.split(';') {
         let pair = pair.trim();
         if pair.is_empty() {
             continue;
@@ -94,13 +71,13 @@ fn parse_element(element: &str) -> Result<Element, ()> {
                     return Err(());
                 }
                 seen_for = true;
-                out.for_ip = parse_node(&value, true);
+                out.for_ip = parse_node(value, true);
             }
             "proto" => {
                 if out.proto.is_some() {
                     return Err(());
                 }
-                out.proto = Some(parse_scheme(&value));
+                out.proto = Some(parse_scheme(value));
             }
             _ => {}
         }
@@ -122,7 +99,7 @@ fn parse_scheme(value: &str) -> Result<RequestScheme, ()> {
 /// `[::1]`, `[::1]:80`. `unknown` and obfuscated identifiers are errors: they cannot be checked
 /// against the trusted list.
 fn parse_node(node: &str, rfc7239: bool) -> Result<IpAddr, ()> {
-    if node.is_empty() {
+    if node.is_empty() || node.len() > 64 {
         return Err(());
     }
     if let Some(rest) = node.strip_prefix('[') {
@@ -152,43 +129,15 @@ fn is_port(s: &str) -> bool {
     !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn unquote(value: &str) -> Result<String, ()> {
-    let Some(inner) = value.strip_prefix('"') else {
-        if value.bytes().any(|b| b == b'"' || b == b'\\') {
-            return Err(());
-        }
-        return Ok(value.to_owned());
+/// A token, or a quoted string without escapes or inner quotes (no legitimate value needs
+/// them).
+fn unquote(value: &str) -> Result<&str, ()> {
+    let inner = match value.strip_prefix('"') {
+        Some(rest) => rest.strip_suffix('"').ok_or(())?,
+        None => value,
     };
-    let inner = inner.strip_suffix('"').ok_or(())?;
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => out.push(chars.next().ok_or(())?),
-            '"' => return Err(()),
-            c => out.push(c),
-        }
+    if inner.bytes().any(|b| b == b'"' || b == b'\\') {
+        return Err(());
     }
-    Ok(out)
-}
-
-/// Splits on `sep` outside double-quoted strings (which may contain backslash escapes).
-fn split_outside_quotes(text: &str, sep: u8) -> impl Iterator<Item = &str> {
-    let bytes = text.as_bytes();
-    let mut parts = Vec::new();
-    let (mut start, mut in_quotes, mut escaped) = (0, false, false);
-    for (i, &b) in bytes.iter().enumerate() {
-        if escaped {
-            escaped = false;
-        } else if in_quotes && b == b'\\' {
-            escaped = true;
-        } else if b == b'"' {
-            in_quotes = !in_quotes;
-        } else if b == sep && !in_quotes {
-            parts.push(&text[start..i]);
-            start = i + 1;
-        }
-    }
-    parts.push(&text[start..]);
-    parts.into_iter()
+    Ok(inner)
 }

@@ -26,6 +26,10 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+fn maybe_ip(s: &str) -> Option<IpAddr> {
+    (s != "unknown").then(|| ip(s))
+}
+
 #[test]
 fn x_forwarded_for_table() {
     let proxies = TrustedProxies::new(["10.0.0.0/8", "::1"]).unwrap();
@@ -78,17 +82,24 @@ fn x_forwarded_for_table() {
             "198.51.100.2",
             RequestScheme::Http,
         ),
-        // Malformed entry stops the walk at the last trusted hop.
+        // A malformed entry where a trusted hop's should be leaves the client unknown.
         (
             "10.0.0.1:1",
             &[("x-forwarded-for", "6.6.6.6, garbage, 10.1.1.1")],
-            "10.1.1.1",
+            "unknown",
             RequestScheme::Http,
         ),
         (
             "10.0.0.1:1",
             &[("x-forwarded-for", "6.6.6.6,,")],
-            "10.0.0.1",
+            "unknown",
+            RequestScheme::Http,
+        ),
+        // Garbage left of the first untrusted entry does not matter.
+        (
+            "10.0.0.1:1",
+            &[("x-forwarded-for", "garbage, 198.51.100.2")],
+            "198.51.100.2",
             RequestScheme::Http,
         ),
         // All trusted: the leftmost trusted address.
@@ -149,7 +160,7 @@ fn x_forwarded_for_table() {
     ];
     for (peer, hdrs, want_ip, want_scheme) in cases {
         let (got_ip, got_scheme) = proxies.resolve(&conn(peer, false), &headers(hdrs));
-        assert_eq!(got_ip.0, ip(want_ip), "{peer} {hdrs:?}");
+        assert_eq!(got_ip.map(|c| c.0), maybe_ip(want_ip), "{peer} {hdrs:?}");
         assert_eq!(got_scheme, *want_scheme, "{peer} {hdrs:?}");
     }
 }
@@ -186,28 +197,34 @@ fn forwarded_table() {
         ),
         (
             &[("forwarded", "for=unknown")],
-            "10.0.0.1",
+            "unknown",
             RequestScheme::Http,
         ),
         (
             &[("forwarded", "for=_hidden, for=10.3.3.3")],
-            "10.3.3.3",
+            "unknown",
             RequestScheme::Http,
         ),
         (
             &[("forwarded", "for=198.51.100.2;for=6.6.6.6")],
-            "10.0.0.1",
+            "unknown",
             RequestScheme::Http,
         ),
         (
             &[("forwarded", r#"for="198.51.100.2;by=x""#)],
-            "10.0.0.1",
+            "unknown",
             RequestScheme::Http,
         ),
         (
             &[("forwarded", "for=2001:db8::1")],
-            "10.0.0.1",
+            "unknown",
             RequestScheme::Http,
+        ),
+        // An unbalanced quote from the client cannot swallow the proxy's element.
+        (
+            &[("forwarded", r#"for="6.6.6.6, for=198.51.100.2;proto=https"#)],
+            "198.51.100.2",
+            RequestScheme::Https,
         ),
         // X-Forwarded-For is not read in Forwarded mode.
         (
@@ -218,7 +235,7 @@ fn forwarded_table() {
     ];
     for (hdrs, want_ip, want_scheme) in cases {
         let (got_ip, got_scheme) = proxies.resolve(&conn("10.0.0.1:1", false), &headers(hdrs));
-        assert_eq!(got_ip.0, ip(want_ip), "{hdrs:?}");
+        assert_eq!(got_ip.map(|c| c.0), maybe_ip(want_ip), "{hdrs:?}");
         assert_eq!(got_scheme, *want_scheme, "{hdrs:?}");
     }
 }
@@ -234,7 +251,51 @@ fn overlong_chains_stop_at_the_bound() {
         &conn("10.0.0.1:1", false),
         &headers(&[("x-forwarded-for", &value)]),
     );
-    assert_eq!(got.0, ip("10.1.1.1"));
+    assert_eq!(got, None);
+    // Within the bound, the chain is walked.
+    let short = format!(
+        "6.6.6.6,{}",
+        vec!["10.1.1.1"; MAX_FORWARDED_ENTRIES - 1].join(",")
+    );
+    let (got, _) = proxies.resolve(
+        &conn("10.0.0.1:1", false),
+        &headers(&[("x-forwarded-for", &short)]),
+    );
+    assert_eq!(got.map(|c| c.0), Some(ip("6.6.6.6")));
+}
+
+#[test]
+fn hostile_bytes_left_of_the_proxy_entry_do_not_hide_it() {
+    let proxies = TrustedProxies::new(["10.0.0.0/8"]).unwrap();
+    // Non-UTF-8 bytes and huge padding on the same line as the proxy's appended entry.
+    let mut raw = b"\xff\xfe, ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 100_000));
+    raw.extend_from_slice(b", 198.51.100.2");
+    let mut map = HeaderMap::new();
+    map.insert(
+        "x-forwarded-for",
+        http::HeaderValue::from_bytes(&raw).unwrap(),
+    );
+    let (got, _) = proxies.resolve(&conn("10.0.0.1:1", false), &map);
+    assert_eq!(got.map(|c| c.0), Some(ip("198.51.100.2")));
+}
+
+#[test]
+fn posture_of_proxy_lists() {
+    use crate::posture::{Posture, Profile};
+    let mut p = Posture::new(Profile::Production, "t");
+    TrustedProxies::new(["0.0.0.0/0", "::/0", "10.0.0.0/8", "2000::/3"])
+        .unwrap()
+        .check(&mut p);
+    let codes: Vec<_> = p.findings().iter().map(|f| f.code()).collect();
+    assert_eq!(
+        codes,
+        [
+            "proxy-trusts-everyone",
+            "proxy-trusts-everyone",
+            "proxy-block-wide"
+        ]
+    );
 }
 
 #[test]
@@ -262,19 +323,25 @@ proptest! {
         let mut map = HeaderMap::new();
         if let Ok(v) = value.parse() { map.insert("x-forwarded-for", v); } else { return Ok(()); }
         let (got, _) = proxies.resolve(&conn("10.0.0.1:1", false), &map);
-        prop_assert_eq!(got.0, IpAddr::V4(real));
+        prop_assert_eq!(got.map(|c| c.0), Some(IpAddr::V4(real)));
     }
 
-    /// Arbitrary header bytes never panic, and the result is the peer or a parsed entry.
+    /// Arbitrary header bytes (non-UTF-8 included) never panic, and with every address
+    /// trusted the result is the peer, an address that appears in the header, or unknown.
     #[test]
-    fn arbitrary_headers_never_panic(xff in "\\PC{0,200}", fwd in "\\PC{0,200}", proto in "\\PC{0,20}") {
+    fn arbitrary_header_bytes(xff in prop::collection::vec(any::<u8>(), 0..300), fwd in prop::collection::vec(any::<u8>(), 0..300), proto in prop::collection::vec(any::<u8>(), 0..20)) {
         for mode in [ForwardedHeader::XForwardedFor, ForwardedHeader::Forwarded] {
             let proxies = TrustedProxies::new(["0.0.0.0/0", "::/0"]).unwrap().with_header(mode);
             let mut map = HeaderMap::new();
             for (name, value) in [("x-forwarded-for", &xff), ("forwarded", &fwd), ("x-forwarded-proto", &proto)] {
-                if let Ok(v) = http::HeaderValue::from_str(value) { map.insert(name, v); }
+                if let Ok(v) = http::HeaderValue::from_bytes(value) { map.insert(name, v); }
             }
-            let _ = proxies.resolve(&conn("10.0.0.1:1", false), &map);
+            let (got, _) = proxies.resolve(&conn("10.0.0.1:1", false), &map);
+            if let Some(ClientIp(found)) = got {
+                let text = String::from_utf8_lossy(if mode == ForwardedHeader::Forwarded { &fwd } else { &xff }).to_string();
+                let shown = found.to_string();
+                prop_assert!(found == ip("10.0.0.1") || text.contains(&shown) || text.contains(&format!("{found:?}")), "{} not in {:?}", shown, text);
+            }
         }
     }
 
@@ -287,6 +354,6 @@ proptest! {
         let mut map = HeaderMap::new();
         if let Ok(v) = xff.parse() { map.insert("x-forwarded-for", v); }
         let (got, _) = proxies.resolve(&ConnectionInfo::new(SocketAddr::new(IpAddr::V4(peer), 1), false), &map);
-        prop_assert_eq!(got.0, IpAddr::V4(peer));
+        prop_assert_eq!(got.map(|c| c.0), Some(IpAddr::V4(peer)));
     }
 }

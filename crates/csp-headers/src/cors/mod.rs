@@ -160,12 +160,7 @@ impl CorsBuilder {
     pub fn posture(&self) -> Posture {
         let mut posture = Posture::new(self.profile, "cors");
         for origin in &self.origins {
-            let host = origin.split("://").nth(1).unwrap_or_default();
-            let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-            let local = host == "localhost"
-                || host.ends_with(".localhost")
-                || host == "127.0.0.1"
-                || host == "[::1]";
+            let local = is_local_origin(origin);
             if local {
                 posture.record(
                     Severity::Deny,
@@ -276,6 +271,21 @@ impl CorsLayer {
     pub fn findings(&self) -> &[Finding] {
         &self.config.findings
     }
+}
+
+/// Whether a normalized origin names this machine (`localhost`, `*.localhost`, loopback or
+/// unspecified addresses).
+fn is_local_origin(origin: &str) -> bool {
+    let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_unspecified())
 }
 
 /// Checks and normalizes a configured origin to the form browsers send.

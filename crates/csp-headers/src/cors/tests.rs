@@ -231,6 +231,33 @@ fn origin_normalization_table() {
 }
 
 #[test]
+fn local_origins_are_recognized() {
+    for local in [
+        "http://localhost:3000",
+        "https://[::1]",
+        "https://[::1]:8443",
+        "http://127.0.0.2",
+        "http://0.0.0.0:8080",
+        "https://app.localhost",
+    ] {
+        assert!(
+            is_local_origin(&normalize_origin(local).unwrap()),
+            "{local}"
+        );
+    }
+    for public in [
+        "https://app.example.com",
+        "https://[2001:db8::1]",
+        "https://10.0.0.1",
+    ] {
+        assert!(
+            !is_local_origin(&normalize_origin(public).unwrap()),
+            "{public}"
+        );
+    }
+}
+
+#[test]
 fn production_posture() {
     let err = CorsLayer::builder()
         .allow_origins(["http://app.example.com", "http://localhost:3000"])

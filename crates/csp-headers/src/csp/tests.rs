@@ -191,6 +191,43 @@ fn posture_table() {
         let found = codes(&policy);
         assert!(found.iter().any(|(c, _)| *c == code), "{code}: {found:?}");
     }
+    let more: Vec<(ContentSecurityPolicy, &str)> = vec![
+        (
+            ContentSecurityPolicy::strict().set(Directive::ScriptSrcElem, [Source::UNSAFE_INLINE]),
+            "csp-unsafe-inline",
+        ),
+        (
+            ContentSecurityPolicy::strict().set(Directive::ScriptSrcAttr, [Source::UNSAFE_EVAL]),
+            "csp-unsafe-eval",
+        ),
+        (
+            ContentSecurityPolicy::strict()
+                .set(Directive::ScriptSrc, [Source::host("https://*").unwrap()]),
+            "csp-broad-script-src",
+        ),
+        (
+            ContentSecurityPolicy::strict()
+                .set(Directive::ScriptSrc, [Source::host("*.com").unwrap()]),
+            "csp-broad-script-src",
+        ),
+        (
+            ContentSecurityPolicy::strict().set(
+                Directive::ScriptSrcElem,
+                [Source::host("http://*:80/js").unwrap()],
+            ),
+            "csp-broad-script-src",
+        ),
+    ];
+    for (policy, code) in more {
+        let found = codes(&policy);
+        assert!(found.iter().any(|(c, _)| *c == code), "{code}: {found:?}");
+    }
+    // A specific host is not broad.
+    let fine = ContentSecurityPolicy::strict().set(
+        Directive::ScriptSrcElem,
+        [Source::host("https://*.example.com").unwrap()],
+    );
+    assert!(codes(&fine).is_empty(), "{:?}", codes(&fine));
     // default-src fallback: unsafe-inline there counts when script-src is absent.
     let p = ContentSecurityPolicy::empty()
         .set(Directive::DefaultSrc, [Source::SELF, Source::UNSAFE_INLINE])

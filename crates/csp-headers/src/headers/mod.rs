@@ -243,6 +243,14 @@ impl CspOverride {
     }
 }
 
+#[derive(Clone, Debug)]
+struct Endpoint {
+    name: String,
+    url: String,
+    plain_http: bool,
+    local: bool,
+}
+
 /// Builds a [`SecurityHeadersLayer`].
 #[derive(Clone, Debug)]
 #[must_use]
@@ -250,7 +258,7 @@ pub struct SecurityHeadersBuilder {
     profile: Profile,
     csp: Option<ContentSecurityPolicy>,
     csp_report_only: Option<ContentSecurityPolicy>,
-    reporting_endpoints: Vec<(String, String)>,
+    reporting_endpoints: Vec<Endpoint>,
     hsts: Option<Hsts>,
     referrer_policy: Option<ReferrerPolicy>,
     permissions_policy: Option<String>,
@@ -329,9 +337,18 @@ impl SecurityHeadersBuilder {
             ));
         }
         let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+        let scheme = uri.scheme_str().map(str::to_ascii_lowercase);
+        let host = uri.host().map(str::to_ascii_lowercase);
+        let (Some(scheme @ ("https" | "http")), Some(host)) = (scheme.as_deref(), host) else {
             return Err(invalid("the URL must be absolute http(s)"));
-        }
+        };
+        let plain_http = scheme == "http";
+        let local = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
         if url.len() > 2048
             || url
                 .bytes()
@@ -339,9 +356,13 @@ impl SecurityHeadersBuilder {
         {
             return Err(invalid("the URL has characters that cannot be quoted"));
         }
-        self.reporting_endpoints.retain(|(n, _)| n != name);
-        self.reporting_endpoints
-            .push((name.to_owned(), url.to_owned()));
+        self.reporting_endpoints.retain(|e| e.name != name);
+        self.reporting_endpoints.push(Endpoint {
+            name: name.to_owned(),
+            url: url.to_owned(),
+            plain_http,
+            local,
+        });
         Ok(self)
     }
 
@@ -469,24 +490,24 @@ impl SecurityHeadersBuilder {
                 "neither X-Frame-Options nor frame-ancestors: pages can be framed (clickjacking)",
             );
         }
-        for (name, url) in &self.reporting_endpoints {
-            let local = url.starts_with("http://localhost") || url.starts_with("http://127.0.0.1");
-            if url.starts_with("http://") {
+        for e in &self.reporting_endpoints {
+            if e.plain_http {
+                let severity = if e.local {
+                    Severity::Warn
+                } else {
+                    Severity::Deny
+                };
                 posture.record(
-                    if local {
-                        Severity::Warn
-                    } else {
-                        Severity::Deny
-                    },
+                    severity,
                     "report-endpoint-http",
-                    format!("reporting endpoint {name} is plain HTTP"),
+                    format!("reporting endpoint {} is plain HTTP", e.name),
                 );
             }
         }
         for policy in [&self.csp, &self.csp_report_only].into_iter().flatten() {
             if policy
                 .report_to_group()
-                .is_some_and(|g| !self.reporting_endpoints.iter().any(|(n, _)| n == g))
+                .is_some_and(|g| !self.reporting_endpoints.iter().any(|e| e.name == g))
             {
                 posture.record(
                     Severity::Warn,
@@ -533,7 +554,7 @@ impl SecurityHeadersBuilder {
             let value = self
                 .reporting_endpoints
                 .iter()
-                .map(|(n, u)| format!("{n}=\"{u}\""))
+                .map(|e| format!("{}=\"{}\"", e.name, e.url))
                 .collect::<Vec<_>>()
                 .join(", ");
             push("reporting-endpoints", &value)?;

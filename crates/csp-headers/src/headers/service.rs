@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::header::{
-    CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY_REPORT_ONLY, STRICT_TRANSPORT_SECURITY,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY_REPORT_ONLY, CONTENT_TYPE,
+    STRICT_TRANSPORT_SECURITY,
 };
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use palisade_core::RequestScheme;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -63,7 +64,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let https = RequestScheme::of(req.extensions(), req.uri()) == Some(RequestScheme::Https);
+        let https = RequestScheme::of(req.extensions()) == Some(RequestScheme::Https);
         let nonce = draw_nonce(&self.plan);
         match &nonce {
             Some(n) => {
@@ -131,7 +132,11 @@ fn apply<B>(plan: &Plan, response: &mut Response<B>, nonce: Option<&CspNonce>, h
         if let Some(hsts) = &plan.hsts {
             headers.insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
+    } else {
+        // Never over plain HTTP, whoever set it.
+        headers.remove(STRICT_TRANSPORT_SECURITY);
     }
+    let mut nonce_sent = false;
     match over.map(|o| o.0) {
         Some(OverrideKind::Disable) => {
             headers.remove(CONTENT_SECURITY_POLICY);
@@ -146,13 +151,23 @@ fn apply<B>(plan: &Plan, response: &mut Response<B>, nonce: Option<&CspNonce>, h
                 }
                 None => None,
             };
+            nonce_sent = policy.uses_nonce();
             headers.insert(CONTENT_SECURITY_POLICY, policy.header_value_or_deny(nonce));
         }
         None => {
             if let Some(policy) = &plan.csp {
+                nonce_sent = policy.uses_nonce();
                 headers.insert(CONTENT_SECURITY_POLICY, policy.header_value_or_deny(nonce));
             }
         }
+    }
+    // A shared cache must not hand one nonce to many visitors: HTML carrying a nonce is not
+    // stored unless the handler chose a caching policy itself.
+    let html = headers.get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().len() >= 9 && v.as_bytes()[..9].eq_ignore_ascii_case(b"text/html")
+    });
+    if nonce_sent && html && !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if let Some(policy) = &plan.csp_report_only {
         headers.insert(

@@ -91,6 +91,60 @@ async fn no_hsts_over_plain_http_or_unknown_scheme() {
 }
 
 #[tokio::test]
+async fn handler_hsts_is_stripped_over_http_and_html_is_not_cached() {
+    let layer = SecurityHeadersLayer::builder().build().unwrap();
+    let svc = |ctype: &'static str, cache: Option<&'static str>| {
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(move |_req: Request<()>| async move {
+                let mut res = Response::new(Full::new(Bytes::new()));
+                res.headers_mut()
+                    .insert("strict-transport-security", "max-age=1".parse().unwrap());
+                res.headers_mut()
+                    .insert("content-type", ctype.parse().unwrap());
+                if let Some(c) = cache {
+                    res.headers_mut()
+                        .insert("cache-control", c.parse().unwrap());
+                }
+                Ok::<_, Infallible>(res)
+            }))
+    };
+    let res = svc("text/html; charset=utf-8", None)
+        .oneshot(request(false))
+        .await
+        .unwrap();
+    assert!(res.headers().get("strict-transport-security").is_none());
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = svc("TEXT/HTML", Some("private, max-age=60"))
+        .oneshot(request(true))
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["cache-control"], "private, max-age=60");
+    let res = svc("application/json", None)
+        .oneshot(request(true))
+        .await
+        .unwrap();
+    assert!(res.headers().get("cache-control").is_none());
+}
+
+#[test]
+fn reporting_endpoint_schemes() {
+    let deny = |url: &str| {
+        let b = SecurityHeadersLayer::builder()
+            .reporting_endpoint("r", url)
+            .unwrap();
+        b.posture().findings().iter().any(|f| {
+            f.code() == "report-endpoint-http" && f.severity() == palisade_core::Severity::Deny
+        })
+    };
+    assert!(deny("http://reports.example.com/x"));
+    assert!(deny("HTTP://reports.example.com/x"));
+    assert!(deny("http://localhost.evil.example/x"));
+    assert!(!deny("http://localhost:9000/x"));
+    assert!(!deny("https://reports.example.com/x"));
+}
+
+#[tokio::test]
 async fn each_response_gets_a_fresh_nonce() {
     let layer = SecurityHeadersLayer::builder().build().unwrap();
     let a = run(layer.clone(), request(true)).await;
