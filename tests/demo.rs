@@ -76,6 +76,26 @@ async fn attack_tour_passes_against_the_running_demo() {
 }
 
 #[tokio::test]
+async fn admin_allowlist_behind_a_trusted_proxy() {
+    let pki = test_pki("proxy");
+    let demo = harness::Demo::start(&demo_binary(), &harness::proxied_demo_env(&pki))
+        .expect("demo starts");
+    let target = tour::Target {
+        https: demo.https,
+        http: demo.http,
+        ca_pem: pki.ca_pem.clone(),
+    };
+    let rows = tour::run_behind_proxy(&target).await;
+    assert_eq!(rows.len(), 4);
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(
+        failed.is_empty(),
+        "failed rows: {failed:#?}\nlogs: {:#?}",
+        demo.drain_logs()
+    );
+}
+
+#[tokio::test]
 async fn served_csp_parses_and_only_admits_the_pages_own_nonce() {
     let pki = test_pki("csp");
     let (_demo, target) = start(&pki);

@@ -1,6 +1,6 @@
 //! The demo's routes and its Palisade layer stack.
 
-use axum::extract::Extension;
+use axum::extract::{Extension, Path};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,9 +49,11 @@ pub(crate) fn build(
     let https = https.build();
     collect(https.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
 
-    let admin = AdminHostLayer::builder(&settings.admin_hostname)?
-        .profile(profile)
-        .build();
+    let mut admin = AdminHostLayer::builder(&settings.admin_hostname)?.profile(profile);
+    if !settings.admin_allow.is_empty() {
+        admin = admin.allow_client_ips(&settings.admin_allow)?;
+    }
+    let admin = admin.build();
     collect(admin.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
 
     let cors = CorsLayer::builder()
@@ -63,6 +65,12 @@ pub(crate) fn build(
         .allow_credentials(true)
         .build();
     collect(cors.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+
+    let proxies = TrustedProxies::new(&settings.trusted_proxies)?;
+    let client_ip = ClientIpLayer::checked(proxies, profile);
+    if let Err(err) = &client_ip {
+        refused.extend_from_slice(err.findings());
+    }
 
     if !refused.is_empty() {
         // Report every finding of every layer, blocking or not, in one error.
@@ -80,9 +88,8 @@ pub(crate) fn build(
         };
         return Err(err.into());
     }
-    let (headers, https, admin, cors) = (headers?, https?, admin?, cors?);
+    let (headers, https, admin, cors, client_ip) = (headers?, https?, admin?, cors?, client_ip?);
 
-    let proxies = TrustedProxies::new(&settings.trusted_proxies)?;
     let router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
@@ -90,11 +97,12 @@ pub(crate) fn build(
         .route("/api/echo", post(echo))
         .route("/admin/", get(admin_home))
         .route("/admin/status", get(admin_status))
+        .route("/admin/users/{id}", get(admin_user))
         .layer(cors)
         .layer(admin)
         .layer(https)
         .layer(headers)
-        .layer(ClientIpLayer::new(proxies));
+        .layer(client_ip);
     Ok(router)
 }
 
@@ -124,6 +132,10 @@ async fn echo(Json(body): Json<Value>) -> Json<Value> {
 
 async fn admin_home() -> Json<Value> {
     Json(json!({ "admin": true }))
+}
+
+async fn admin_user(Path(id): Path<String>) -> Json<Value> {
+    Json(json!({ "admin": true, "user": id }))
 }
 
 async fn admin_status() -> Json<Value> {

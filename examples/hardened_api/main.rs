@@ -13,6 +13,7 @@
 //! | `PALISADE_DEMO_PUBLIC_HOST` | (the request's host) | canonical host for HTTPS redirects |
 //! | `PALISADE_DEMO_CORS_ORIGINS` | `https://app.example.com` | comma-separated allowed origins |
 //! | `PALISADE_DEMO_TRUSTED_PROXIES` | (none) | comma-separated proxy addresses or CIDR blocks |
+//! | `PALISADE_DEMO_ADMIN_ALLOW` | (anyone) | comma-separated client addresses or CIDR blocks allowed on the admin surface |
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
 //! It refuses to start when the configuration is insecure for the profile, printing every
@@ -40,6 +41,7 @@ pub(crate) struct Settings {
     pub(crate) public_host: Option<String>,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) trusted_proxies: Vec<String>,
+    pub(crate) admin_allow: Vec<String>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -70,6 +72,7 @@ impl Settings {
                 "https://app.example.com",
             )),
             trusted_proxies: list(&env_or("PALISADE_DEMO_TRUSTED_PROXIES", "")),
+            admin_allow: list(&env_or("PALISADE_DEMO_ADMIN_ALLOW", "")),
         })
     }
 }

@@ -124,8 +124,29 @@ pub(crate) fn demo_env(pki: &crate::pki::TestPki, profile: &str) -> Vec<(&'stati
         ("ADMIN_HOSTNAME", ADMIN_HOST.to_owned()),
         ("PALISADE_DEMO_PUBLIC_HOST", PUBLIC_HOST.to_owned()),
         ("PALISADE_DEMO_CORS_ORIGINS", ALLOWED_ORIGIN.to_owned()),
+        // A proxy range the tour's client (127.0.0.1) is not in: its forwarded headers must be
+        // ignored by the trust check, not merely because no proxy is configured.
+        ("PALISADE_DEMO_TRUSTED_PROXIES", "10.0.0.0/8".to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ]
+}
+
+/// Settings for a second demo that sits behind a proxy: the tour's client (127.0.0.1) plays
+/// the trusted proxy. The admin allowlist is 192.0.2.0/24 *and the proxy itself*, a common
+/// setup (the load balancer sits in the office range): a request whose forwarded client
+/// cannot be determined must then not be mistaken for one from the proxy.
+pub(crate) fn proxied_demo_env(pki: &crate::pki::TestPki) -> Vec<(&'static str, String)> {
+    let mut env = demo_env(pki, "production");
+    for (k, v) in env.iter_mut() {
+        if *k == "PALISADE_DEMO_TRUSTED_PROXIES" {
+            *v = "127.0.0.1/32".to_owned();
+        }
+    }
+    env.push((
+        "PALISADE_DEMO_ADMIN_ALLOW",
+        "192.0.2.0/24,127.0.0.1/32".to_owned(),
+    ));
+    env
 }
 
 /// The demo binary inside `target_dir` (built by `cargo build --example hardened_api`).

@@ -122,6 +122,14 @@ fn demo(serve: bool) -> Result<()> {
         .enable_all()
         .build()?;
     rows.extend(runtime.block_on(tour::run(&target)));
+    let proxied = harness::Demo::start(&binary, &harness::proxied_demo_env(&pki))?;
+    let behind = tour::Target {
+        https: proxied.https,
+        http: proxied.http,
+        ca_pem: pki.ca_pem.clone(),
+    };
+    rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
+    drop(proxied);
     let passed = tour::print(&rows);
     if !passed {
         for line in demo.drain_logs() {

@@ -377,57 +377,103 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
     }
 
     // --- Admin surface ------------------------------------------------------------------
-    type Case<'a> = (&'a str, String, Option<(&'a str, &'a str)>, StatusCode);
-    let cases: [Case<'_>; 7] = [
+    // Refusals by the guard are problem documents; the router's own 404s are empty. Rows that
+    // expect the guard check for the problem document, so a path that merely matches no route
+    // cannot pass for a refusal.
+    type Case<'a> = (&'a str, String, Option<(&'a str, &'a str)>, u16, bool);
+    let cases: [Case<'_>; 9] = [
         (
             "admin path on the public host",
             api("/admin/status"),
             None,
-            StatusCode::NOT_FOUND,
+            404,
+            true,
+        ),
+        (
+            "admin route with a parameter: /admin/users/%2e%2e",
+            api("/admin/users/%2e%2e"),
+            None,
+            404,
+            true,
         ),
         (
             "encoded admin path /%61dmin",
             api("/%61dmin/status"),
             None,
-            StatusCode::NOT_FOUND,
+            404,
+            true,
         ),
         (
             "dot-segment admin path /api/..%2fadmin",
             api("/api/..%2fadmin/status"),
             None,
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            "X-Forwarded-Host: admin host",
-            api("/admin/status"),
-            Some(("x-forwarded-host", ADMIN_HOST)),
-            StatusCode::NOT_FOUND,
-        ),
-        (
-            "admin on the admin host",
-            admin("/admin/status"),
-            None,
-            StatusCode::OK,
-        ),
-        (
-            "public API on the admin host",
-            admin("/api/hello"),
-            None,
-            StatusCode::NOT_FOUND,
+            404,
+            true,
         ),
         (
             "upper-case admin path /ADMIN",
             api("/ADMIN/status"),
             None,
-            StatusCode::NOT_FOUND,
+            404,
+            true,
+        ),
+        (
+            "X-Forwarded-Host: admin host",
+            api("/admin/status"),
+            Some(("x-forwarded-host", ADMIN_HOST)),
+            404,
+            true,
+        ),
+        (
+            "admin on the admin host",
+            admin("/admin/status"),
+            None,
+            200,
+            false,
+        ),
+        (
+            "admin route with a parameter on the admin host",
+            admin("/admin/users/42"),
+            None,
+            200,
+            false,
+        ),
+        (
+            "public API on the admin host",
+            admin("/api/hello"),
+            None,
+            404,
+            true,
         ),
     ];
-    for (attack, url, extra, want) in cases {
+    for (attack, url, extra, want, by_guard) in cases {
         let mut req = http.get(url);
         if let Some((k, v)) = extra {
             req = req.header(k, v);
         }
-        rows.push(status_row(attack, want, &req.send().await));
+        let expected = if by_guard {
+            format!("{want} problem+json")
+        } else {
+            want.to_string()
+        };
+        match req.send().await {
+            Ok(r) => {
+                let ctype = header_str(&r, "content-type");
+                let guard = ctype == "application/problem+json";
+                let got = format!(
+                    "{} {}",
+                    r.status().as_u16(),
+                    if guard {
+                        "problem+json"
+                    } else {
+                        ctype.as_str()
+                    }
+                );
+                let pass = r.status().as_u16() == want && (!by_guard || guard);
+                rows.push(Row::new(attack, &expected, got, pass));
+            }
+            Err(e) => rows.push(Row::new(attack, &expected, format!("error: {e}"), false)),
+        }
     }
     // A refusal is a generic problem document; the reason stays in the server log.
     match http.get(api("/admin/status")).send().await {
@@ -450,6 +496,61 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
             format!("error: {e}"),
             false,
         )),
+    }
+    rows
+}
+
+/// Rows against a demo behind a proxy (see `harness::proxied_demo_env`): this client plays the
+/// trusted proxy and appends the "real" client address, as nginx's
+/// `$proxy_add_x_forwarded_for` does; 192.0.2.0/24 and the proxy may use the admin surface.
+pub(crate) async fn run_behind_proxy(target: &Target) -> Vec<Row> {
+    let http = match client(target) {
+        Ok(c) => c,
+        Err(e) => return vec![Row::new("build the tour's HTTPS client", "ok", e, false)],
+    };
+    let url = format!("https://{ADMIN_HOST}:{}/admin/status", target.https.port());
+    let cases = [
+        (
+            "via proxy: admin from an allowlisted client",
+            &b"192.0.2.5"[..],
+            200,
+        ),
+        (
+            "via proxy: spoofed leftmost X-Forwarded-For",
+            &b"192.0.2.5, 203.0.113.9"[..],
+            404,
+        ),
+        (
+            "via proxy: non-UTF-8 bytes before the proxy's entry",
+            &b"192.0.2.5\xff\xfe, 203.0.113.9"[..],
+            404,
+        ),
+        (
+            "via proxy: malformed entry from the proxy",
+            &b"192.0.2.5, not-an-ip"[..],
+            404,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (attack, xff, want) in cases {
+        let value = match reqwest::header::HeaderValue::from_bytes(xff) {
+            Ok(v) => v,
+            Err(e) => {
+                rows.push(Row::new(
+                    attack,
+                    &want.to_string(),
+                    format!("error: {e}"),
+                    false,
+                ));
+                continue;
+            }
+        };
+        let res = http.get(&url).header("x-forwarded-for", value).send().await;
+        rows.push(status_row(
+            attack,
+            StatusCode::from_u16(want).unwrap_or(StatusCode::IM_A_TEAPOT),
+            &res,
+        ));
     }
     rows
 }
