@@ -61,18 +61,22 @@ fn start(pki: &pki::TestPki) -> (harness::Demo, tour::Target) {
     (demo, target)
 }
 
-#[tokio::test]
-async fn attack_tour_passes_against_the_running_demo() {
-    let pki = test_pki("tour");
-    let (demo, target) = start(&pki);
-    let rows = tour::run(&target).await;
-    assert!(rows.len() >= 25, "only {} rows", rows.len());
+fn assert_all_pass(rows: &[tour::Row], demo: &harness::Demo) {
     let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
     assert!(
         failed.is_empty(),
         "failed rows: {failed:#?}\nlogs: {:#?}",
         demo.drain_logs()
     );
+}
+
+#[tokio::test]
+async fn attack_tour_passes_against_the_running_demo() {
+    let pki = test_pki("tour");
+    let (demo, target) = start(&pki);
+    let rows = tour::run(&target).await;
+    assert!(rows.len() >= 25, "only {} rows", rows.len());
+    assert_all_pass(&rows, &demo);
 }
 
 #[tokio::test]
@@ -87,12 +91,7 @@ async fn admin_allowlist_behind_a_trusted_proxy() {
     };
     let rows = tour::run_behind_proxy(&target).await;
     assert_eq!(rows.len(), 4);
-    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
-    assert!(
-        failed.is_empty(),
-        "failed rows: {failed:#?}\nlogs: {:#?}",
-        demo.drain_logs()
-    );
+    assert_all_pass(&rows, &demo);
 }
 
 #[tokio::test]

@@ -112,14 +112,12 @@ impl AdminHostBuilder {
     {
         let mut out = Vec::new();
         for n in nets {
-            let n = n.as_ref().trim();
-            let net = n
-                .parse::<IpNet>()
-                .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| ConfigError::InvalidIpNet {
-                    entry: n.to_owned(),
-                })?;
-            out.push(net.trunc());
+            let n = n.as_ref();
+            out.push(palisade_core::client_ip::parse_ip_net(n).ok_or_else(|| {
+                ConfigError::InvalidIpNet {
+                    entry: n.trim().to_owned(),
+                }
+            })?);
         }
         self.allow = Some(out);
         Ok(self)
@@ -222,16 +220,7 @@ pub struct AdminHost<S> {
     config: Arc<AdminConfig>,
 }
 
-impl<S> AdminHost<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// Consumes the layer's service, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::macros::inner_service_accessors!(AdminHost);
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AdminHost<S>
 where

@@ -167,16 +167,7 @@ pub struct RequireHttps<S> {
     config: Arc<HttpsConfig>,
 }
 
-impl<S> RequireHttps<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// Consumes the layer's service, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::macros::inner_service_accessors!(RequireHttps);
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireHttps<S>
 where

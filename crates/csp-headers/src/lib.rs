@@ -52,6 +52,7 @@ mod error;
 pub mod headers;
 mod host;
 pub mod https;
+mod macros;
 
 pub use admin::{AdminHostBuilder, AdminHostLayer, AdminHostRejection};
 pub use cors::{CorsBuilder, CorsLayer, CorsRejection};

@@ -152,14 +152,10 @@ impl TrustedProxies {
     {
         let mut nets = Vec::new();
         for entry in entries {
-            let entry = entry.as_ref().trim();
-            let net = entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| InvalidProxy {
-                    entry: entry.to_owned(),
-                })?;
-            nets.push(net.trunc());
+            let entry = entry.as_ref();
+            nets.push(parse_ip_net(entry).ok_or_else(|| InvalidProxy {
+                entry: entry.trim().to_owned(),
+            })?);
         }
         Ok(Self {
             nets: nets.into(),
@@ -266,6 +262,17 @@ impl TrustedProxies {
             }
         }
     }
+}
+
+/// Parses an address (`192.0.2.7`, `::1`) or CIDR block (`10.0.0.0/8`) into a block, with
+/// host bits cleared (`10.0.0.1/8` is `10.0.0.0/8`).
+pub fn parse_ip_net(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpNet>()
+        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+        .ok()
+        .map(|net| net.trunc())
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are compared as IPv4.

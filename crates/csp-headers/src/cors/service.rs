@@ -50,20 +50,7 @@ pub struct Cors<S> {
     config: Arc<Config>,
 }
 
-impl<S> Cors<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Consumes the layer's service, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::macros::inner_service_accessors!(Cors);
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Cors<S>
 where

@@ -36,20 +36,7 @@ pub struct SecurityHeaders<S> {
     plan: Arc<Plan>,
 }
 
-impl<S> SecurityHeaders<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-    /// Consumes the layer's service, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+crate::macros::inner_service_accessors!(SecurityHeaders);
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SecurityHeaders<S>
 where
