@@ -1,14 +1,16 @@
 //! The demo's routes and its Palisade layer stack.
 
-use axum::extract::{Extension, Path};
+use axum::extract::{DefaultBodyLimit, Extension, Path};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
+use http::StatusCode;
 use http::{HeaderName, Method, header};
 use palisade::core::{ClientIpLayer, Finding, Posture, PostureError, TrustedProxies};
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
-    SecurityHeadersLayer,
+    SecurityHeadersBuilder,
 };
 use serde_json::{Value, json};
 
@@ -34,10 +36,28 @@ pub(crate) fn build(
             Ok(())
         };
 
-    let headers = SecurityHeadersLayer::builder()
-        .profile(profile)
-        .csp(ContentSecurityPolicy::strict())
-        .build();
+    // Violation reports go to this service's own /csp-reports when it knows its public name.
+    // The report-only policy trials Trusted Types before enforcing them.
+    let mut headers = SecurityHeadersBuilder::default().profile(profile);
+    match &settings.public_host {
+        Some(host) => {
+            let port = if https_port == 443 {
+                String::new()
+            } else {
+                format!(":{https_port}")
+            };
+            headers = headers
+                .csp(ContentSecurityPolicy::strict().report_to("csp")?)
+                .csp_report_only(
+                    ContentSecurityPolicy::strict()
+                        .require_trusted_types_for_script(true)
+                        .report_to("csp")?,
+                )
+                .reporting_endpoint("csp", &format!("https://{host}{port}/csp-reports"))?;
+        }
+        None => headers = headers.csp(ContentSecurityPolicy::strict()),
+    }
+    let headers = headers.build();
     collect(headers.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
 
     let mut https = RequireHttpsLayer::builder()
@@ -95,6 +115,10 @@ pub(crate) fn build(
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
+        .route(
+            "/csp-reports",
+            post(csp_report).layer(DefaultBodyLimit::max(MAX_REPORT_BYTES)),
+        )
         .route("/admin/", get(admin_home))
         .route("/admin/status", get(admin_status))
         .route("/admin/users/{id}", get(admin_user))
@@ -120,6 +144,21 @@ async fn index(Extension(nonce): Extension<CspNonce>) -> impl IntoResponse {
 </html>
 "#
     ))
+}
+
+/// Largest CSP report body accepted.
+const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// Receives Reporting API batches (`application/reports+json`): counts and logs them; the
+/// body is attacker-controlled, so only its size and report count are logged.
+async fn csp_report(body: Bytes) -> StatusCode {
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Array(reports)) => {
+            tracing::info!(target: "hardened_api::csp", reports = reports.len(), bytes = body.len(), "CSP violation reports received");
+            StatusCode::NO_CONTENT
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
 }
 
 async fn hello() -> Json<Value> {

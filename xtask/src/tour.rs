@@ -192,6 +192,21 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
                 },
                 leak.is_empty(),
             ));
+            let endpoints = header_str(&a, "reporting-endpoints");
+            let ro = header_str(&a, "content-security-policy-report-only");
+            let reporting = endpoints.starts_with("csp=\"https://")
+                && csp_a.ends_with("report-to csp")
+                && ro.contains("require-trusted-types-for 'script'");
+            rows.push(Row::new(
+                "violations go unnoticed",
+                "report-to + Reporting-Endpoints + report-only trial",
+                if reporting {
+                    "all set".to_owned()
+                } else {
+                    format!("{endpoints} | {ro}")
+                },
+                reporting,
+            ));
             let body = a.text().await.unwrap_or_default();
             let tagged = body.contains(&format!("<script nonce=\"{nonce}\">"));
             rows.push(Row::new(
@@ -208,6 +223,37 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
             false,
         )),
     }
+
+    // The reporting endpoint takes a report batch and refuses junk and oversized bodies.
+    let report = r#"[{"type":"csp-violation","age":1,"url":"https://api.palisade.test/","body":{"effectiveDirective":"script-src-elem","blockedURL":"inline","disposition":"enforce"}}]"#;
+    let ok = http
+        .post(api("/csp-reports"))
+        .header(header::CONTENT_TYPE, "application/reports+json")
+        .body(report)
+        .send()
+        .await;
+    let junk = http
+        .post(api("/csp-reports"))
+        .header(header::CONTENT_TYPE, "application/reports+json")
+        .body("not json")
+        .send()
+        .await;
+    let huge = http
+        .post(api("/csp-reports"))
+        .header(header::CONTENT_TYPE, "application/reports+json")
+        .body(vec![b'['; 200 * 1024])
+        .send()
+        .await;
+    let codes: Vec<u16> = [ok, junk, huge]
+        .iter()
+        .map(|r| r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0))
+        .collect();
+    rows.push(Row::new(
+        "flood the CSP report endpoint",
+        "204 report, 400 junk, 413 oversized",
+        format!("{codes:?}"),
+        codes == [204, 400, 413],
+    ));
 
     // --- HTTPS enforcement --------------------------------------------------------------
     let res = http

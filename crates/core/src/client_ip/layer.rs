@@ -129,3 +129,47 @@ where
         self.inner.call(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::Response;
+    use tower::{ServiceExt, service_fn};
+
+    use super::*;
+
+    async fn seen(mut req: Request<()>) -> (Option<ClientIp>, Option<RequestScheme>) {
+        req.headers_mut()
+            .insert("x-forwarded-for", "198.51.100.2, garbage".parse().unwrap());
+        ClientIpLayer::new(TrustedProxies::new(["10.0.0.0/8"]).unwrap())
+            .layer(service_fn(|req: Request<()>| async move {
+                let out = (
+                    req.extensions().get::<ClientIp>().copied(),
+                    req.extensions().get::<RequestScheme>().copied(),
+                );
+                Ok::<_, Infallible>(Response::new(out))
+            }))
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+    }
+
+    #[tokio::test]
+    async fn values_inserted_before_the_layer_are_not_trusted() {
+        // Without ConnectionInfo: nothing, even if something upstream inserted values.
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(ClientIp("192.0.2.9".parse().unwrap()));
+        req.extensions_mut().insert(RequestScheme::Https);
+        assert_eq!(seen(req).await, (None, None));
+        // From a trusted proxy with a malformed hop: scheme known, client unknown.
+        let mut req = Request::new(());
+        req.extensions_mut()
+            .insert(ClientIp("192.0.2.9".parse().unwrap()));
+        req.extensions_mut()
+            .insert(ConnectionInfo::new("10.0.0.1:1".parse().unwrap(), true));
+        assert_eq!(seen(req).await, (None, Some(RequestScheme::Https)));
+    }
+}
