@@ -1,0 +1,229 @@
+//! [`AuthnLayer`]: authenticates each request for one surface.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::header::{AUTHORIZATION, HeaderValue};
+use http::{Request, Response};
+use palisade_core::{Rejection, RejectionKind, ResponseBody};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::AuthnError;
+use crate::surface::SurfacePolicy;
+use crate::verifier::{Authenticator, Step};
+
+/// Authenticates requests for one surface and puts the [`palisade_core::Identity`] in the
+/// request extensions. Made by [`Authenticator::layer`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct AuthnLayer {
+    auth: Authenticator,
+    policy: Arc<SurfacePolicy>,
+}
+
+impl AuthnLayer {
+    pub(crate) fn new(auth: Authenticator, policy: Arc<SurfacePolicy>) -> Self {
+        Self { auth, policy }
+    }
+}
+
+impl<S> Layer<S> for AuthnLayer {
+    type Service = Authn<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authn {
+            inner,
+            auth: self.auth.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthnLayer`].
+#[derive(Clone, Debug)]
+pub struct Authn<S> {
+    inner: S,
+    auth: Authenticator,
+    policy: Arc<SurfacePolicy>,
+}
+
+impl<S> Authn<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+    /// Consumes the layer's service, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// The bearer token of a request: exactly one `Authorization: Bearer <token>` header, and no
+/// token in the query string.
+pub(crate) fn bearer<B>(req: &Request<B>) -> Result<&str, AuthnError> {
+    if let Some(query) = req.uri().query() {
+        if query.split('&').any(|pair| {
+            let name = pair.split('=').next().unwrap_or("");
+            name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("token")
+        }) {
+            return Err(AuthnError::TokenInQuery);
+        }
+    }
+    let mut values = req.headers().get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthnError::MissingToken)?;
+    if values.next().is_some() {
+        return Err(AuthnError::MalformedAuthorization);
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| AuthnError::MalformedAuthorization)?;
+    let (scheme, token) = text
+        .split_once(' ')
+        .ok_or(AuthnError::MalformedAuthorization)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.contains(' ') {
+        return Err(AuthnError::MalformedAuthorization);
+    }
+    Ok(token)
+}
+
+pub(crate) fn reject<B>(reason: AuthnError) -> Response<ResponseBody<B>> {
+    let rejection = match reason {
+        AuthnError::KeysUnavailable => Rejection::new(RejectionKind::Unavailable, reason),
+        AuthnError::MfaRequired => Rejection::new(RejectionKind::Unauthenticated, reason)
+            .with_challenge(HeaderValue::from_static(
+                "Bearer error=\"insufficient_user_authentication\"",
+            )),
+        AuthnError::MissingToken => Rejection::new(RejectionKind::Unauthenticated, reason)
+            .with_challenge(HeaderValue::from_static("Bearer")),
+        other => Rejection::new(RejectionKind::Unauthenticated, other)
+            .with_challenge(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+    };
+    rejection.into_response()
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Authn<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Nothing upstream may pre-authenticate the request.
+        req.extensions_mut().remove::<palisade_core::Identity>();
+        let token = match bearer(&req) {
+            Ok(token) => token,
+            Err(reason) => return ResponseFuture::answer(reject(reason)),
+        };
+        match self.auth.verify_now(token, &self.policy, true) {
+            Step::Done(Ok(identity)) => {
+                req.extensions_mut().insert(identity);
+                ResponseFuture::forward(self.inner.call(req))
+            }
+            Step::Done(Err(reason)) => ResponseFuture::answer(reject(reason)),
+            Step::Refresh { .. } => {
+                // Slow path (unknown kid or stale keys): refresh once, then verify again. The
+                // ready inner service moves into the future; a clone takes its place.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let auth = self.auth.clone();
+                let policy = self.policy.clone();
+                ResponseFuture::slow(Box::pin(async move {
+                    let token = match bearer(&req) {
+                        Ok(t) => t.to_owned(),
+                        Err(reason) => return Ok(reject(reason)),
+                    };
+                    match auth.verify(&token, &policy).await {
+                        Ok(identity) => {
+                            req.extensions_mut().insert(identity);
+                            inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                        }
+                        Err(reason) => Ok(reject(reason)),
+                    }
+                }))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`Authn`].
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        Forward { #[pin] future: F },
+        Answer { response: Option<Response<ResponseBody<B>>> },
+        Slow { future: BoxFuture<Result<Response<ResponseBody<B>>, E>> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn forward(future: F) -> Self {
+        Self {
+            kind: Kind::Forward { future },
+        }
+    }
+    fn answer(response: Response<ResponseBody<B>>) -> Self {
+        Self {
+            kind: Kind::Answer {
+                response: Some(response),
+            },
+        }
+    }
+    fn slow(future: BoxFuture<Result<Response<ResponseBody<B>>, E>>) -> Self {
+        Self {
+            kind: Kind::Slow { future },
+        }
+    }
+}
+
+impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("authn::ResponseFuture")
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Forward { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(ResponseBody::new)))
+            }
+            KindProj::Answer { response } => {
+                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            }
+            KindProj::Slow { future } => future.as_mut().poll(cx),
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! [`Authenticator`]: issuers, their key caches, and the validation pipeline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use palisade_core::{Identity, Posture, Profile, Severity, SharedClock, SystemClock};
+
+use crate::claims::{self, ClaimRules};
+use crate::error::{AuthnError, BuildError, ConfigError};
+use crate::jwks::{CachePolicy, KeyCache, KeySource, Lookup};
+use crate::layer::AuthnLayer;
+use crate::strict_json;
+use crate::surface::SurfacePolicy;
+use crate::token::{self, DEFAULT_MAX_TOKEN_BYTES, TokenTypeMode};
+
+/// One trusted issuer (a Keycloak realm).
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_authn::{IssuerConfig, KeySource, TokenTypeMode};
+///
+/// let issuer = IssuerConfig::new("https://sso.example.com/realms/acme")?
+///     .key_source(KeySource::Discovery)
+///     .token_type(TokenTypeMode::Keycloak)
+///     .max_token_age(Duration::from_secs(3600));
+/// # Ok::<_, palisade_authn::ConfigError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct IssuerConfig {
+    issuer: String,
+    source: KeySource,
+    mode: TokenTypeMode,
+    leeway: Duration,
+    max_age: Option<Duration>,
+    org_claim: String,
+    team_claim: String,
+    cache: CachePolicy,
+}
+
+impl IssuerConfig {
+    /// An issuer, matched exactly against `iss`. Keys come from discovery by default.
+    pub fn new(issuer: &str) -> Result<Self, ConfigError> {
+        let uri: http::Uri = issuer
+            .parse()
+            .map_err(|_| ConfigError::InvalidIssuer(issuer.to_owned()))?;
+        if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+            return Err(ConfigError::InvalidIssuer(issuer.to_owned()));
+        }
+        Ok(Self {
+            issuer: issuer.to_owned(),
+            source: KeySource::Discovery,
+            mode: TokenTypeMode::Keycloak,
+            leeway: Duration::from_secs(30),
+            max_age: Some(Duration::from_secs(24 * 3600)),
+            org_claim: "org_id".to_owned(),
+            team_claim: "team_id".to_owned(),
+            cache: CachePolicy::default(),
+        })
+    }
+
+    /// Where the keys come from (default: discovery).
+    #[must_use]
+    pub fn key_source(mut self, source: KeySource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Keycloak (`typ: "Bearer"` claim, default) or RFC 9068 (`typ: at+jwt` header).
+    #[must_use]
+    pub fn token_type(mut self, mode: TokenTypeMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Clock leeway for `exp`, `nbf` and `iat` (default 30 s, at most 5 minutes).
+    #[must_use]
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway.min(Duration::from_secs(300));
+        self
+    }
+
+    /// Oldest `iat` accepted (default 24 hours); `None` switches the check off.
+    #[must_use]
+    pub fn max_token_age(mut self, age: impl Into<Option<Duration>>) -> Self {
+        self.max_age = age.into();
+        self
+    }
+
+    /// Claims holding the org (tenant) and team ids (default `org_id`, `team_id`).
+    #[must_use]
+    pub fn tenant_claims(mut self, org: &str, team: &str) -> Self {
+        self.org_claim = org.to_owned();
+        self.team_claim = team.to_owned();
+        self
+    }
+
+    /// JWKS cache tuning.
+    #[must_use]
+    pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
+        self.cache = policy;
+        self
+    }
+}
+
+/// Builds an [`Authenticator`].
+#[derive(Debug)]
+#[must_use]
+pub struct AuthenticatorBuilder {
+    profile: Profile,
+    issuers: Vec<IssuerConfig>,
+    max_token_bytes: usize,
+    clock: SharedClock,
+    http: Option<reqwest::Client>,
+}
+
+impl AuthenticatorBuilder {
+    /// The profile the configuration is checked against (default: production).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Trusts `issuer`.
+    pub fn issuer(mut self, issuer: IssuerConfig) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// The token size cap (default 8 KiB).
+    pub fn max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+
+    /// The clock (a [`palisade_core::ManualClock`] in tests).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The HTTP client for discovery and JWKS fetches (for a private CA, say). By default a
+    /// rustls client with the platform's roots.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.http = Some(client);
+        self
+    }
+
+    /// The findings this configuration produces.
+    pub fn posture(&self) -> Posture {
+        let mut posture = Posture::new(self.profile, "authn");
+        if self.issuers.is_empty() {
+            posture.record(
+                Severity::Deny,
+                "authn-no-issuer",
+                "no issuer is trusted: every token is refused",
+            );
+        }
+        for issuer in &self.issuers {
+            if issuer.issuer.starts_with("http://") {
+                let local = issuer.issuer.starts_with("http://127.")
+                    || issuer.issuer.starts_with("http://localhost")
+                    || issuer.issuer.starts_with("http://[::1]");
+                posture.record(
+                    if local {
+                        Severity::Warn
+                    } else {
+                        Severity::Deny
+                    },
+                    "authn-http-issuer",
+                    format!(
+                        "issuer {} is plain HTTP: its keys can be swapped in transit",
+                        issuer.issuer
+                    ),
+                );
+            }
+            if issuer.max_age.is_none() {
+                posture.record(
+                    Severity::Warn,
+                    "authn-no-max-age",
+                    format!("issuer {}: no maximum token age", issuer.issuer),
+                );
+            }
+        }
+        if self.max_token_bytes > 64 * 1024 {
+            posture.record(
+                Severity::Warn,
+                "authn-large-tokens",
+                "token size cap above 64 KiB",
+            );
+        }
+        posture
+    }
+
+    /// Builds the authenticator and loads every issuer's keys. In production, an issuer whose
+    /// keys cannot be loaded stops the build (fail closed); in development it is logged and
+    /// retried on first use.
+    pub async fn build(self) -> Result<Authenticator, BuildError> {
+        install_crypto_providers();
+        let findings = self.posture().finish()?;
+        let http = match self.http {
+            Some(client) => client,
+            None => reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| ConfigError::HttpClient(e.to_string()))?,
+        };
+        let mut issuers = HashMap::new();
+        for config in self.issuers {
+            let cache = Arc::new(KeyCache::new(
+                config.issuer.clone(),
+                config.source.clone(),
+                http.clone(),
+                config.cache,
+                self.clock.clone(),
+            ));
+            if let Err(reason) = cache.refresh(0).await {
+                if self.profile.is_production() {
+                    return Err(BuildError::KeysUnavailable {
+                        issuer: config.issuer,
+                        reason,
+                    });
+                }
+                tracing::warn!(target: "palisade::authn", issuer = %config.issuer, %reason, "keys not loaded; will retry on first use");
+            }
+            let rules = ClaimRules {
+                issuer: config.issuer.clone(),
+                leeway: config.leeway,
+                max_age: config.max_age,
+                mode: config.mode,
+                org_claim: config.org_claim,
+                team_claim: config.team_claim,
+            };
+            issuers.insert(
+                config.issuer,
+                Issuer {
+                    rules,
+                    cache,
+                    refreshing: AtomicBool::new(false),
+                },
+            );
+        }
+        Ok(Authenticator {
+            inner: Arc::new(Inner {
+                profile: self.profile,
+                issuers,
+                max_token_bytes: self.max_token_bytes,
+                clock: self.clock,
+                findings,
+            }),
+        })
+    }
+}
+
+/// Installs aws-lc-rs as the process default for jsonwebtoken and rustls, so feature
+/// unification elsewhere in the dependency graph can never make either pick another provider
+/// or panic at first use. Installing twice is harmless.
+pub fn install_crypto_providers() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[derive(Debug)]
+pub(crate) struct Issuer {
+    pub(crate) rules: ClaimRules,
+    pub(crate) cache: Arc<KeyCache>,
+    refreshing: AtomicBool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    profile: Profile,
+    issuers: HashMap<String, Issuer>,
+    max_token_bytes: usize,
+    clock: SharedClock,
+    findings: Vec<palisade_core::Finding>,
+}
+
+/// Trusted issuers and their keys; makes one [`AuthnLayer`] per surface, all sharing the keys.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The outcome of the synchronous part of verification. Short-lived on the stack; the identity
+/// moves on into the request extensions.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Step {
+    Done(Result<Identity, AuthnError>),
+    /// The keys must be refreshed first (the caller may do so once, then retry).
+    Refresh {
+        issuer: String,
+        requested_at: u64,
+    },
+}
+
+impl Authenticator {
+    /// A builder: no issuer, production profile, 8 KiB tokens.
+    pub fn builder() -> AuthenticatorBuilder {
+        AuthenticatorBuilder {
+            profile: Profile::Production,
+            issuers: Vec::new(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            clock: SystemClock::shared(),
+            http: None,
+        }
+    }
+
+    /// The non-blocking findings recorded when it was built.
+    pub fn findings(&self) -> &[palisade_core::Finding] {
+        &self.inner.findings
+    }
+
+    /// A layer for one surface. Refused in production when the policy accepts any client.
+    pub fn layer(&self, policy: SurfacePolicy) -> Result<AuthnLayer, BuildError> {
+        if policy.audiences.is_empty() {
+            return Err(ConfigError::NoAudience(policy.surface.to_string()).into());
+        }
+        let mut posture = Posture::new(self.inner.profile, "authn");
+        if policy.authorized_parties.is_empty() {
+            posture.record(
+                Severity::Deny,
+                "authn-any-client",
+                format!(
+                    "surface {} accepts tokens issued to any client (no azp list)",
+                    policy.surface
+                ),
+            );
+        }
+        posture.finish()?;
+        Ok(AuthnLayer::new(self.clone(), Arc::new(policy)))
+    }
+
+    /// Verifies `token` for `surface` with the keys at hand.
+    pub(crate) fn verify_now(
+        &self,
+        token: &str,
+        surface: &SurfacePolicy,
+        allow_refresh: bool,
+    ) -> Step {
+        match self.try_verify(token, surface, allow_refresh) {
+            Ok(identity) => Step::Done(Ok(identity)),
+            Err(Verdict::Reject(e)) => Step::Done(Err(e)),
+            Err(Verdict::Refresh(issuer, requested_at)) => Step::Refresh {
+                issuer,
+                requested_at,
+            },
+        }
+    }
+
+    /// Refreshes an issuer's keys (single flight).
+    pub(crate) async fn refresh(&self, issuer: &str, requested_at: u64) -> Result<(), String> {
+        match self.inner.issuers.get(issuer) {
+            Some(i) => i.cache.refresh(requested_at).await,
+            None => Err("unknown issuer".into()),
+        }
+    }
+
+    /// Verifies `token` for `surface`, refreshing keys once if needed.
+    ///
+    /// ```no_run
+    /// # async fn demo(auth: palisade_authn::Authenticator, token: &str) {
+    /// use palisade_authn::SurfacePolicy;
+    /// use palisade_core::Surface;
+    /// let policy = SurfacePolicy::new(Surface::API).audiences(["api"]).authorized_parties(["web"]);
+    /// match auth.verify(token, &policy).await {
+    ///     Ok(identity) => println!("hello {}", identity.subject()),
+    ///     Err(reason) => println!("refused: {reason}"),
+    /// }
+    /// # }
+    /// ```
+    pub async fn verify(
+        &self,
+        token: &str,
+        surface: &SurfacePolicy,
+    ) -> Result<Identity, AuthnError> {
+        match self.verify_now(token, surface, true) {
+            Step::Done(result) => result,
+            Step::Refresh {
+                issuer,
+                requested_at,
+            } => {
+                let refreshed = self.refresh(&issuer, requested_at).await;
+                match self.verify_now(token, surface, false) {
+                    Step::Done(Err(AuthnError::KeysUnavailable)) | Step::Refresh { .. }
+                        if refreshed.is_err() =>
+                    {
+                        Err(AuthnError::KeysUnavailable)
+                    }
+                    Step::Done(result) => result,
+                    Step::Refresh { .. } => Err(AuthnError::UnknownKid),
+                }
+            }
+        }
+    }
+
+    /// How many JWKS fetches an issuer's cache has made.
+    pub fn fetch_count(&self, issuer: &str) -> Option<u64> {
+        self.inner
+            .issuers
+            .get(issuer)
+            .map(|i| i.cache.fetch_count())
+    }
+
+    fn try_verify(
+        &self,
+        token: &str,
+        surface: &SurfacePolicy,
+        allow_refresh: bool,
+    ) -> Result<Identity, Verdict> {
+        let compact = token::split(token, self.inner.max_token_bytes)?;
+        let payload = token::decode_part(compact.payload)?;
+        let claims = strict_json::parse_object(&payload).ok_or(AuthnError::MalformedClaims)?;
+        let iss = claims
+            .get("iss")
+            .and_then(|v| v.as_str())
+            .ok_or(AuthnError::WrongIssuer)?;
+        let issuer = self.inner.issuers.get(iss).ok_or(AuthnError::WrongIssuer)?;
+        let header = token::header(&compact, issuer.rules.mode)?;
+        let key = match issuer.cache.lookup(&header.kid) {
+            Lookup::Found(key) => {
+                if issuer.cache.refresh_due() {
+                    self.refresh_in_background(iss);
+                }
+                key
+            }
+            Lookup::Miss => {
+                if allow_refresh && issuer.cache.claim_miss_fetch() {
+                    return Err(Verdict::Refresh(iss.to_owned(), issuer.cache.now_nanos()));
+                }
+                return Err(AuthnError::UnknownKid.into());
+            }
+            Lookup::Stale => {
+                if allow_refresh && issuer.cache.claim_miss_fetch() {
+                    return Err(Verdict::Refresh(iss.to_owned(), issuer.cache.now_nanos()));
+                }
+                return Err(AuthnError::KeysUnavailable.into());
+            }
+        };
+        if header.alg != key.alg {
+            return Err(AuthnError::AlgorithmMismatch {
+                header: format!("{:?}", header.alg),
+                key: format!("{:?}", key.alg),
+            }
+            .into());
+        }
+        let ok = jsonwebtoken::crypto::verify(
+            compact.signature,
+            compact.signing_input.as_bytes(),
+            &key.key,
+            key.alg,
+        )
+        .unwrap_or(false);
+        if !ok {
+            return Err(AuthnError::BadSignature.into());
+        }
+        let now = i64::try_from(self.inner.clock.unix_seconds()).unwrap_or(i64::MAX);
+        Ok(claims::check(&claims, &issuer.rules, surface, now)?)
+    }
+
+    fn refresh_in_background(&self, iss: &str) {
+        let Some(issuer) = self.inner.issuers.get(iss) else {
+            return;
+        };
+        if issuer.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            issuer.refreshing.store(false, Ordering::Release);
+            return;
+        };
+        let this = self.clone();
+        let iss = iss.to_owned();
+        handle.spawn(async move {
+            if let Some(issuer) = this.inner.issuers.get(&iss) {
+                let requested = issuer.cache.now_nanos();
+                let _ = issuer.cache.refresh(requested).await;
+                issuer.refreshing.store(false, Ordering::Release);
+            }
+        });
+    }
+}
+
+enum Verdict {
+    Reject(AuthnError),
+    Refresh(String, u64),
+}
+
+impl From<AuthnError> for Verdict {
+    fn from(e: AuthnError) -> Self {
+        Verdict::Reject(e)
+    }
+}
