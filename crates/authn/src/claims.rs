@@ -72,16 +72,16 @@ pub(crate) fn check(
     if now > exp.saturating_add(leeway) {
         return Err(AuthnError::Expired);
     }
-    if let Some(nbf) = number(claims.get("nbf")).map_err(|()| AuthnError::MalformedClaims)? {
-        if now.saturating_add(leeway) < nbf {
-            return Err(AuthnError::NotYetValid);
-        }
+    if let Some(nbf) = number(claims.get("nbf")).map_err(|()| AuthnError::MalformedClaims)?
+        && now.saturating_add(leeway) < nbf
+    {
+        return Err(AuthnError::NotYetValid);
     }
     let iat = number(claims.get("iat")).map_err(|()| AuthnError::MalformedClaims)?;
-    if let Some(iat) = iat {
-        if iat > now.saturating_add(leeway) {
-            return Err(AuthnError::IssuedInFuture);
-        }
+    if let Some(iat) = iat
+        && iat > now.saturating_add(leeway)
+    {
+        return Err(AuthnError::IssuedInFuture);
     }
     if let Some(max_age) = rules.max_age {
         let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
@@ -158,10 +158,10 @@ pub(crate) fn check(
     if let Some(sid) = string(claims, "sid") {
         identity = identity.with_session_id(sid);
     }
-    if let Ok(Some(at)) = number(claims.get("auth_time")) {
-        if let Ok(secs) = u64::try_from(at) {
-            identity = identity.with_auth_time(UNIX_EPOCH + Duration::from_secs(secs));
-        }
+    if let Ok(Some(at)) = number(claims.get("auth_time"))
+        && let Ok(secs) = u64::try_from(at)
+    {
+        identity = identity.with_auth_time(UNIX_EPOCH + Duration::from_secs(secs));
     }
 
     // Authentication strength.

@@ -328,7 +328,7 @@ impl KeyCache {
         }
     }
 
-    /// How many fetches have been made (for tests and metrics).
+    /// How many fetches have completed, successfully or not (for tests and metrics).
     pub(crate) fn fetch_count(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
@@ -380,8 +380,9 @@ impl KeyCache {
             // A fetch that started after we asked has succeeded: its keys stand.
             return Ok(());
         }
+        let fetched = self.fetch().await;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        match self.fetch().await {
+        match fetched {
             Ok((keys, max_age)) => {
                 let interval = max_age
                     .unwrap_or(self.policy.default_refresh)

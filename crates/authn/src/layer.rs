@@ -69,13 +69,13 @@ impl<S> Authn<S> {
 /// The bearer token of a request: exactly one `Authorization: Bearer <token>` header, and no
 /// token in the query string.
 pub(crate) fn bearer<B>(req: &Request<B>) -> Result<&str, AuthnError> {
-    if let Some(query) = req.uri().query() {
-        if query.split('&').any(|pair| {
+    if let Some(query) = req.uri().query()
+        && query.split('&').any(|pair| {
             let name = pair.split('=').next().unwrap_or("");
             name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("token")
-        }) {
-            return Err(AuthnError::TokenInQuery);
-        }
+        })
+    {
+        return Err(AuthnError::TokenInQuery);
     }
     let mut values = req.headers().get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthnError::MissingToken)?;

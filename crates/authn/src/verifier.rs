@@ -201,8 +201,10 @@ impl AuthenticatorBuilder {
         let findings = self.posture().finish()?;
         let http = match self.http {
             Some(client) => client,
+            // Fetches are rare: no idle connections to go stale between them.
             None => reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
+                .pool_max_idle_per_host(0)
                 .build()
                 .map_err(|e| ConfigError::HttpClient(e.to_string()))?,
         };
@@ -395,7 +397,17 @@ impl Authenticator {
         }
     }
 
-    /// How many JWKS fetches an issuer's cache has made.
+    /// Fetches an issuer's keys now (for an operator's "rotate now", or tests), waiting for a
+    /// fetch already in flight rather than starting a second one.
+    pub async fn refresh_keys(&self, issuer: &str) -> Result<(), String> {
+        let requested = match self.inner.issuers.get(issuer) {
+            Some(i) => i.cache.now_nanos(),
+            None => return Err("unknown issuer".into()),
+        };
+        self.refresh(issuer, requested).await
+    }
+
+    /// How many JWKS fetches an issuer's cache has completed.
     pub fn fetch_count(&self, issuer: &str) -> Option<u64> {
         self.inner
             .issuers

@@ -96,10 +96,10 @@ impl Key {
         if material.expose_secret().len() < MIN_KEY_BYTES {
             return Err(KeyRingError::ShortKey { id: id.to_owned() });
         }
-        if let (Some(nb), Some(ra)) = (not_before, retire_after) {
-            if ra <= nb {
-                return Err(KeyRingError::EmptyWindow { id: id.to_owned() });
-            }
+        if let (Some(nb), Some(ra)) = (not_before, retire_after)
+            && ra <= nb
+        {
+            return Err(KeyRingError::EmptyWindow { id: id.to_owned() });
         }
         Ok(Self {
             id: KeyId(id.into()),
