@@ -38,6 +38,16 @@ impl Row {
 }
 
 pub(crate) fn client(target: &Target) -> Result<Client, String> {
+    client_with_alpn(target, b"http/1.1")
+}
+
+/// A client speaking HTTP/2, for rows where the server answers before reading a whole upload
+/// (HTTP/1.1 would close the connection mid-upload and the client would see a reset).
+pub(crate) fn client_h2(target: &Target) -> Result<Client, String> {
+    client_with_alpn(target, b"h2")
+}
+
+fn client_with_alpn(target: &Target, alpn: &[u8]) -> Result<Client, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(target.ca_pem.as_bytes()) {
         let cert: rustls_pki_types::CertificateDer<'static> = cert.map_err(|e| e.to_string())?;
@@ -49,8 +59,8 @@ pub(crate) fn client(target: &Target) -> Result<Client, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    // HTTP/1.1 so that hostile Host headers reach the server as sent.
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/1.1 by default, so that hostile Host headers reach the server as sent.
+    tls.alpn_protocols = vec![alpn.to_vec()];
     Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(reqwest::redirect::Policy::none())
@@ -238,7 +248,11 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
         .body("not json")
         .send()
         .await;
-    let huge = http
+    let h2 = match client_h2(target) {
+        Ok(c) => c,
+        Err(e) => return vec![Row::new("build the tour's HTTP/2 client", "ok", e, false)],
+    };
+    let huge = h2
         .post(api("/csp-reports"))
         .header(header::CONTENT_TYPE, "application/reports+json")
         .body(vec![b'['; 200 * 1024])
