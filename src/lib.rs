@@ -6,9 +6,10 @@
 //! |---|---|---|
 //! | (always) | [`core`] (`palisade-core`) | identity, rejections, clock, client IP, secrets, key rings, posture |
 //! | `csp-headers` (default) | [`csp_headers`] (`palisade-csp-headers`) | strict CSP with nonces, HSTS, explicit CORS, HTTPS enforcement, admin-host guard |
+//! | `authn` (default) | [`authn`] (`palisade-authn`) | Keycloak/OIDC access tokens: strict parsing, JWKS cache with rotation, per-surface audiences, roles, MFA |
 //!
-//! Later releases add `authn`, `aksk`, `authz-cerbos`, `throttle`, `impersonation`, `redis`
-//! and `postgres` as their crates land.
+//! Later releases add `aksk`, `authz-cerbos`, `throttle`, `impersonation`, `redis` and
+//! `postgres` as their crates land.
 //!
 //! ```
 //! # #[cfg(feature = "csp-headers")] {
@@ -25,3 +26,7 @@ pub use palisade_core as core;
 #[cfg(feature = "csp-headers")]
 #[cfg_attr(docsrs, doc(cfg(feature = "csp-headers")))]
 pub use palisade_csp_headers as csp_headers;
+
+#[cfg(feature = "authn")]
+#[cfg_attr(docsrs, doc(cfg(feature = "authn")))]
+pub use palisade_authn as authn;

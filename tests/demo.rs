@@ -6,6 +6,9 @@
 #[path = "../xtask/src/harness.rs"]
 mod harness;
 #[allow(dead_code)]
+#[path = "../xtask/src/oidc.rs"]
+mod oidc;
+#[allow(dead_code)]
 #[path = "../xtask/src/pki.rs"]
 mod pki;
 #[allow(dead_code)]
@@ -50,13 +53,30 @@ fn test_pki(name: &str) -> pki::TestPki {
     .expect("test PKI")
 }
 
-fn start(pki: &pki::TestPki) -> (harness::Demo, tour::Target) {
-    let demo = harness::Demo::start(&demo_binary(), &harness::demo_env(pki, "production"))
-        .expect("demo starts");
+/// The test OpenID provider and a token per persona the tour uses.
+async fn provider() -> (oidc::Provider, tour::Tokens) {
+    let provider = oidc::Provider::start(&oidc::Options::default()).expect("OIDC provider starts");
+    let mut tokens = tour::Tokens::new();
+    for persona in tour::PERSONAS {
+        tokens.insert(
+            persona.to_owned(),
+            provider.token(persona).await.expect("token"),
+        );
+    }
+    (provider, tokens)
+}
+
+fn start(pki: &pki::TestPki, issuer: &str, tokens: tour::Tokens) -> (harness::Demo, tour::Target) {
+    let demo = harness::Demo::start(
+        &demo_binary(),
+        &harness::demo_env(pki, "production", issuer),
+    )
+    .expect("demo starts");
     let target = tour::Target {
         https: demo.https,
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
+        tokens,
     };
     (demo, target)
 }
@@ -73,7 +93,8 @@ fn assert_all_pass(rows: &[tour::Row], demo: &harness::Demo) {
 #[tokio::test]
 async fn attack_tour_passes_against_the_running_demo() {
     let pki = test_pki("tour");
-    let (demo, target) = start(&pki);
+    let (provider, tokens) = provider().await;
+    let (demo, target) = start(&pki, &provider.issuer, tokens);
     let rows = tour::run(&target).await;
     assert!(rows.len() >= 25, "only {} rows", rows.len());
     assert_all_pass(&rows, &demo);
@@ -82,12 +103,17 @@ async fn attack_tour_passes_against_the_running_demo() {
 #[tokio::test]
 async fn admin_allowlist_behind_a_trusted_proxy() {
     let pki = test_pki("proxy");
-    let demo = harness::Demo::start(&demo_binary(), &harness::proxied_demo_env(&pki))
-        .expect("demo starts");
+    let (provider, tokens) = provider().await;
+    let demo = harness::Demo::start(
+        &demo_binary(),
+        &harness::proxied_demo_env(&pki, &provider.issuer),
+    )
+    .expect("demo starts");
     let target = tour::Target {
         https: demo.https,
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
+        tokens,
     };
     let rows = tour::run_behind_proxy(&target).await;
     assert_eq!(rows.len(), 4);
@@ -97,7 +123,8 @@ async fn admin_allowlist_behind_a_trusted_proxy() {
 #[tokio::test]
 async fn served_csp_parses_and_only_admits_the_pages_own_nonce() {
     let pki = test_pki("csp");
-    let (_demo, target) = start(&pki);
+    let (provider, tokens) = provider().await;
+    let (_demo, target) = start(&pki, &provider.issuer, tokens);
     let client = tour::client(&target).unwrap();
     let url = format!("https://{}:{}/", harness::PUBLIC_HOST, target.https.port());
     let res = client.get(&url).send().await.unwrap();
@@ -155,7 +182,7 @@ async fn served_csp_parses_and_only_admits_the_pages_own_nonce() {
 
 #[test]
 fn weak_production_config_is_refused_with_every_finding() {
-    let row = harness::refusal_row(&demo_binary());
+    let row = harness::refusal_row(&demo_binary(), &test_pki("refusal"));
     assert!(row.pass, "{row:?}");
 }
 

@@ -7,7 +7,10 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http::StatusCode;
 use http::{HeaderName, Method, header};
-use palisade::core::{ClientIpLayer, Finding, Posture, PostureError, TrustedProxies};
+use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
+use palisade::core::{
+    ClientIpLayer, Finding, Identity, Posture, PostureError, Surface, TrustedProxies,
+};
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
@@ -17,7 +20,7 @@ use serde_json::{Value, json};
 use crate::Settings;
 
 /// Builds the app, or refuses with every posture finding at once.
-pub(crate) fn build(
+pub(crate) async fn build(
     settings: &Settings,
     https_port: u16,
 ) -> Result<Router, Box<dyn std::error::Error>> {
@@ -92,6 +95,47 @@ pub(crate) fn build(
         refused.extend_from_slice(err.findings());
     }
 
+    // Authentication: `/api/` accepts `api` tokens, `/admin/` `global-admin` tokens with MFA.
+    let mut auth = Authenticator::builder().profile(profile);
+    match &settings.oidc_issuer {
+        Some(issuer) => auth = auth.issuer(IssuerConfig::new(issuer)?),
+        None => tracing::warn!("PALISADE_DEMO_OIDC_ISSUER is not set: every token is refused"),
+    }
+    let auth = match auth.build().await {
+        Ok(auth) => {
+            findings.extend_from_slice(auth.findings());
+            Some(auth)
+        }
+        Err(AuthnBuildError::Posture(err)) => {
+            refused.extend_from_slice(err.findings());
+            None
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let surfaces = auth.as_ref().map(|auth| {
+        let api = auth.layer(
+            SurfacePolicy::new(Surface::API)
+                .audiences(["api"])
+                .authorized_parties(&settings.api_clients),
+        );
+        let admin = auth.layer(
+            SurfacePolicy::new(Surface::GLOBAL_ADMIN)
+                .audiences(["global-admin"])
+                .authorized_parties(&settings.admin_clients)
+                .require_mfa(true),
+        );
+        (api, admin)
+    });
+    if let Some((api, admin)) = &surfaces {
+        for layer in [api, admin] {
+            match layer {
+                Err(AuthnBuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
+                Err(other) => return Err(other.clone().into()),
+                Ok(_) => {}
+            }
+        }
+    }
+
     if !refused.is_empty() {
         // Report every finding of every layer, blocking or not, in one error.
         let mut all = Posture::new(profile, "hardened_api");
@@ -109,19 +153,30 @@ pub(crate) fn build(
         return Err(err.into());
     }
     let (headers, https, admin, cors, client_ip) = (headers?, https?, admin?, cors?, client_ip?);
+    let (api_auth, admin_auth) = match surfaces {
+        Some((api, admin)) => (api?, admin?),
+        None => return Err("authentication is not configured".into()),
+    };
+
+    let api = Router::new()
+        .route("/api/hello", get(hello))
+        .route("/api/echo", post(echo))
+        .route_layer(api_auth);
+    let admin_routes = Router::new()
+        .route("/admin/", get(admin_home))
+        .route("/admin/status", get(admin_status))
+        .route("/admin/users/{id}", get(admin_user))
+        .route_layer(admin_auth);
 
     let router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/api/hello", get(hello))
-        .route("/api/echo", post(echo))
         .route(
             "/csp-reports",
             post(csp_report).layer(DefaultBodyLimit::max(MAX_REPORT_BYTES)),
         )
-        .route("/admin/", get(admin_home))
-        .route("/admin/status", get(admin_status))
-        .route("/admin/users/{id}", get(admin_user))
+        .merge(api)
+        .merge(admin_routes)
         .layer(cors)
         .layer(admin)
         .layer(https)
@@ -161,8 +216,13 @@ async fn csp_report(body: Bytes) -> StatusCode {
     }
 }
 
-async fn hello() -> Json<Value> {
-    Json(json!({ "hello": "world" }))
+async fn hello(Extension(id): Extension<Identity>) -> Json<Value> {
+    Json(json!({
+        "hello": id.subject(),
+        "org": id.org(),
+        "surface": id.surface().as_str(),
+        "roles": id.realm_roles(),
+    }))
 }
 
 async fn echo(Json(body): Json<Value>) -> Json<Value> {

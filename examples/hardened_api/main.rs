@@ -14,6 +14,9 @@
 //! | `PALISADE_DEMO_CORS_ORIGINS` | `https://app.example.com` | comma-separated allowed origins |
 //! | `PALISADE_DEMO_TRUSTED_PROXIES` | (none) | comma-separated proxy addresses or CIDR blocks |
 //! | `PALISADE_DEMO_ADMIN_ALLOW` | (anyone) | comma-separated client addresses or CIDR blocks allowed on the admin surface |
+//! | `PALISADE_DEMO_OIDC_ISSUER` | (none: every token refused) | the Keycloak realm URL whose tokens `/api/` and `/admin/` accept |
+//! | `PALISADE_DEMO_API_CLIENTS` | the test personas | `azp` values accepted on `/api/` (audience `api`) |
+//! | `PALISADE_DEMO_ADMIN_CLIENTS` | the test personas | `azp` values accepted on `/admin/` (audience `global-admin`, MFA required) |
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
 //! It refuses to start when the configuration is insecure for the profile, printing every
@@ -42,6 +45,9 @@ pub(crate) struct Settings {
     pub(crate) cors_origins: Vec<String>,
     pub(crate) trusted_proxies: Vec<String>,
     pub(crate) admin_allow: Vec<String>,
+    pub(crate) oidc_issuer: Option<String>,
+    pub(crate) api_clients: Vec<String>,
+    pub(crate) admin_clients: Vec<String>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -73,6 +79,15 @@ impl Settings {
             )),
             trusted_proxies: list(&env_or("PALISADE_DEMO_TRUSTED_PROXIES", "")),
             admin_allow: list(&env_or("PALISADE_DEMO_ADMIN_ALLOW", "")),
+            oidc_issuer: std::env::var("PALISADE_DEMO_OIDC_ISSUER").ok(),
+            api_clients: list(&env_or(
+                "PALISADE_DEMO_API_CLIENTS",
+                "api-user,api-user-es,api-user-ed,multi-aud,other-tenant",
+            )),
+            admin_clients: list(&env_or(
+                "PALISADE_DEMO_ADMIN_CLIENTS",
+                "admin-mfa,admin-no-mfa",
+            )),
         })
     }
 }
@@ -92,13 +107,13 @@ async fn main() {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // One crypto provider, installed explicitly: feature unification can never make rustls
     // pick (or panic over) another.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    palisade::authn::install_crypto_providers();
     let settings = Settings::from_env()?;
     let https = TcpListener::bind(settings.https_addr).await?;
     let http = TcpListener::bind(settings.http_addr).await?;
-    // Redirects name the port actually bound (the setting may say 0).
-    let app = app::build(&settings, https.local_addr()?.port())?;
     let tls = TlsAcceptor::from(Arc::new(tls::server_config(&settings)?));
+    // Redirects name the port actually bound (the setting may say 0).
+    let app = app::build(&settings, https.local_addr()?.port()).await?;
     eprintln!(
         "hardened_api ({}) listening on https://{} and http://{} (redirect only)",
         settings.profile,

@@ -111,8 +111,13 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
 }
 
 /// The settings the tour runs the demo with (ports chosen by the kernel).
-pub(crate) fn demo_env(pki: &crate::pki::TestPki, profile: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn demo_env(
+    pki: &crate::pki::TestPki,
+    profile: &str,
+    issuer: &str,
+) -> Vec<(&'static str, String)> {
     vec![
+        ("PALISADE_DEMO_OIDC_ISSUER", issuer.to_owned()),
         ("PALISADE_PROFILE", profile.to_owned()),
         ("PALISADE_DEMO_HTTPS_ADDR", "127.0.0.1:0".to_owned()),
         ("PALISADE_DEMO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
@@ -135,8 +140,11 @@ pub(crate) fn demo_env(pki: &crate::pki::TestPki, profile: &str) -> Vec<(&'stati
 /// the trusted proxy. The admin allowlist is 192.0.2.0/24 *and the proxy itself*, a common
 /// setup (the load balancer sits in the office range): a request whose forwarded client
 /// cannot be determined must then not be mistaken for one from the proxy.
-pub(crate) fn proxied_demo_env(pki: &crate::pki::TestPki) -> Vec<(&'static str, String)> {
-    let mut env = demo_env(pki, "production");
+pub(crate) fn proxied_demo_env(
+    pki: &crate::pki::TestPki,
+    issuer: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = demo_env(pki, "production", issuer);
     for (k, v) in env.iter_mut() {
         if *k == "PALISADE_DEMO_TRUSTED_PROXIES" {
             *v = "127.0.0.1/32".to_owned();
@@ -158,7 +166,7 @@ pub(crate) fn demo_binary(target_dir: &Path) -> PathBuf {
 }
 
 /// The tour's first row: a deliberately weak production configuration must not start.
-pub(crate) fn refusal_row(binary: &Path) -> crate::tour::Row {
+pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::tour::Row {
     let envs = [
         ("PALISADE_PROFILE", "production".to_owned()),
         ("ADMIN_HOSTNAME", "localhost".to_owned()),
@@ -166,8 +174,11 @@ pub(crate) fn refusal_row(binary: &Path) -> crate::tour::Row {
             "PALISADE_DEMO_CORS_ORIGINS",
             "http://localhost:3000,http://app.example.com".to_owned(),
         ),
-        ("PALISADE_DEMO_TLS_CERT", "/nonexistent/cert.pem".to_owned()),
-        ("PALISADE_DEMO_TLS_KEY", "/nonexistent/key.pem".to_owned()),
+        (
+            "PALISADE_DEMO_TLS_CERT",
+            pki.cert_path.display().to_string(),
+        ),
+        ("PALISADE_DEMO_TLS_KEY", pki.key_path.display().to_string()),
     ];
     let attack = "start production with a weak config";
     match run_to_exit(binary, &envs) {

@@ -10,6 +10,8 @@
 //!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
 
 mod harness;
+#[allow(dead_code)] // shared with the test suites, which use all of it
+mod oidc;
 mod pki;
 mod scan;
 mod tour;
@@ -100,6 +102,19 @@ pub(crate) fn build_demo() -> Result<PathBuf> {
     Ok(harness::demo_binary(&target_dir()?))
 }
 
+/// Starts the test OpenID provider and fetches a token for every persona the tour uses.
+pub(crate) fn start_provider(
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(oidc::Provider, tour::Tokens)> {
+    let provider = oidc::Provider::start(&oidc::Options::default())?;
+    let mut tokens = tour::Tokens::new();
+    for persona in tour::PERSONAS {
+        let token = runtime.block_on(provider.token(persona))?;
+        tokens.insert(persona.to_owned(), token);
+    }
+    Ok((provider, tokens))
+}
+
 fn demo(serve: bool) -> Result<()> {
     let binary = build_demo()?;
     let pki = pki::generate(
@@ -111,22 +126,29 @@ fn demo(serve: bool) -> Result<()> {
             "127.0.0.1",
         ],
     )?;
-    let mut rows = vec![harness::refusal_row(&binary)];
-    let demo = harness::Demo::start(&binary, &harness::demo_env(&pki, "production"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (provider, tokens) = start_provider(&runtime)?;
+    let mut rows = vec![harness::refusal_row(&binary, &pki)];
+    let demo = harness::Demo::start(
+        &binary,
+        &harness::demo_env(&pki, "production", &provider.issuer),
+    )?;
     let target = tour::Target {
         https: demo.https,
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
+        tokens: tokens.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     rows.extend(runtime.block_on(tour::run(&target)));
-    let proxied = harness::Demo::start(&binary, &harness::proxied_demo_env(&pki))?;
+    let proxied =
+        harness::Demo::start(&binary, &harness::proxied_demo_env(&pki, &provider.issuer))?;
     let behind = tour::Target {
         https: proxied.https,
         http: proxied.http,
         ca_pem: pki.ca_pem.clone(),
+        tokens,
     };
     rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
     drop(proxied);
@@ -138,15 +160,18 @@ fn demo(serve: bool) -> Result<()> {
     }
     if serve {
         println!(
-            "\nThe demo keeps running (Ctrl-C stops it):\n  https://{}/  (names {} and {} resolve there; trust {})\n  http://{}/   (redirects only)",
+            "\nThe demo keeps running (Ctrl-C stops it):\n  https://{}/  (names {} and {} resolve there; trust {})\n  http://{}/   (redirects only)\n  OpenID provider: {} (token endpoint {})",
             demo.https,
             harness::PUBLIC_HOST,
             harness::ADMIN_HOST,
             pki.ca_path.display(),
-            demo.http
+            demo.http,
+            provider.issuer,
+            provider.token_endpoint(),
         );
         demo.wait()?;
     }
+    drop(provider);
     if passed {
         Ok(())
     } else {

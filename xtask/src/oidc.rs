@@ -168,6 +168,8 @@ impl Provider {
 
     /// An access token for persona `client` (client-credentials grant).
     pub(crate) async fn token(&self, client: &str) -> Result<String, String> {
+        // reqwest is built without a bundled crypto provider: install ours (idempotent).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let response = reqwest::Client::new()
             .post(self.token_endpoint())
             .basic_auth(client, Some(format!("{client}-secret")))

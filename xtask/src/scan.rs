@@ -63,7 +63,11 @@ pub(crate) fn run(_root: &Path, cache: &Path) -> Result<()> {
     let npm = install(cache)?;
     let binary = crate::build_demo()?;
     let pki = pki::generate(&cache.join("pki-scan"), &["localhost", "127.0.0.1"])?;
-    let mut env = harness::demo_env(&pki, "production");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (provider, _) = crate::start_provider(&runtime)?;
+    let mut env = harness::demo_env(&pki, "production", &provider.issuer);
     for (k, v) in env.iter_mut() {
         match *k {
             "PALISADE_DEMO_HTTPS_ADDR" => *v = "127.0.0.1:443".into(),
@@ -169,6 +173,7 @@ pub(crate) fn run(_root: &Path, cache: &Path) -> Result<()> {
         problems.push("responses share a CSP nonce".into());
     }
     drop(demo);
+    drop(provider);
     if problems.is_empty() {
         println!("scans: all passed");
         Ok(())
@@ -182,6 +187,7 @@ fn nonces_of_two_responses(ca_pem: &str) -> Result<(String, String)> {
         https: "127.0.0.1:443".parse()?,
         http: "127.0.0.1:80".parse()?,
         ca_pem: ca_pem.to_owned(),
+        tokens: Default::default(),
     };
     let client = crate::tour::client(&target)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

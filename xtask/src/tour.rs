@@ -15,6 +15,31 @@ pub(crate) struct Target {
     pub(crate) https: SocketAddr,
     pub(crate) http: SocketAddr,
     pub(crate) ca_pem: String,
+    /// Access tokens from the test OpenID provider, by persona.
+    pub(crate) tokens: Tokens,
+}
+
+/// Access tokens by persona (client id at the test OpenID provider).
+pub(crate) type Tokens = std::collections::HashMap<String, String>;
+
+/// The personas the tour needs tokens for.
+pub(crate) const PERSONAS: [&str; 7] = [
+    "api-user",
+    "api-user-es",
+    "api-user-ed",
+    "no-aud",
+    "admin-mfa",
+    "admin-no-mfa",
+    "other-tenant",
+];
+
+impl Target {
+    fn bearer(&self, persona: &str) -> String {
+        format!(
+            "Bearer {}",
+            self.tokens.get(persona).map_or("missing", String::as_str)
+        )
+    }
 }
 
 /// One line of the tour's table.
@@ -450,8 +475,8 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
             true,
         ),
         (
-            "admin route with a parameter: /admin/users/%2e%2e",
-            api("/admin/users/%2e%2e"),
+            "admin route with a parameter: /admin/users/..%2f..",
+            api("/admin/users/..%2f.."),
             None,
             404,
             true,
@@ -506,8 +531,11 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
             true,
         ),
     ];
+    // Every request carries a valid admin token: the guard refuses regardless.
     for (attack, url, extra, want, by_guard) in cases {
-        let mut req = http.get(url);
+        let mut req = http
+            .get(url)
+            .header(header::AUTHORIZATION, target.bearer("admin-mfa"));
         if let Some((k, v)) = extra {
             req = req.header(k, v);
         }
@@ -535,6 +563,8 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
             Err(e) => rows.push(Row::new(attack, &expected, format!("error: {e}"), false)),
         }
     }
+    rows.extend(auth_rows(target, &http).await);
+
     // A refusal is a generic problem document; the reason stays in the server log.
     match http.get(api("/admin/status")).send().await {
         Ok(r) => {
@@ -558,6 +588,231 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
         )),
     }
     rows
+}
+
+/// Authentication rows: Keycloak-shaped tokens from the real test provider, and forgeries.
+async fn auth_rows(target: &Target, http: &Client) -> Vec<Row> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+    let api = format!("https://{PUBLIC_HOST}:{}/api/hello", target.https.port());
+    let admin = format!("https://{ADMIN_HOST}:{}/admin/status", target.https.port());
+    let good = target.tokens.get("api-user").cloned().unwrap_or_default();
+    let mut parts = good.splitn(3, '.');
+    let (header_b64, payload_b64, sig) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let payload: serde_json::Value = B64
+        .decode(payload_b64)
+        .ok()
+        .and_then(|p| serde_json::from_slice(&p).ok())
+        .unwrap_or_default();
+    let forge = |header: serde_json::Value, payload: &serde_json::Value, sig: &str| {
+        format!(
+            "{}.{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(payload.to_string()),
+            sig
+        )
+    };
+    let kid = B64
+        .decode(header_b64)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .and_then(|h| h["kid"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    // HS256 signed with the provider's public key bytes as the HMAC secret.
+    let hs_header = serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid});
+    let hs_input = format!("{}.{}", B64.encode(hs_header.to_string()), payload_b64);
+    let hmac_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, kid.as_bytes());
+    let hs = format!(
+        "{hs_input}.{}",
+        B64.encode(aws_lc_rs::hmac::sign(&hmac_key, hs_input.as_bytes()).as_ref())
+    );
+    let mut escalated = payload.clone();
+    escalated["realm_access"] = serde_json::json!({"roles": ["member", "admin"]});
+
+    let cases: Vec<(&str, String, Option<String>, u16)> = vec![
+        ("call the API without a token", api.clone(), None, 401),
+        (
+            "API with an RS256 token",
+            api.clone(),
+            Some(target.bearer("api-user")),
+            200,
+        ),
+        (
+            "API with an ES256 token",
+            api.clone(),
+            Some(target.bearer("api-user-es")),
+            200,
+        ),
+        (
+            "API with an EdDSA token",
+            api.clone(),
+            Some(target.bearer("api-user-ed")),
+            200,
+        ),
+        (
+            "alg: none",
+            api.clone(),
+            Some(format!(
+                "Bearer {}",
+                forge(
+                    serde_json::json!({"alg": "none", "typ": "JWT", "kid": kid}),
+                    &payload,
+                    "AAAA"
+                )
+            )),
+            401,
+        ),
+        (
+            "RS256 to HS256 key confusion",
+            api.clone(),
+            Some(format!("Bearer {hs}")),
+            401,
+        ),
+        (
+            "escalate roles in the payload",
+            api.clone(),
+            Some(format!(
+                "Bearer {}",
+                forge(
+                    serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid}),
+                    &escalated,
+                    sig
+                )
+            )),
+            401,
+        ),
+        (
+            "signature stripped",
+            api.clone(),
+            Some(format!("Bearer {header_b64}.{payload_b64}.")),
+            401,
+        ),
+        (
+            "kid path traversal",
+            api.clone(),
+            Some(format!(
+                "Bearer {}",
+                forge(
+                    serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "../../../../dev/null"}),
+                    &payload,
+                    sig
+                )
+            )),
+            401,
+        ),
+        (
+            "jku pointing at the attacker's keys",
+            api.clone(),
+            Some(format!(
+                "Bearer {}",
+                forge(
+                    serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": kid, "jku": "https://evil.example/jwks"}),
+                    &payload,
+                    sig
+                )
+            )),
+            401,
+        ),
+        (
+            "token without aud (no Keycloak audience mapper)",
+            api.clone(),
+            Some(target.bearer("no-aud")),
+            401,
+        ),
+        (
+            "token in the query string",
+            format!("{api}?access_token={good}"),
+            None,
+            401,
+        ),
+        (
+            "api token on the admin surface",
+            admin.clone(),
+            Some(target.bearer("api-user")),
+            401,
+        ),
+        (
+            "admin token without MFA",
+            admin.clone(),
+            Some(target.bearer("admin-no-mfa")),
+            401,
+        ),
+        (
+            "admin token with MFA",
+            admin.clone(),
+            Some(target.bearer("admin-mfa")),
+            200,
+        ),
+        (
+            "admin token on the API surface",
+            api.clone(),
+            Some(target.bearer("admin-mfa")),
+            401,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (attack, url, auth, want) in cases {
+        let mut req = http.get(&url);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let res = req.send().await;
+        let mut row = status_row(
+            attack,
+            StatusCode::from_u16(want).unwrap_or(StatusCode::IM_A_TEAPOT),
+            &res,
+        );
+        if attack == "admin token without MFA" {
+            let challenge = res
+                .as_ref()
+                .map(|r| header_str(r, "www-authenticate"))
+                .unwrap_or_default();
+            row.pass &= challenge.contains("insufficient_user_authentication");
+            row.expected = "401 insufficient_user_authentication".into();
+        }
+        rows.push(row);
+    }
+    // The identity carries the tenant from the token.
+    match http
+        .get(&api)
+        .header(header::AUTHORIZATION, target.bearer("other-tenant"))
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let body: serde_json::Value = r.json_or_default().await;
+            let org = body["org"].as_str().unwrap_or("").to_owned();
+            rows.push(Row::new(
+                "another tenant's token",
+                "identity scoped to org-2",
+                format!("org {org}"),
+                org == "org-2",
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "another tenant's token",
+            "identity scoped to org-2",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    rows
+}
+
+trait JsonOrDefault {
+    async fn json_or_default(self) -> serde_json::Value;
+}
+
+impl JsonOrDefault for Response {
+    async fn json_or_default(self) -> serde_json::Value {
+        let bytes = self.bytes().await.unwrap_or_default();
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    }
 }
 
 /// Rows against a demo behind a proxy (see `harness::proxied_demo_env`): this client plays the
@@ -605,7 +860,12 @@ pub(crate) async fn run_behind_proxy(target: &Target) -> Vec<Row> {
                 continue;
             }
         };
-        let res = http.get(&url).header("x-forwarded-for", value).send().await;
+        let res = http
+            .get(&url)
+            .header("x-forwarded-for", value)
+            .header(header::AUTHORIZATION, target.bearer("admin-mfa"))
+            .send()
+            .await;
         rows.push(status_row(
             attack,
             StatusCode::from_u16(want).unwrap_or(StatusCode::IM_A_TEAPOT),
