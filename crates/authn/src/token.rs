@@ -101,10 +101,29 @@ pub enum TokenTypeMode {
 pub(crate) struct Header {
     pub(crate) alg: Algorithm,
     pub(crate) kid: String,
+    pub(crate) typ: Option<String>,
 }
 
-/// Decodes and checks the header (step 3).
-pub(crate) fn header(compact: &Compact<'_>, mode: TokenTypeMode) -> Result<Header, AuthnError> {
+/// Checks the header `typ` against the issuer's token-type mode.
+pub(crate) fn check_type(header: &Header, mode: TokenTypeMode) -> Result<(), AuthnError> {
+    let typ = header.typ.as_deref();
+    let ok = match mode {
+        TokenTypeMode::Keycloak => typ.is_none_or(|t| t.eq_ignore_ascii_case("jwt")),
+        TokenTypeMode::Rfc9068 => typ.is_some_and(|t| {
+            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+        }),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthnError::HeaderType(
+            typ.unwrap_or("").chars().take(32).collect(),
+        ))
+    }
+}
+
+/// Decodes and checks the header (step 3), except `typ`, which depends on the issuer.
+pub(crate) fn header(compact: &Compact<'_>) -> Result<Header, AuthnError> {
     let bytes = decode_part(compact.header)?;
     // serde would also read a struct from a JSON array: only an object is a header.
     if bytes.trim_ascii_start().first() != Some(&b'{') {
@@ -133,23 +152,15 @@ pub(crate) fn header(compact: &Compact<'_>, mode: TokenTypeMode) -> Result<Heade
         return Err(AuthnError::Nested);
     }
     let alg = accepted_algorithm(&raw.alg)?;
-    let typ = raw.typ.as_deref();
-    let typ_ok = match mode {
-        TokenTypeMode::Keycloak => typ.is_none_or(|t| t.eq_ignore_ascii_case("jwt")),
-        TokenTypeMode::Rfc9068 => typ.is_some_and(|t| {
-            t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-        }),
-    };
-    if !typ_ok {
-        return Err(AuthnError::HeaderType(
-            typ.unwrap_or("").chars().take(32).collect(),
-        ));
-    }
     let kid = match raw.kid {
         Some(k) if !k.is_empty() && k.len() <= MAX_KID_BYTES => k.into_owned(),
         _ => return Err(AuthnError::BadKid),
     };
-    Ok(Header { alg, kid })
+    Ok(Header {
+        alg,
+        kid,
+        typ: raw.typ.map(|t| t.chars().take(64).collect()),
+    })
 }
 
 /// The asymmetric algorithms accepted from an identity provider. `none` and HMAC never are.
@@ -272,22 +283,25 @@ mod tests {
         for (h, want) in cases {
             let t = token(h);
             let got = split(&t, 8192)
-                .and_then(|c| header(&c, TokenTypeMode::Keycloak))
+                .and_then(|c| header(&c))
+                .and_then(|h| check_type(&h, TokenTypeMode::Keycloak))
                 .map(|_| ());
             assert_eq!(&got, want, "{h}");
         }
         let long_kid = format!(r#"{{"alg":"RS256","kid":"{}"}}"#, "k".repeat(300));
         assert_eq!(
-            header(
-                &split(&token(&long_kid), 8192).unwrap(),
-                TokenTypeMode::Keycloak
-            )
-            .unwrap_err(),
+            header(&split(&token(&long_kid), 8192).unwrap()).unwrap_err(),
             AuthnError::BadKid
         );
-        let at = token(r#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#);
-        assert!(header(&split(&at, 8192).unwrap(), TokenTypeMode::Rfc9068).is_ok());
-        let plain = token(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#);
-        assert!(header(&split(&plain, 8192).unwrap(), TokenTypeMode::Rfc9068).is_err());
+        let rfc = |h: &str| {
+            let t = token(h);
+            check_type(
+                &header(&split(&t, 8192).unwrap()).unwrap(),
+                TokenTypeMode::Rfc9068,
+            )
+        };
+        assert!(rfc(r#"{"alg":"ES256","kid":"k","typ":"at+jwt"}"#).is_ok());
+        assert!(rfc(r#"{"alg":"ES256","kid":"k","typ":"application/at+jwt"}"#).is_ok());
+        assert!(rfc(r#"{"alg":"ES256","kid":"k","typ":"JWT"}"#).is_err());
     }
 }

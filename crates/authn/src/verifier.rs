@@ -422,6 +422,7 @@ impl Authenticator {
         allow_refresh: bool,
     ) -> Result<Identity, Verdict> {
         let compact = token::split(token, self.inner.max_token_bytes)?;
+        let header = token::header(&compact)?;
         let payload = token::decode_part(compact.payload)?;
         let claims = strict_json::parse_object(&payload).ok_or(AuthnError::MalformedClaims)?;
         let iss = claims
@@ -429,7 +430,7 @@ impl Authenticator {
             .and_then(|v| v.as_str())
             .ok_or(AuthnError::WrongIssuer)?;
         let issuer = self.inner.issuers.get(iss).ok_or(AuthnError::WrongIssuer)?;
-        let header = token::header(&compact, issuer.rules.mode)?;
+        token::check_type(&header, issuer.rules.mode)?;
         let key = match issuer.cache.lookup(&header.kid) {
             Lookup::Found(key) => {
                 if issuer.cache.refresh_due() {
