@@ -202,11 +202,11 @@ fn test() -> Result<()> {
 }
 
 fn bench() -> Result<()> {
-    run(cargo().args(["bench", "--bench", "headers"]))?;
+    run(cargo().args(["bench", "--bench", "headers", "--bench", "authn"]))?;
     let dir = target_dir()?.join("criterion");
     let median = |name: &str| -> Result<f64> {
         let text = std::fs::read_to_string(
-            dir.join(format!("headers_{name}"))
+            dir.join(name.replace('/', "_"))
                 .join("new")
                 .join("estimates.json"),
         )?;
@@ -215,21 +215,35 @@ fn bench() -> Result<()> {
             .as_f64()
             .ok_or_else(|| format!("no median for {name}").into())
     };
-    let bare = median("bare")?;
-    println!("\n{:<36} {:>12} {:>10}", "bench", "median", "vs bare");
+    println!("\n{:<36} {:>12} {:>10}", "bench", "median", "ratio");
+    let bare = median("headers/bare")?;
     for name in [
         "bare",
         "security_headers",
         "security_headers_api_policy",
         "full_stack",
     ] {
-        let m = median(name)?;
+        let m = median(&format!("headers/{name}"))?;
         println!(
-            "{:<36} {:>9.0} ns {:>9.1}x",
+            "{:<36} {:>9.0} ns {:>9.2}x  (vs headers/bare)",
             format!("headers/{name}"),
             m,
             m / bare
         );
     }
+    for alg in ["rs256", "es256", "eddsa"] {
+        let bare = median(&format!("authn/{alg}/bare"))?;
+        for step in ["bare", "verify", "layer"] {
+            let m = median(&format!("authn/{alg}/{step}"))?;
+            println!(
+                "{:<36} {:>9.0} ns {:>9.3}x  (vs authn/{alg}/bare)",
+                format!("authn/{alg}/{step}"),
+                m,
+                m / bare
+            );
+        }
+    }
+    let refuse = median("authn/unknown_kid/refuse")?;
+    println!("{:<36} {:>9.0} ns", "authn/unknown_kid/refuse", refuse);
     Ok(())
 }
