@@ -403,3 +403,54 @@ async fn a_static_key_set_never_fetches() {
     }
     assert_eq!(auth.fetch_count(ISS), Some(0));
 }
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any single-byte change anywhere in a genuine token makes it fail (and never panics).
+        #[test]
+        fn any_mutation_of_a_genuine_token_is_refused(pos in any::<prop::sample::Index>(), byte in any::<u8>(), alg in prop::sample::select(vec![Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA])) {
+            let rt = runtime();
+            let auth = rt.block_on(authenticator());
+            let token = sign(alg, &claims());
+            let mut bytes = token.clone().into_bytes();
+            let i = pos.index(bytes.len());
+            prop_assume!(bytes[i] != byte);
+            bytes[i] = byte;
+            let Ok(mutated) = String::from_utf8(bytes) else { return Ok(()) };
+            // Base64 has spare bits in its last character: a change there can decode to the
+            // same bytes. Only mutations that change the decoded token count.
+            let decoded = |t: &str| t.split('.').map(|p| B64.decode(p).ok()).collect::<Vec<_>>();
+            prop_assume!(decoded(&mutated) != decoded(&token));
+            prop_assert!(rt.block_on(auth.verify(&mutated, &api())).is_err());
+        }
+
+        /// Arbitrary input never panics and is never accepted.
+        #[test]
+        fn arbitrary_input_is_refused(input in "\\PC{0,400}") {
+            let rt = runtime();
+            let auth = rt.block_on(authenticator());
+            prop_assert!(rt.block_on(auth.verify(&input, &api())).is_err());
+        }
+
+        /// Three base64url parts of arbitrary JSON-ish bytes never panic and are never accepted.
+        #[test]
+        fn structured_garbage_is_refused(h in prop::collection::vec(any::<u8>(), 0..200), p in prop::collection::vec(any::<u8>(), 0..400), s in prop::collection::vec(any::<u8>(), 0..300)) {
+            let rt = runtime();
+            let auth = rt.block_on(authenticator());
+            let token = format!("{}.{}.{}", B64.encode(h), B64.encode(p), B64.encode(s));
+            prop_assert!(rt.block_on(auth.verify(&token, &api())).is_err());
+        }
+    }
+}
