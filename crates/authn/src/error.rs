@@ -13,6 +13,14 @@ pub enum AuthnError {
     /// More than one `Authorization` header, or a scheme other than Bearer.
     #[error("malformed Authorization header")]
     MalformedAuthorization,
+    /// A session cookie on a request that does not prove it comes from the site itself
+    /// (`Sec-Fetch-Site` cross-site or same-site, a foreign `Origin`, or neither on an unsafe
+    /// method).
+    #[error("session cookie on a cross-site request")]
+    CrossSiteCookie,
+    /// Two session cookies of the same name (one may have been planted).
+    #[error("ambiguous session cookie")]
+    AmbiguousCookie,
     /// A token in the query string (`access_token=`), which is refused everywhere.
     #[error("token in the query string")]
     TokenInQuery,
@@ -120,6 +128,12 @@ pub enum ConfigError {
     /// No surface configured.
     #[error("no surface configured")]
     NoSurface,
+    /// A session cookie name without the `__Host-` prefix or with invalid characters.
+    #[error("invalid session cookie name {0:?}: it must start with __Host-")]
+    InvalidCookie(String),
+    /// An allowed origin that is not `https://host[:port]`.
+    #[error("invalid origin {0:?}")]
+    InvalidOrigin(String),
     /// A JWKS document that cannot be used.
     #[error("invalid JWKS: {0}")]
     InvalidJwks(String),

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::cookie::CookieSource;
 use crate::error::AuthnError;
 use crate::surface::SurfacePolicy;
 use crate::verifier::{Authenticator, Step};
@@ -23,11 +24,23 @@ use crate::verifier::{Authenticator, Step};
 pub struct AuthnLayer {
     auth: Authenticator,
     policy: Arc<SurfacePolicy>,
+    cookie: Option<Arc<CookieSource>>,
 }
 
 impl AuthnLayer {
     pub(crate) fn new(auth: Authenticator, policy: Arc<SurfacePolicy>) -> Self {
-        Self { auth, policy }
+        Self {
+            auth,
+            policy,
+            cookie: None,
+        }
+    }
+
+    /// Also accepts the token from a `__Host-` session cookie (for browser sessions), with
+    /// the CSRF check described in [`crate::cookie`]. An `Authorization` header wins.
+    pub fn with_cookie(mut self, source: CookieSource) -> Self {
+        self.cookie = Some(Arc::new(source));
+        self
     }
 }
 
@@ -39,6 +52,7 @@ impl<S> Layer<S> for AuthnLayer {
             inner,
             auth: self.auth.clone(),
             policy: self.policy.clone(),
+            cookie: self.cookie.clone(),
         }
     }
 }
@@ -49,6 +63,7 @@ pub struct Authn<S> {
     inner: S,
     auth: Authenticator,
     policy: Arc<SurfacePolicy>,
+    cookie: Option<Arc<CookieSource>>,
 }
 
 impl<S> Authn<S> {
@@ -63,6 +78,21 @@ impl<S> Authn<S> {
     /// Consumes the layer's service, returning the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+/// The token of a request: exactly one `Authorization: Bearer <token>` header, else the session
+/// cookie (after its CSRF check) when one is configured; never the query string.
+pub(crate) fn request_token<'r, B>(
+    req: &'r Request<B>,
+    cookie: Option<&CookieSource>,
+) -> Result<&'r str, AuthnError> {
+    match bearer(req) {
+        Err(AuthnError::MissingToken) => match cookie {
+            Some(source) => source.token(req)?.ok_or(AuthnError::MissingToken),
+            None => Err(AuthnError::MissingToken),
+        },
+        other => other,
     }
 }
 
@@ -130,7 +160,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // Nothing upstream may pre-authenticate the request.
         req.extensions_mut().remove::<palisade_core::Identity>();
-        let token = match bearer(&req) {
+        let token = match request_token(&req, self.cookie.as_deref()) {
             Ok(token) => token,
             Err(reason) => return ResponseFuture::answer(reject(reason)),
         };
@@ -147,8 +177,9 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let auth = self.auth.clone();
                 let policy = self.policy.clone();
+                let cookie = self.cookie.clone();
                 ResponseFuture::slow(Box::pin(async move {
-                    let token = match bearer(&req) {
+                    let token = match request_token(&req, cookie.as_deref()) {
                         Ok(t) => t.to_owned(),
                         Err(reason) => return Ok(reject(reason)),
                     };

@@ -10,7 +10,8 @@
 //! Each step has its own [`AuthnError`] reason (logged, kept in the response extensions); the
 //! client sees a generic 401 (503 when keys are unavailable):
 //!
-//! 1. Token from exactly one `Authorization: Bearer` header; tokens in the query string are
+//! 1. Token from exactly one `Authorization: Bearer` header, or (opt-in, for browser sessions)
+//!    a `__Host-` cookie with a CSRF check (see [`cookie`]); tokens in the query string are
 //!    refused.
 //! 2. Size cap (default 8 KiB); strict compact JWS: three non-empty base64url parts, no padding.
 //! 3. Header: `jku`, `x5u`, `jwk`, `x5c`, `crit` and nested `cty: JWT` refused; `alg: none`
@@ -49,6 +50,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod claims;
+pub mod cookie;
 mod error;
 pub mod jwks;
 mod layer;

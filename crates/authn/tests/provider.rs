@@ -15,6 +15,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Request, Response, StatusCode};
+use palisade_authn::cookie::CookieSource;
 use palisade_authn::{
     Authenticator, AuthnError, BuildError, CachePolicy, IssuerConfig, SurfacePolicy,
 };
@@ -480,4 +481,53 @@ async fn the_layer_end_to_end() {
 
     let res = send(Some(format!("Basic {good}")), "/admin").await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // Browser sessions: the same token in a __Host- cookie, with the CSRF check.
+    let source = CookieSource::new("__Host-session", ["https://console.example.com"]).unwrap();
+    let browser = auth
+        .layer(global_admin())
+        .unwrap()
+        .with_cookie(source)
+        .layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(()))
+        }));
+    let cookie_req = |method: &str, site: &str| {
+        Request::builder()
+            .method(method)
+            .uri("/admin")
+            .header("cookie", format!("theme=dark; __Host-session={good}"))
+            .header("sec-fetch-site", site)
+            .body(())
+            .unwrap()
+    };
+    let status = |r: Response<_>| r.status();
+    assert_eq!(
+        status(
+            browser
+                .clone()
+                .oneshot(cookie_req("POST", "same-origin"))
+                .await
+                .unwrap()
+        ),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(
+            browser
+                .clone()
+                .oneshot(cookie_req("POST", "cross-site"))
+                .await
+                .unwrap()
+        ),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(
+            browser
+                .oneshot(cookie_req("GET", "same-site"))
+                .await
+                .unwrap()
+        ),
+        StatusCode::UNAUTHORIZED
+    );
 }
