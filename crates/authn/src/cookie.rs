@@ -163,6 +163,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn csrf_table() {
         use Method as M;
         let c = ("cookie", "a=1; __Host-s=tok; b=2");
