@@ -41,6 +41,34 @@ pub const MAX_KEYS: usize = 64;
 pub struct VerificationKey {
     pub(crate) alg: Algorithm,
     pub(crate) key: Arc<DecodingKey>,
+    not_before: Option<SystemTime>,
+    retire_after: Option<SystemTime>,
+}
+
+impl VerificationKey {
+    pub(crate) fn new(alg: Algorithm, key: DecodingKey) -> Self {
+        Self {
+            alg,
+            key: Arc::new(key),
+            not_before: None,
+            retire_after: None,
+        }
+    }
+
+    /// Limits the key to a validity window (local key-ring keys).
+    pub(crate) fn with_window(
+        mut self,
+        not_before: Option<SystemTime>,
+        retire_after: Option<SystemTime>,
+    ) -> Self {
+        self.not_before = not_before;
+        self.retire_after = retire_after;
+        self
+    }
+
+    fn valid_at(&self, now: SystemTime) -> bool {
+        self.not_before.is_none_or(|nb| nb <= now) && self.retire_after.is_none_or(|ra| now < ra)
+    }
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -119,6 +147,10 @@ impl KeySet {
     /// The key named `kid`.
     pub fn get(&self, kid: &str) -> Option<&VerificationKey> {
         self.keys.get(kid)
+    }
+
+    pub(crate) fn insert(&mut self, kid: String, key: VerificationKey) {
+        self.keys.insert(kid, key);
     }
 
     /// How many keys were kept.
@@ -202,13 +234,7 @@ fn key_from_jwk(jwk: &RawJwk) -> Option<(String, VerificationKey)> {
         }
         _ => return None,
     };
-    Some((
-        kid,
-        VerificationKey {
-            alg,
-            key: Arc::new(key),
-        },
-    ))
+    Some((kid, VerificationKey::new(alg, key)))
 }
 
 /// Where an issuer's keys come from.
@@ -346,8 +372,8 @@ impl KeyCache {
             return Lookup::Stale;
         }
         match snap.keys.get(kid) {
-            Some(key) => Lookup::Found(key.clone()),
-            None => Lookup::Miss,
+            Some(key) if key.valid_at(self.clock.now()) => Lookup::Found(key.clone()),
+            _ => Lookup::Miss,
         }
     }
 

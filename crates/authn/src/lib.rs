@@ -54,6 +54,7 @@ pub mod cookie;
 mod error;
 pub mod jwks;
 mod layer;
+pub mod local;
 mod strict_json;
 mod surface;
 mod token;
