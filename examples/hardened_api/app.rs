@@ -1,5 +1,8 @@
 //! The demo's routes and its Palisade layer stack.
 
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Extension, Path};
 use axum::response::{Html, IntoResponse};
 use axum::routing::{get, post};
@@ -7,6 +10,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http::StatusCode;
 use http::{HeaderName, Method, header};
+use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
 use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
 use palisade::core::{
     ClientIpLayer, Finding, Identity, Posture, PostureError, Surface, TrustedProxies,
@@ -112,12 +116,11 @@ pub(crate) async fn build(
         }
         Err(other) => return Err(other.into()),
     };
+    let api_policy = SurfacePolicy::new(Surface::API)
+        .audiences(["api"])
+        .authorized_parties(&settings.api_clients);
     let surfaces = auth.as_ref().map(|auth| {
-        let api = auth.layer(
-            SurfacePolicy::new(Surface::API)
-                .audiences(["api"])
-                .authorized_parties(&settings.api_clients),
-        );
+        let api = auth.layer(api_policy.clone());
         let admin = auth.layer(
             SurfacePolicy::new(Surface::GLOBAL_ADMIN)
                 .audiences(["global-admin"])
@@ -158,10 +161,20 @@ pub(crate) async fn build(
         None => return Err("authentication is not configured".into()),
     };
 
+    // WebSockets: a bearer token in Sec-WebSocket-Protocol, or a single-use ticket minted by
+    // an authenticated call; never a token in the URL.
+    let auth = auth.ok_or("authentication is not configured")?;
+    let tickets = WsTickets::new(Duration::from_secs(30));
+    let ws_auth = WebSocketAuthLayer::new(auth, api_policy, ["chat.v1"])
+        .with_tickets(tickets.clone())
+        .limits(Duration::from_secs(3600), Duration::from_secs(60));
     let api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
-        .route_layer(api_auth);
+        .route("/api/ws-ticket", post(ws_ticket))
+        .route_layer(api_auth)
+        .route("/api/ws", get(ws_upgrade).route_layer(ws_auth))
+        .layer(Extension(tickets));
     let admin_routes = Router::new()
         .route("/admin/", get(admin_home))
         .route("/admin/status", get(admin_status))
@@ -231,6 +244,54 @@ async fn echo(Json(body): Json<Value>) -> Json<Value> {
 
 async fn admin_home() -> Json<Value> {
     Json(json!({ "admin": true }))
+}
+
+/// Mints a single-use WebSocket ticket for the caller, bound to the page's Origin.
+async fn ws_ticket(
+    Extension(identity): Extension<Identity>,
+    Extension(tickets): Extension<WsTickets>,
+    headers: http::HeaderMap,
+) -> Result<Json<Value>, StatusCode> {
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .ok_or(StatusCode::BAD_REQUEST)?;
+    let ticket = tickets
+        .mint(&identity, origin)
+        .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    Ok(Json(json!({ "ticket": ticket, "expires_in": 30 })))
+}
+
+/// An echo socket that closes at the grant's deadline or after its idle limit.
+async fn ws_upgrade(
+    ws: WebSocketUpgrade,
+    Extension(grant): Extension<WsGrant>,
+) -> axum::response::Response {
+    let ws = match &grant.protocol {
+        Some(p) => ws.protocols([p.clone()]),
+        None => ws,
+    };
+    ws.on_upgrade(move |mut socket| async move {
+        loop {
+            let left = grant
+                .deadline
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            if left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left.min(grant.idle_limit), socket.recv()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    if socket.send(Message::Text(text)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) | Err(_) => break,
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+        let _ = socket.send(Message::Close(None)).await;
+    })
 }
 
 async fn admin_user(Path(id): Path<String>) -> Json<Value> {

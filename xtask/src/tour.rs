@@ -777,6 +777,7 @@ async fn auth_rows(target: &Target, http: &Client) -> Vec<Row> {
         }
         rows.push(row);
     }
+    rows.extend(websocket_rows(target, http, &good).await);
     // The identity carries the tenant from the token.
     match http
         .get(&api)
@@ -801,6 +802,100 @@ async fn auth_rows(target: &Target, http: &Client) -> Vec<Row> {
             false,
         )),
     }
+    rows
+}
+
+/// WebSocket upgrades: bearer in Sec-WebSocket-Protocol, single-use tickets, no URL tokens.
+async fn websocket_rows(target: &Target, http: &Client, good: &str) -> Vec<Row> {
+    let port = target.https.port();
+    let ws = format!("https://{PUBLIC_HOST}:{port}/api/ws");
+    let upgrade = |url: &str| {
+        http.get(url)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let mint = |origin: &'static str| {
+        http.post(format!("https://{PUBLIC_HOST}:{port}/api/ws-ticket"))
+            .header(header::AUTHORIZATION, target.bearer("api-user"))
+            .header(header::ORIGIN, origin)
+            .send()
+    };
+    let ticket_of = |res: Result<Response, reqwest::Error>| async move {
+        match res {
+            Ok(r) => r.json_or_default().await["ticket"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            Err(_) => String::new(),
+        }
+    };
+    let mut rows = Vec::new();
+    // Bearer in the protocol list: 101, and only the application protocol is echoed.
+    match upgrade(&ws)
+        .header(
+            "sec-websocket-protocol",
+            format!("chat.v1, palisade.bearer.{good}"),
+        )
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let echoed = header_str(&r, "sec-websocket-protocol");
+            let ok = r.status() == StatusCode::SWITCHING_PROTOCOLS && echoed == "chat.v1";
+            rows.push(Row::new(
+                "WebSocket with a bearer protocol",
+                "101, echoes chat.v1 only",
+                format!("{} {echoed}", r.status().as_u16()),
+                ok,
+            ));
+        }
+        Err(e) => rows.push(Row::new(
+            "WebSocket with a bearer protocol",
+            "101",
+            format!("error: {e}"),
+            false,
+        )),
+    }
+    let res = upgrade(&format!("{ws}?access_token={good}")).send().await;
+    rows.push(status_row(
+        "WebSocket with the token in the URL",
+        StatusCode::UNAUTHORIZED,
+        &res,
+    ));
+    let res = upgrade(&ws).send().await;
+    rows.push(status_row(
+        "WebSocket without credentials",
+        StatusCode::UNAUTHORIZED,
+        &res,
+    ));
+
+    let ticket = ticket_of(mint(ALLOWED_ORIGIN).await).await;
+    let with_ticket = |t: &str, origin: &'static str| {
+        upgrade(&format!("{ws}?ticket={t}"))
+            .header(header::ORIGIN, origin)
+            .send()
+    };
+    let first = with_ticket(&ticket, ALLOWED_ORIGIN).await;
+    rows.push(status_row(
+        "WebSocket with a fresh ticket",
+        StatusCode::SWITCHING_PROTOCOLS,
+        &first,
+    ));
+    let replay = with_ticket(&ticket, ALLOWED_ORIGIN).await;
+    rows.push(status_row(
+        "replay a used WebSocket ticket",
+        StatusCode::UNAUTHORIZED,
+        &replay,
+    ));
+    let stolen = ticket_of(mint(ALLOWED_ORIGIN).await).await;
+    let res = with_ticket(&stolen, "https://evil.example").await;
+    rows.push(status_row(
+        "WebSocket ticket from another origin",
+        StatusCode::UNAUTHORIZED,
+        &res,
+    ));
     rows
 }
 

@@ -155,6 +155,9 @@ pub(crate) fn check(
     if let Some(team) = string(claims, &rules.team_claim) {
         identity = identity.with_team(team);
     }
+    if let Ok(exp) = u64::try_from(exp) {
+        identity = identity.with_expiry(UNIX_EPOCH + Duration::from_secs(exp));
+    }
     if let Some(sid) = string(claims, "sid") {
         identity = identity.with_session_id(sid);
     }

@@ -21,6 +21,9 @@ pub enum AuthnError {
     /// Two session cookies of the same name (one may have been planted).
     #[error("ambiguous session cookie")]
     AmbiguousCookie,
+    /// A WebSocket ticket that is unknown, used, expired, or presented from another origin.
+    #[error("invalid WebSocket ticket")]
+    BadTicket,
     /// A token in the query string (`access_token=`), which is refused everywhere.
     #[error("token in the query string")]
     TokenInQuery,

@@ -214,12 +214,12 @@ pin_project! {
 }
 
 impl<F, B, E> ResponseFuture<F, B, E> {
-    fn forward(future: F) -> Self {
+    pub(crate) fn forward(future: F) -> Self {
         Self {
             kind: Kind::Forward { future },
         }
     }
-    fn answer(response: Response<ResponseBody<B>>) -> Self {
+    pub(crate) fn answer(response: Response<ResponseBody<B>>) -> Self {
         Self {
             kind: Kind::Answer {
                 response: Some(response),

@@ -59,6 +59,7 @@ mod strict_json;
 mod surface;
 mod token;
 mod verifier;
+pub mod websocket;
 
 pub use error::{AuthnError, BuildError, ConfigError};
 pub use jwks::{CachePolicy, KeySet, KeySource};

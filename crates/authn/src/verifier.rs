@@ -309,6 +309,11 @@ impl Authenticator {
         }
     }
 
+    /// The current time by the authenticator's clock.
+    pub(crate) fn now(&self) -> std::time::SystemTime {
+        self.inner.clock.now()
+    }
+
     /// The non-blocking findings recorded when it was built.
     pub fn findings(&self) -> &[palisade_core::Finding] {
         &self.inner.findings

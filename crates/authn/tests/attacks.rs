@@ -1,7 +1,7 @@
 //! Known JWT attacks, each refused for the right reason. Keys are the throwaway test keys in
 //! `tests/keys/`; tokens are signed with `jsonwebtoken` (or forged by hand).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::type_complexity)]
 
 use std::time::Duration;
 
@@ -452,5 +452,60 @@ mod properties {
             let token = format!("{}.{}.{}", B64.encode(h), B64.encode(p), B64.encode(s));
             prop_assert!(rt.block_on(auth.verify(&token, &api())).is_err());
         }
+    }
+}
+
+#[tokio::test]
+async fn websocket_grant_deadline_and_protocol_scrubbing() {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+    use std::time::UNIX_EPOCH;
+
+    use http::{Request, Response};
+    use palisade_authn::websocket::{WebSocketAuthLayer, WsGrant};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let auth = authenticator().await;
+    let token = sign(Algorithm::EdDSA, &claims());
+    for (lifetime, want) in [(3600, NOW + 300), (60, NOW + 60)] {
+        let seen: Arc<Mutex<Option<(WsGrant, Option<String>)>>> = Arc::default();
+        let sink = seen.clone();
+        let svc = WebSocketAuthLayer::new(auth.clone(), api(), ["chat.v1"])
+            .limits(Duration::from_secs(lifetime), Duration::from_secs(30))
+            .layer(service_fn(move |req: Request<()>| {
+                let sink = sink.clone();
+                async move {
+                    let grant = req.extensions().get::<WsGrant>().cloned().unwrap();
+                    let offered = req
+                        .headers()
+                        .get("sec-websocket-protocol")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    *sink.lock().unwrap() = Some((grant, offered));
+                    Ok::<_, Infallible>(Response::new(()))
+                }
+            }));
+        let req = Request::builder()
+            .uri("/ws")
+            .header("upgrade", "websocket")
+            .header(
+                "sec-websocket-protocol",
+                format!("chat.v1, palisade.bearer.{token}"),
+            )
+            .body(())
+            .unwrap();
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+        let (grant, offered) = seen.lock().unwrap().take().unwrap();
+        assert_eq!(
+            grant.deadline,
+            UNIX_EPOCH + Duration::from_secs(want),
+            "lifetime {lifetime}"
+        );
+        assert_eq!(grant.protocol.as_deref(), Some("chat.v1"));
+        assert_eq!(grant.idle_limit, Duration::from_secs(30));
+        assert_eq!(
+            offered.as_deref(),
+            Some("chat.v1"),
+            "the handler never sees the token"
+        );
     }
 }

@@ -125,6 +125,7 @@ pub struct Identity {
     amr: Vec<String>,
     auth_time: Option<SystemTime>,
     session_id: Option<String>,
+    expires_at: Option<SystemTime>,
 }
 
 impl Identity {
@@ -149,6 +150,7 @@ impl Identity {
             amr: Vec::new(),
             auth_time: None,
             session_id: None,
+            expires_at: None,
         }
     }
 
@@ -212,6 +214,19 @@ impl Identity {
     pub fn with_session_id(mut self, id: impl Into<String>) -> Self {
         self.session_id = Some(id.into());
         self
+    }
+
+    /// Records when the credential expires (`exp`).
+    #[must_use]
+    pub fn with_expiry(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// When the credential expires, if known: long-lived connections (WebSockets) must end
+    /// by then.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
     }
 
     /// The issuer (`iss`).
