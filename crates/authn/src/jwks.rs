@@ -310,7 +310,13 @@ pub(crate) struct KeyCache {
     last_miss_fetch: AtomicU64,
     last_success: AtomicU64,
     fetches: AtomicU64,
+    /// Kids found missing right after a fetch: refused without asking for another fetch
+    /// until the keys change. Bounded.
+    negative: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Most kids remembered as missing.
+const MAX_NEGATIVE: usize = 1024;
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -351,6 +357,7 @@ impl KeyCache {
             last_miss_fetch: AtomicU64::new(0),
             last_success: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
+            negative: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -381,6 +388,23 @@ impl KeyCache {
     pub(crate) fn refresh_due(&self) -> bool {
         let snap = self.snapshot.load();
         snap.refresh_at != u64::MAX && nanos(self.clock.now()) >= snap.refresh_at
+    }
+
+    /// Whether `kid` was missing from the keys fetched last.
+    pub(crate) fn known_missing(&self, kid: &str) -> bool {
+        self.negative
+            .lock()
+            .map(|n| n.contains(kid))
+            .unwrap_or(false)
+    }
+
+    /// Remembers that `kid` is missing from the current keys.
+    pub(crate) fn remember_missing(&self, kid: &str) {
+        if let Ok(mut negative) = self.negative.lock()
+            && negative.len() < MAX_NEGATIVE
+        {
+            negative.insert(kid.to_owned());
+        }
     }
 
     /// Claims the right to fetch because of an unknown kid: at most once per cooldown.
@@ -420,6 +444,9 @@ impl KeyCache {
                     refresh_at: now.saturating_add(dur_nanos(interval)),
                 }));
                 self.last_success.store(now.max(1), Ordering::Release);
+                if let Ok(mut negative) = self.negative.lock() {
+                    negative.clear();
+                }
                 Ok(())
             }
             Err(err) => {

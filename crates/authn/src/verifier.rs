@@ -444,8 +444,15 @@ impl Authenticator {
                 key
             }
             Lookup::Miss => {
-                if allow_refresh && issuer.cache.claim_miss_fetch() {
+                if allow_refresh
+                    && !issuer.cache.known_missing(&header.kid)
+                    && issuer.cache.claim_miss_fetch()
+                {
                     return Err(Verdict::Refresh(iss.to_owned(), issuer.cache.now_nanos()));
+                }
+                if !allow_refresh {
+                    // Missing even after a refresh: remember it (negative cache).
+                    issuer.cache.remember_missing(&header.kid);
                 }
                 return Err(AuthnError::UnknownKid.into());
             }

@@ -509,3 +509,47 @@ async fn websocket_grant_deadline_and_protocol_scrubbing() {
         );
     }
 }
+
+#[tokio::test]
+async fn several_issuers_keep_their_keys_apart() {
+    let all = KeySet::from_jwks(JWKS.as_bytes()).unwrap();
+    // The second realm publishes only the EC key.
+    let jwks: Value = serde_json::from_str(JWKS).unwrap();
+    let only_ec = json!({"keys": [jwks["keys"][1].clone()]});
+    let other_iss = "https://sso.example.com/realms/other";
+    let auth = Authenticator::builder()
+        .clock(ManualClock::at_unix(NOW).shared())
+        .issuer(
+            IssuerConfig::new(ISS)
+                .unwrap()
+                .key_source(KeySource::Static(all)),
+        )
+        .issuer(
+            IssuerConfig::new(other_iss)
+                .unwrap()
+                .key_source(KeySource::Static(
+                    KeySet::from_jwks(only_ec.to_string().as_bytes()).unwrap(),
+                )),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mine = patched(json!({"iss": other_iss}));
+    assert!(
+        auth.verify(&sign(Algorithm::ES256, &mine), &api())
+            .await
+            .is_ok()
+    );
+    // A key of the first realm cannot vouch for the second.
+    assert_eq!(
+        auth.verify(&sign(Algorithm::EdDSA, &mine), &api())
+            .await
+            .unwrap_err(),
+        AuthnError::UnknownKid
+    );
+    assert!(
+        auth.verify(&sign(Algorithm::EdDSA, &claims()), &api())
+            .await
+            .is_ok()
+    );
+}
