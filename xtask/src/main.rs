@@ -6,6 +6,7 @@
 //!   and doc tests, and the security scans of the running demo.
 //! - `cargo xtask bench`: run the criterion benches and print medians and ratios against the
 //!   bare service measured in the same run.
+//! - `cargo xtask fuzz [seconds]`: run every cargo-fuzz target for `seconds` (default 60) each.
 //! - `cargo xtask scan`: only the scans: MDN HTTP Observatory and Google's CSP Evaluator
 //!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
 
@@ -28,8 +29,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("scan") => scan::run(&workspace_root(), &cache_dir()),
         Some("bench") => bench(),
+        Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
         _ => {
-            eprintln!("usage: cargo xtask <demo [--serve] | test | scan | bench>");
+            eprintln!("usage: cargo xtask <demo [--serve] | test | scan | bench | fuzz [seconds]>");
             return ExitCode::from(2);
         }
     };
@@ -245,5 +247,26 @@ fn bench() -> Result<()> {
     }
     let refuse = median("authn/unknown_kid/refuse")?;
     println!("{:<36} {:>9.0} ns", "authn/unknown_kid/refuse", refuse);
+    Ok(())
+}
+
+fn fuzz(seconds: u64) -> Result<()> {
+    let dir = workspace_root().join("fuzz");
+    for target in ["token", "jwks", "forwarded"] {
+        // cargo-fuzz passes unstable flags to rustc; the stable toolchain accepts them with
+        // RUSTC_BOOTSTRAP (this is a test harness, not shipped code).
+        run(
+            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .current_dir(&dir)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .args([
+                    "fuzz",
+                    "run",
+                    target,
+                    "--",
+                    &format!("-max_total_time={seconds}"),
+                ]),
+        )?;
+    }
     Ok(())
 }
