@@ -182,5 +182,77 @@ fn authn(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, authn);
+/// 10,000 requests with random unknown kids against an issuer whose keys come over HTTP (a
+/// loopback JWKS endpoint counting its hits): at most one fetch per cooldown.
+fn kid_flood(c: &mut Criterion) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { JWKS }
+        }),
+    );
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    let auth = runtime
+        .block_on(
+            Authenticator::builder()
+                .profile(Profile::Development)
+                .issuer(
+                    IssuerConfig::new(ISS)
+                        .expect("issuer")
+                        .key_source(KeySource::JwksUrl(format!("http://{addr}/jwks"))),
+                )
+                .build(),
+        )
+        .expect("authenticator");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "one fetch at start-up");
+    let (enc, _, _) = keys(Algorithm::EdDSA);
+    let policy = SurfacePolicy::new(Surface::API)
+        .audiences(["api"])
+        .authorized_parties(["web"]);
+    let forged: Vec<String> = (0..10_000)
+        .map(|i| {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(format!("random-{i}"));
+            encode(
+                &header,
+                &serde_json::json!({"iss": ISS, "exp": 4_102_444_800u64}),
+                &enc,
+            )
+            .expect("token")
+        })
+        .collect();
+    c.bench_function("authn/kid_flood/10000", |b| {
+        b.iter(|| {
+            for token in &forged {
+                assert!(
+                    runtime
+                        .block_on(auth.verify(black_box(token), &policy))
+                        .is_err()
+                );
+            }
+        })
+    });
+    // Every iteration ran within one 30 s cooldown of the first: one refresh in all.
+    let fetches = hits.load(Ordering::SeqCst);
+    println!(
+        "kid flood: {fetches} JWKS fetches in all (1 at start-up, at most 1 per 30 s cooldown)"
+    );
+    assert!(fetches <= 3, "{fetches} fetches");
+}
+
+criterion_group!(benches, authn, kid_flood);
 criterion_main!(benches);

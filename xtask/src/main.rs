@@ -247,6 +247,12 @@ fn bench() -> Result<()> {
     }
     let refuse = median("authn/unknown_kid/refuse")?;
     println!("{:<36} {:>9.0} ns", "authn/unknown_kid/refuse", refuse);
+    let flood = median("authn/kid_flood/10000")?;
+    println!(
+        "{:<36} {:>9.1} ms  (10,000 unknown kids, JWKS over HTTP)",
+        "authn/kid_flood/10000",
+        flood / 1e6
+    );
     Ok(())
 }
 

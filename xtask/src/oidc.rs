@@ -94,7 +94,7 @@ pub(crate) struct Options {
 }
 
 impl Provider {
-    /// Starts the provider and waits (at most 60 s) for its ready line.
+    /// Starts the provider and waits (at most 120 s) for its ready line.
     pub(crate) fn start(options: &Options) -> Result<Provider, String> {
         let dir = install()?;
         let mut cmd = Command::new("node");
@@ -139,7 +139,7 @@ impl Provider {
             }
         });
         loop {
-            match rx.recv_timeout(Duration::from_secs(60)) {
+            match rx.recv_timeout(Duration::from_secs(120)) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("oidc-provider ready issuer=") {
                         let (issuer, port) = rest.split_once(" port=").ok_or("bad ready line")?;

@@ -90,6 +90,11 @@ pub(crate) fn check(
             _ => return Err(AuthnError::TooOld),
         }
     }
+    // Sender-constrained tokens (mTLS `x5t#S256`, DPoP `jkt`) need a proof of possession this
+    // layer does not check: refuse them rather than accept them as plain bearer tokens.
+    if claims.contains_key("cnf") {
+        return Err(AuthnError::SenderConstrained);
+    }
     // An access token, not an ID or refresh token.
     if rules.mode == TokenTypeMode::Keycloak {
         match string(claims, "typ") {
@@ -300,6 +305,14 @@ mod tests {
             (json!({"azp": null}), AuthnError::WrongAuthorizedParty),
             (json!({"sub": null}), AuthnError::MissingSubject),
             (json!({"sub": ""}), AuthnError::MissingSubject),
+            (
+                json!({"cnf": {"x5t#S256": "abc"}}),
+                AuthnError::SenderConstrained,
+            ),
+            (
+                json!({"cnf": {"jkt": "abc"}}),
+                AuthnError::SenderConstrained,
+            ),
         ];
         for (patch, want) in cases {
             assert_eq!(

@@ -110,6 +110,13 @@ pub enum AuthnError {
     /// The token is not an access token (an ID token, refresh token, or another type).
     #[error("not an access token (typ {0:?})")]
     NotAnAccessToken(String),
+    /// The token is bound to a key (`cnf`: mTLS or DPoP) whose possession this layer cannot
+    /// check; accepting it as a bearer token would defeat the binding.
+    #[error("sender-constrained token (cnf) is not accepted as a bearer token")]
+    SenderConstrained,
+    /// Too many outstanding WebSocket tickets (for this identity, or in all).
+    #[error("too many outstanding WebSocket tickets")]
+    TooManyTickets,
     /// The surface requires multi-factor authentication (`MFA_REQUIRED_FOR_ADMIN`).
     #[error("MFA_REQUIRED_FOR_ADMIN: the surface requires multi-factor authentication")]
     MfaRequired,

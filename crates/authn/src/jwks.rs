@@ -309,6 +309,7 @@ pub(crate) struct KeyCache {
     fetch_lock: tokio::sync::Mutex<()>,
     last_miss_fetch: AtomicU64,
     last_success: AtomicU64,
+    retry_after: AtomicU64,
     fetches: AtomicU64,
     /// Kids found missing right after a fetch: refused without asking for another fetch
     /// until the keys change. Bounded.
@@ -356,6 +357,7 @@ impl KeyCache {
             fetch_lock: tokio::sync::Mutex::new(()),
             last_miss_fetch: AtomicU64::new(0),
             last_success: AtomicU64::new(0),
+            retry_after: AtomicU64::new(0),
             fetches: AtomicU64::new(0),
             negative: std::sync::Mutex::new(std::collections::HashSet::new()),
         }
@@ -387,7 +389,18 @@ impl KeyCache {
     /// Whether the keys are due for a background refresh.
     pub(crate) fn refresh_due(&self) -> bool {
         let snap = self.snapshot.load();
-        snap.refresh_at != u64::MAX && nanos(self.clock.now()) >= snap.refresh_at
+        let now = nanos(self.clock.now());
+        snap.refresh_at != u64::MAX
+            && now >= snap.refresh_at
+            && now >= self.retry_after.load(Ordering::Acquire)
+    }
+
+    /// After a failed background refresh, waits one cooldown before the next, so a
+    /// recovering provider is not hammered.
+    pub(crate) fn back_off(&self) {
+        let at =
+            nanos(self.clock.now()).saturating_add(dur_nanos(self.policy.unknown_kid_cooldown));
+        self.retry_after.store(at, Ordering::Release);
     }
 
     /// Whether `kid` was missing from the keys fetched last.
@@ -430,20 +443,25 @@ impl KeyCache {
             // A fetch that started after we asked has succeeded: its keys stand.
             return Ok(());
         }
+        // The start time is what counts: a fetch that began before a key was published cannot
+        // vouch for requests that asked after that.
+        let started = nanos(self.clock.now());
         let fetched = self.fetch().await;
         self.fetches.fetch_add(1, Ordering::Relaxed);
         match fetched {
             Ok((keys, max_age)) => {
-                let interval = max_age
-                    .unwrap_or(self.policy.default_refresh)
-                    .clamp(self.policy.min_refresh, self.policy.max_refresh);
+                let (lo, hi) = (
+                    self.policy.min_refresh.min(self.policy.max_refresh),
+                    self.policy.max_refresh.max(self.policy.min_refresh),
+                );
+                let interval = max_age.unwrap_or(self.policy.default_refresh).clamp(lo, hi);
                 let now = nanos(self.clock.now());
                 tracing::info!(target: "palisade::authn", issuer = %self.issuer, keys = keys.len(), skipped = keys.skipped(), "JWKS refreshed");
                 self.snapshot.store(Arc::new(Snapshot {
                     keys,
                     refresh_at: now.saturating_add(dur_nanos(interval)),
                 }));
-                self.last_success.store(now.max(1), Ordering::Release);
+                self.last_success.store(started.max(1), Ordering::Release);
                 if let Ok(mut negative) = self.negative.lock() {
                     negative.clear();
                 }
@@ -479,6 +497,15 @@ impl KeyCache {
                     .map_err(|_| "discovery document is malformed".to_owned())?;
                 if doc.issuer != self.issuer {
                     return Err(format!("discovery names issuer {:?}", doc.issuer));
+                }
+                // The keys must come from the issuer's own origin: a discovery document that
+                // points elsewhere (or at plain HTTP when the issuer is HTTPS) is refused.
+                if origin(&doc.jwks_uri) != origin(&self.issuer) || origin(&doc.jwks_uri).is_none()
+                {
+                    return Err(format!(
+                        "jwks_uri {:?} is not on the issuer's origin",
+                        doc.jwks_uri
+                    ));
                 }
                 doc.jwks_uri
             }
@@ -528,6 +555,17 @@ impl KeyCache {
         }
         Ok((body, max_age))
     }
+}
+
+/// `scheme://host:port` of a URL, lowercased, with the default port made explicit.
+fn origin(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let host = uri.host()?.to_ascii_lowercase();
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    Some(format!("{scheme}://{host}:{port}"))
 }
 
 /// `max-age` from a `Cache-Control` value; `no-store`/`no-cache` mean "refresh soon".
@@ -589,6 +627,23 @@ mod tests {
         assert_eq!(set.skipped(), 10);
         assert!(KeySet::from_jwks(b"{}").is_err());
         assert!(KeySet::from_jwks(&vec![b' '; MAX_JWKS_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(
+            origin("https://SSO.example.com/realms/a"),
+            origin("https://sso.example.com:443/x")
+        );
+        assert_ne!(
+            origin("https://sso.example.com/a"),
+            origin("http://sso.example.com/a")
+        );
+        assert_ne!(
+            origin("https://sso.example.com/a"),
+            origin("https://evil.example/a")
+        );
+        assert_eq!(origin("not a url"), None);
     }
 
     #[test]

@@ -100,10 +100,9 @@ pub(crate) fn request_token<'r, B>(
 /// token in the query string.
 pub(crate) fn bearer<B>(req: &Request<B>) -> Result<&str, AuthnError> {
     if let Some(query) = req.uri().query()
-        && query.split('&').any(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            name.eq_ignore_ascii_case("access_token") || name.eq_ignore_ascii_case("token")
-        })
+        && query
+            .split('&')
+            .any(|pair| is_access_token_param(pair.split('=').next().unwrap_or("")))
     {
         return Err(AuthnError::TokenInQuery);
     }
@@ -122,6 +121,27 @@ pub(crate) fn bearer<B>(req: &Request<B>) -> Result<&str, AuthnError> {
         return Err(AuthnError::MalformedAuthorization);
     }
     Ok(token)
+}
+
+/// Whether a query parameter name is RFC 6750's `access_token`, after percent-decoding.
+pub(crate) fn is_access_token_param(name: &str) -> bool {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            decoded.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        decoded.push(bytes[i]);
+        i += 1;
+    }
+    decoded.eq_ignore_ascii_case(b"access_token")
 }
 
 pub(crate) fn reject<B>(reason: AuthnError) -> Response<ResponseBody<B>> {
@@ -170,20 +190,19 @@ where
                 ResponseFuture::forward(self.inner.call(req))
             }
             Step::Done(Err(reason)) => ResponseFuture::answer(reject(reason)),
-            Step::Refresh { .. } => {
+            Step::Refresh {
+                issuer,
+                requested_at,
+            } => {
                 // Slow path (unknown kid or stale keys): refresh once, then verify again. The
                 // ready inner service moves into the future; a clone takes its place.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let auth = self.auth.clone();
                 let policy = self.policy.clone();
-                let cookie = self.cookie.clone();
+                let token = token.to_owned();
                 ResponseFuture::slow(Box::pin(async move {
-                    let token = match request_token(&req, cookie.as_deref()) {
-                        Ok(t) => t.to_owned(),
-                        Err(reason) => return Ok(reject(reason)),
-                    };
-                    match auth.verify(&token, &policy).await {
+                    match auth.finish(&token, &policy, &issuer, requested_at).await {
                         Ok(identity) => {
                             req.extensions_mut().insert(identity);
                             inner.call(req).await.map(|r| r.map(ResponseBody::new))
@@ -226,7 +245,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
             },
         }
     }
-    fn slow(future: BoxFuture<Result<Response<ResponseBody<B>>, E>>) -> Self {
+    pub(crate) fn slow(future: BoxFuture<Result<Response<ResponseBody<B>>, E>>) -> Self {
         Self {
             kind: Kind::Slow { future },
         }

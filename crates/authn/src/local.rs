@@ -354,7 +354,7 @@ impl LocalJwtIssuer {
             "aud": claims.audience,
             "typ": "Bearer",
             "iat": secs,
-            "exp": secs + self.inner.ttl.as_secs(),
+            "exp": secs.saturating_add(self.inner.ttl.as_secs()),
             "realm_access": {"roles": claims.realm_roles},
         });
         let extra = [
@@ -447,7 +447,7 @@ mod tests {
     }
 
     #[test]
-    fn the_active_key_signs_and_retired_keys_stop() {
+    fn the_active_key_signs_and_both_keys_are_published() {
         let ring = KeyRing::parse(
             "old 1 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA= retire_after=2000\n\
              new 2 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE= not_before=1000",

@@ -175,6 +175,22 @@ impl AuthenticatorBuilder {
                     ),
                 );
             }
+            if let KeySource::JwksUrl(url) = &issuer.source {
+                let local = url.starts_with("http://127.")
+                    || url.starts_with("http://localhost")
+                    || url.starts_with("http://[::1]");
+                if !url.starts_with("https://") {
+                    posture.record(
+                        if local {
+                            Severity::Warn
+                        } else {
+                            Severity::Deny
+                        },
+                        "authn-http-jwks",
+                        format!("JWKS URL {url} is not HTTPS: its keys can be swapped in transit"),
+                    );
+                }
+            }
             if issuer.max_age.is_none() {
                 posture.record(
                     Severity::Warn,
@@ -387,18 +403,43 @@ impl Authenticator {
             Step::Refresh {
                 issuer,
                 requested_at,
-            } => {
-                let refreshed = self.refresh(&issuer, requested_at).await;
-                match self.verify_now(token, surface, false) {
-                    Step::Done(Err(AuthnError::KeysUnavailable)) | Step::Refresh { .. }
-                        if refreshed.is_err() =>
-                    {
-                        Err(AuthnError::KeysUnavailable)
-                    }
-                    Step::Done(result) => result,
-                    Step::Refresh { .. } => Err(AuthnError::UnknownKid),
-                }
+            } => self.finish(token, surface, &issuer, requested_at).await,
+        }
+    }
+
+    /// The slow path after [`Step::Refresh`]: refresh the issuer's keys (joining a fetch in
+    /// flight), then verify once more without asking for another refresh. A kid still missing
+    /// after a fetch that started after the request asked is remembered (negative cache); a
+    /// failed fetch is a 503, never a 401.
+    pub(crate) async fn finish(
+        &self,
+        token: &str,
+        surface: &SurfacePolicy,
+        issuer: &str,
+        requested_at: u64,
+    ) -> Result<Identity, AuthnError> {
+        let refreshed = self.refresh(issuer, requested_at).await;
+        let result = match self.verify_now(token, surface, false) {
+            Step::Done(result) => result,
+            Step::Refresh { .. } => Err(AuthnError::UnknownKid),
+        };
+        match (&result, refreshed) {
+            (Err(AuthnError::UnknownKid | AuthnError::KeysUnavailable), Err(_)) => {
+                Err(AuthnError::KeysUnavailable)
             }
+            (Err(AuthnError::UnknownKid), Ok(())) => {
+                if let (Some(cache), Some(kid)) = (
+                    self.inner.issuers.get(issuer).map(|i| &i.cache),
+                    token::split(token, self.inner.max_token_bytes)
+                        .and_then(|c| token::header(&c))
+                        .ok()
+                        .map(|h| h.kid),
+                ) {
+                    cache.remember_missing(&kid);
+                }
+                result
+            }
+            _ => result,
         }
     }
 
@@ -450,10 +491,6 @@ impl Authenticator {
                 {
                     return Err(Verdict::Refresh(iss.to_owned(), issuer.cache.now_nanos()));
                 }
-                if !allow_refresh {
-                    // Missing even after a refresh: remember it (negative cache).
-                    issuer.cache.remember_missing(&header.kid);
-                }
                 return Err(AuthnError::UnknownKid.into());
             }
             Lookup::Stale => {
@@ -500,7 +537,9 @@ impl Authenticator {
         handle.spawn(async move {
             if let Some(issuer) = this.inner.issuers.get(&iss) {
                 let requested = issuer.cache.now_nanos();
-                let _ = issuer.cache.refresh(requested).await;
+                if issuer.cache.refresh(requested).await.is_err() {
+                    issuer.cache.back_off();
+                }
                 issuer.refreshing.store(false, Ordering::Release);
             }
         });

@@ -39,6 +39,12 @@ pub const BEARER_PROTOCOL_PREFIX: &str = "palisade.bearer.";
 /// The longest ticket lifetime allowed.
 pub const MAX_TICKET_TTL: Duration = Duration::from_secs(60);
 
+/// Most outstanding tickets in one store.
+pub const MAX_TICKETS: usize = 10_000;
+
+/// Most outstanding tickets for one identity.
+pub const MAX_TICKETS_PER_IDENTITY: u32 = 16;
+
 /// What the upgrade handler needs to run the socket safely.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsGrant {
@@ -56,10 +62,46 @@ struct Ticket {
     expires: SystemTime,
 }
 
-/// Single-use WebSocket tickets, stored hashed in memory.
+#[derive(Default)]
+struct Store {
+    tickets: HashMap<[u8; 32], Ticket>,
+    per_identity: HashMap<(String, String), u32>,
+}
+
+impl Store {
+    fn key(identity: &Identity) -> (String, String) {
+        (identity.issuer().to_owned(), identity.subject().to_owned())
+    }
+
+    fn remove(&mut self, hash: &[u8; 32]) -> Option<Ticket> {
+        let ticket = self.tickets.remove(hash)?;
+        let key = Self::key(&ticket.identity);
+        if let Some(n) = self.per_identity.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_identity.remove(&key);
+            }
+        }
+        Some(ticket)
+    }
+
+    fn purge(&mut self, now: SystemTime) {
+        let expired: Vec<[u8; 32]> = self
+            .tickets
+            .iter()
+            .filter(|(_, t)| t.expires <= now)
+            .map(|(h, _)| *h)
+            .collect();
+        for h in expired {
+            self.remove(&h);
+        }
+    }
+}
+
+/// Single-use WebSocket tickets, stored hashed in memory, bounded in number.
 #[derive(Clone)]
 pub struct WsTickets {
-    inner: Arc<Mutex<HashMap<[u8; 32], Ticket>>>,
+    inner: Arc<Mutex<Store>>,
     ttl: Duration,
     clock: SharedClock,
 }
@@ -82,7 +124,7 @@ impl WsTickets {
     /// A store whose tickets live `ttl` (capped at 60 s).
     pub fn new(ttl: Duration) -> Self {
         Self {
-            inner: Arc::new(Mutex::new(HashMap::new())),
+            inner: Arc::new(Mutex::new(Store::default())),
             ttl: ttl.min(MAX_TICKET_TTL),
             clock: SystemClock::shared(),
         }
@@ -101,11 +143,25 @@ impl WsTickets {
         aws_lc_rs::rand::fill(&mut bytes).map_err(|_| AuthnError::KeysUnavailable)?;
         let ticket = URL_SAFE_NO_PAD.encode(bytes);
         let now = self.clock.now();
-        let expires = now + self.ttl;
+        let expires = now.checked_add(self.ttl).unwrap_or(now);
         let expires = identity.expires_at().map_or(expires, |e| e.min(expires));
-        let mut map = self.inner.lock().map_err(|_| AuthnError::KeysUnavailable)?;
-        map.retain(|_, t| t.expires > now);
-        map.insert(
+        let mut store = self.inner.lock().map_err(|_| AuthnError::KeysUnavailable)?;
+        // Purging scans the store: only when it is full, so minting stays O(1) amortized.
+        if store.tickets.len() >= MAX_TICKETS {
+            store.purge(now);
+        }
+        let key = Store::key(identity);
+        let mine = store.per_identity.get(&key).copied().unwrap_or(0);
+        if store.tickets.len() >= MAX_TICKETS || mine >= MAX_TICKETS_PER_IDENTITY {
+            if mine >= MAX_TICKETS_PER_IDENTITY {
+                store.purge(now);
+            }
+            let mine = store.per_identity.get(&key).copied().unwrap_or(0);
+            if store.tickets.len() >= MAX_TICKETS || mine >= MAX_TICKETS_PER_IDENTITY {
+                return Err(AuthnError::TooManyTickets);
+            }
+        }
+        store.tickets.insert(
             hash(&ticket),
             Ticket {
                 identity: identity.clone(),
@@ -113,14 +169,15 @@ impl WsTickets {
                 expires,
             },
         );
+        *store.per_identity.entry(key).or_default() += 1;
         Ok(ticket)
     }
 
     /// Redeems a ticket once; it is gone afterwards whatever the outcome.
     pub fn redeem(&self, ticket: &str, origin: Option<&str>) -> Result<Identity, AuthnError> {
         let entry = {
-            let mut map = self.inner.lock().map_err(|_| AuthnError::KeysUnavailable)?;
-            map.remove(&hash(ticket))
+            let mut store = self.inner.lock().map_err(|_| AuthnError::KeysUnavailable)?;
+            store.remove(&hash(ticket))
         };
         let entry = entry.ok_or(AuthnError::BadTicket)?;
         if entry.expires <= self.clock.now() {
@@ -296,11 +353,18 @@ where
                     None => Err(AuthnError::BadTicket),
                 };
                 match redeemed {
-                    // A ticket is minted for one surface's identity; check it still fits.
-                    Ok(identity) if identity.surface() == config.policy.surface() => {
-                        (identity, None, Vec::new())
+                    // The ticket's identity must fit this endpoint's policy: same surface, and
+                    // MFA if the policy requires it (a ticket minted elsewhere cannot step up).
+                    Ok(identity) if identity.surface() != config.policy.surface() => {
+                        return ResponseFuture::answer(reject(AuthnError::WrongAudience));
                     }
-                    Ok(_) => return ResponseFuture::answer(reject(AuthnError::WrongAudience)),
+                    Ok(identity)
+                        if config.policy.requires_mfa()
+                            && !identity.mfa_level().is_multi_factor() =>
+                    {
+                        return ResponseFuture::answer(reject(AuthnError::MfaRequired));
+                    }
+                    Ok(identity) => (identity, None, Vec::new()),
                     Err(reason) => return ResponseFuture::answer(reject(reason)),
                 }
             }
@@ -308,36 +372,63 @@ where
                 token,
                 protocol,
                 rest,
-            }) => {
-                // Bearer tokens over WebSocket take the synchronous path only: an unknown kid
-                // is refused rather than holding the upgrade while keys are fetched.
-                match config.auth.verify_now(&token, &config.policy, false) {
-                    Step::Done(Ok(identity)) => (identity, protocol, rest),
-                    Step::Done(Err(reason)) => return ResponseFuture::answer(reject(reason)),
-                    Step::Refresh { .. } => {
-                        return ResponseFuture::answer(reject(AuthnError::UnknownKid));
-                    }
+            }) => match config.auth.verify_now(&token, &config.policy, true) {
+                Step::Done(Ok(identity)) => (identity, protocol, rest),
+                Step::Done(Err(reason)) => return ResponseFuture::answer(reject(reason)),
+                Step::Refresh {
+                    issuer,
+                    requested_at,
+                } => {
+                    // Slow path: refresh the keys once, then verify again.
+                    let clone = self.inner.clone();
+                    let mut inner = std::mem::replace(&mut self.inner, clone);
+                    let config = config.clone();
+                    return ResponseFuture::slow(Box::pin(async move {
+                        let policy = config.policy.clone();
+                        match config
+                            .auth
+                            .finish(&token, &policy, &issuer, requested_at)
+                            .await
+                        {
+                            Ok(identity) => {
+                                admit(&mut req, &config, identity, protocol, &rest);
+                                inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                            }
+                            Err(reason) => Ok(reject(reason)),
+                        }
+                    }));
                 }
-            }
+            },
         };
-        // The handler never sees the token: rewrite the offered protocols without it.
-        req.headers_mut().remove(SEC_WEBSOCKET_PROTOCOL);
-        if !rest.is_empty()
-            && let Ok(v) = HeaderValue::try_from(rest.join(", "))
-        {
-            req.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, v);
-        }
-        let now = config.auth.now();
-        let lifetime = now + config.max_lifetime;
-        let deadline = identity.expires_at().map_or(lifetime, |e| e.min(lifetime));
-        req.extensions_mut().insert(WsGrant {
-            protocol,
-            deadline,
-            idle_limit: config.idle_limit,
-        });
-        req.extensions_mut().insert(identity);
+        admit(&mut req, config, identity, protocol, &rest);
         ResponseFuture::forward(self.inner.call(req))
     }
+}
+
+/// Puts the identity and grant into the request, and rewrites the offered protocols without
+/// the bearer entry so the handler never sees the token.
+fn admit<B>(
+    req: &mut Request<B>,
+    config: &WebSocketAuthLayer,
+    identity: Identity,
+    protocol: Option<String>,
+    rest: &[String],
+) {
+    req.headers_mut().remove(SEC_WEBSOCKET_PROTOCOL);
+    if !rest.is_empty()
+        && let Ok(v) = HeaderValue::try_from(rest.join(", "))
+    {
+        req.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, v);
+    }
+    let now = config.auth.now();
+    let lifetime = now.checked_add(config.max_lifetime).unwrap_or(now);
+    let deadline = identity.expires_at().map_or(lifetime, |e| e.min(lifetime));
+    req.extensions_mut().insert(WsGrant {
+        protocol,
+        deadline,
+        idle_limit: config.idle_limit,
+    });
+    req.extensions_mut().insert(identity);
 }
 
 #[cfg(test)]
@@ -388,6 +479,24 @@ mod tests {
             store.redeem("guess", None).unwrap_err(),
             AuthnError::BadTicket
         );
+    }
+
+    #[test]
+    fn ticket_store_is_bounded_per_identity() {
+        let clock = ManualClock::at_unix(1_000);
+        let store = WsTickets::new(Duration::from_secs(30)).with_clock(clock.shared());
+        for _ in 0..MAX_TICKETS_PER_IDENTITY {
+            store.mint(&identity(), "https://a.example").unwrap();
+        }
+        assert_eq!(
+            store.mint(&identity(), "https://a.example").unwrap_err(),
+            AuthnError::TooManyTickets
+        );
+        let other = Identity::new("iss", "someone-else", AuthMethod::Oidc, Surface::API);
+        assert!(store.mint(&other, "https://a.example").is_ok());
+        // Expired tickets free their slots.
+        clock.advance(Duration::from_secs(31));
+        assert!(store.mint(&identity(), "https://a.example").is_ok());
     }
 
     #[test]

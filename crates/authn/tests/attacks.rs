@@ -387,23 +387,6 @@ async fn attack_table() {
     }
 }
 
-#[tokio::test]
-async fn a_static_key_set_never_fetches() {
-    let auth = authenticator().await;
-    let forged = with_header(
-        r#"{"alg":"RS256","typ":"JWT","kid":"nope"}"#,
-        &claims(),
-        Algorithm::RS256,
-    );
-    for _ in 0..100 {
-        assert_eq!(
-            auth.verify(&forged, &api()).await.unwrap_err(),
-            AuthnError::UnknownKid
-        );
-    }
-    assert_eq!(auth.fetch_count(ISS), Some(0));
-}
-
 mod properties {
     use proptest::prelude::*;
 

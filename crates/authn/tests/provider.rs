@@ -22,6 +22,11 @@ use palisade_authn::{
 use palisade_core::{Identity, ManualClock, MfaLevel, Profile, Rejection, Surface};
 use tower::{Layer, ServiceExt, service_fn};
 
+/// These tests start and stop real provider processes, some on fixed ports (a restart must
+/// keep the issuer URL): run them one at a time so none takes another's port or starves it of
+/// CPU while it starts.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("palisade-authn-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -128,6 +133,7 @@ fn now_clock() -> ManualClock {
 
 #[tokio::test]
 async fn every_persona_on_every_surface() {
+    let _serial = SERIAL.lock().await;
     let dir = scratch("surfaces");
     let provider = oidc::Provider::start(&oidc::Options {
         clients_file: Some(clients_file(&dir)),
@@ -245,6 +251,7 @@ async fn every_persona_on_every_surface() {
 
 #[tokio::test]
 async fn key_rotation_at_the_provider() {
+    let _serial = SERIAL.lock().await;
     let dir = scratch("rotation");
     let (gen1, gen2, both) = (
         dir.join("gen1.json"),
@@ -329,6 +336,7 @@ fn kid(token: &str) -> String {
 
 #[tokio::test]
 async fn provider_outage_serves_last_good_keys_then_fails_closed() {
+    let _serial = SERIAL.lock().await;
     // A long-lived token, so that only the keys' age matters below.
     let dir = scratch("outage");
     let clients = dir.join("clients.json");
@@ -376,6 +384,7 @@ async fn provider_outage_serves_last_good_keys_then_fails_closed() {
 
 #[tokio::test]
 async fn a_flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
+    let _serial = SERIAL.lock().await;
     let provider = oidc::Provider::start(&oidc::Options::default()).unwrap();
     let clock = now_clock();
     let auth = authenticator(&provider.issuer, &clock, CachePolicy::default()).await;
@@ -415,6 +424,7 @@ async fn a_flood_of_unknown_kids_costs_one_fetch_per_cooldown() {
 
 #[tokio::test]
 async fn the_layer_end_to_end() {
+    let _serial = SERIAL.lock().await;
     let provider = oidc::Provider::start(&oidc::Options::default()).unwrap();
     let clock = now_clock();
     let auth = authenticator(&provider.issuer, &clock, CachePolicy::default()).await;
@@ -534,4 +544,108 @@ async fn the_layer_end_to_end() {
         ),
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// Sends one request with `token` through `layer` and returns the status.
+async fn through(layer: &palisade_authn::AuthnLayer, token: &str) -> StatusCode {
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    let req = Request::builder()
+        .uri("/api")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    svc.oneshot(req).await.unwrap().status()
+}
+
+#[tokio::test]
+async fn the_layer_fails_closed_in_an_outage_and_recovers() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch("recovery");
+    let keys = dir.join("keys.json");
+    let clients = dir.join("clients.json");
+    std::fs::write(
+        &clients,
+        r#"[{"client_id":"api-user","aud":"api","ttl":7200}]"#,
+    )
+    .unwrap();
+    let options = oidc::Options {
+        keys_file: Some(keys.clone()),
+        clients_file: Some(clients.clone()),
+        ..Default::default()
+    };
+    let provider = oidc::Provider::start(&options).unwrap();
+    let port = provider.port;
+    let clock = now_clock();
+    let policy = CachePolicy {
+        default_refresh: Duration::from_secs(300),
+        max_stale: Duration::from_secs(600),
+        unknown_kid_cooldown: Duration::from_secs(30),
+        ..CachePolicy::default()
+    };
+    let auth = authenticator(&provider.issuer, &clock, policy).await;
+    let layer = auth.layer(api()).unwrap();
+    let token = provider.token("api-user").await.unwrap();
+    assert_eq!(through(&layer, &token).await, StatusCode::OK);
+    provider.stop();
+
+    // Past refresh + max_stale with the provider down: 503, not 401 and never 200.
+    clock.advance(Duration::from_secs(901));
+    assert_eq!(
+        through(&layer, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        through(&layer, &token).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // The provider comes back: after the cooldown, the layer's own request refreshes the keys.
+    let _provider = oidc::Provider::start(&oidc::Options { port, ..options }).unwrap();
+    clock.advance(Duration::from_secs(31));
+    assert_eq!(through(&layer, &token).await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_layer_fetches_a_rotated_kid_on_first_sight() {
+    let _serial = SERIAL.lock().await;
+    let dir = scratch("layer-rotation");
+    let (gen1, gen2, both) = (
+        dir.join("gen1.json"),
+        dir.join("gen2.json"),
+        dir.join("both.json"),
+    );
+    oidc::Provider::start(&oidc::Options {
+        keys_file: Some(gen2.clone()),
+        key_generation: 2,
+        ..Default::default()
+    })
+    .unwrap()
+    .stop();
+    let provider = oidc::Provider::start(&oidc::Options {
+        keys_file: Some(gen1.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let port = provider.port;
+    let issuer = provider.issuer.clone();
+    let clock = now_clock();
+    let auth = authenticator(&issuer, &clock, CachePolicy::default()).await;
+    let layer = auth.layer(api()).unwrap();
+    assert_eq!(
+        through(&layer, &provider.token("api-user").await.unwrap()).await,
+        StatusCode::OK
+    );
+    provider.stop();
+    oidc::merge_keys(&gen2, &gen1, &both).unwrap();
+    let provider = oidc::Provider::start(&oidc::Options {
+        port,
+        keys_file: Some(both),
+        ..Default::default()
+    })
+    .unwrap();
+    let rotated = provider.token("api-user").await.unwrap();
+    assert_eq!(through(&layer, &rotated).await, StatusCode::OK);
+    assert_eq!(auth.fetch_count(&issuer), Some(2));
 }
