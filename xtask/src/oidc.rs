@@ -36,6 +36,11 @@ fn source_dir() -> PathBuf {
 
 /// Installs the provider (if its lock file changed or it is missing) and returns its folder.
 pub(crate) fn install() -> Result<PathBuf, String> {
+    install_locked().map(|(dir, _lock)| dir)
+}
+
+/// Like [`install`], returning the held install lock too.
+fn install_locked() -> Result<(PathBuf, std::fs::File), String> {
     let src = source_dir();
     let dir = cache_root().join("oidc-provider");
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -68,8 +73,7 @@ pub(crate) fn install() -> Result<PathBuf, String> {
             return Err(format!("npm ci failed in {}", dir.display()));
         }
     }
-    drop(lock);
-    Ok(dir)
+    Ok((dir, lock))
 }
 
 /// A running provider; stopped on drop.
@@ -94,15 +98,28 @@ pub(crate) struct Options {
 }
 
 impl Provider {
-    /// Starts the provider and waits (at most 120 s) for its ready line.
+    /// Starts the provider and waits for its ready line. Starts are serialized across threads
+    /// and processes (under the install lock), and a start that shows no sign of life within
+    /// 30 s is killed and retried, up to three times.
     pub(crate) fn start(options: &Options) -> Result<Provider, String> {
-        let dir = install()?;
+        let (dir, _lock) = install_locked()?;
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_once(&dir, options) {
+                Ok(provider) => return Ok(provider),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once(dir: &Path, options: &Options) -> Result<Provider, String> {
         let mut cmd = Command::new("node");
         cmd.arg(dir.join("provider.mjs"))
             .arg("--port")
             .arg(options.port.to_string())
             .arg("--exit-on-stdin-close")
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -139,7 +156,7 @@ impl Provider {
             }
         });
         loop {
-            match rx.recv_timeout(Duration::from_secs(120)) {
+            match rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("oidc-provider ready issuer=") {
                         let (issuer, port) = rest.split_once(" port=").ok_or("bad ready line")?;
@@ -151,11 +168,14 @@ impl Provider {
                         });
                     }
                 }
-                Err(_) => {
+                Err(e) => {
+                    let alive = matches!(child.try_wait(), Ok(None));
                     let _ = child.kill();
                     let _ = child.wait();
                     let log = errors.lock().map(|l| l.join("\n")).unwrap_or_default();
-                    return Err(format!("the OIDC provider did not start:\n{log}"));
+                    return Err(format!(
+                        "the OIDC provider did not start ({e:?}, alive: {alive}):\n{log}"
+                    ));
                 }
             }
         }

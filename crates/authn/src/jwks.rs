@@ -15,7 +15,11 @@
 //! - Keys are refreshed in the background once older than the provider's `Cache-Control:
 //!   max-age`, clamped to 1 minute .. 24 hours (default 5 minutes without a header).
 //! - When the provider is down, the last good keys are served for a bounded time (default
-//!   1 hour past their refresh time), then every request fails closed with 503.
+//!   1 hour past their refresh time, so at most `max_refresh + max_stale` after the last
+//!   successful fetch), then every request fails closed with 503 until a fetch succeeds; a
+//!   request after each cooldown tries again, so service resumes within one cooldown of the
+//!   provider's return.
+//! - With discovery, the `jwks_uri` must be on the issuer's own origin.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -141,7 +141,9 @@ impl AuthenticatorBuilder {
     }
 
     /// The HTTP client for discovery and JWKS fetches (for a private CA, say). By default a
-    /// rustls client with the platform's roots.
+    /// rustls client with the platform's roots, no redirects and no idle connections. A
+    /// client you supply should also refuse redirects: a redirect could lead key fetches away
+    /// from the issuer.
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
