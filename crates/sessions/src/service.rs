@@ -1,0 +1,226 @@
+//! [`RefreshSessions`]: issue, rotate and revoke refresh tokens over a store.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_lc_rs::hmac;
+use palisade_core::secret::ExposeSecret;
+use palisade_core::{KeyRing, SharedClock, SystemClock};
+
+use crate::store::{
+    DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash,
+};
+use crate::token::{self, RefreshToken};
+
+/// Lifetimes of a family.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// No refresh after this long since login (default 30 days).
+    pub absolute_lifetime: Duration,
+    /// No refresh after this long without one (default 7 days).
+    pub idle_timeout: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            absolute_lifetime: Duration::from_secs(30 * 86_400),
+            idle_timeout: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// Why a refresh was refused. The client sees a generic 401 (or 503 for
+/// [`SessionError::Unavailable`]); the reason is for logs and audit.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// Not a well-formed refresh token, or no such token.
+    #[error("invalid refresh token")]
+    InvalidToken,
+    /// A consumed token was presented again: the family is now revoked.
+    #[error("refresh token reused: family revoked")]
+    Reused,
+    /// The family was revoked (logout, reuse, or an administrator).
+    #[error("session revoked")]
+    Revoked,
+    /// Past the absolute lifetime or the idle timeout.
+    #[error("session expired")]
+    Expired,
+    /// Presented from another device than the family's.
+    #[error("refresh from another device")]
+    DeviceMismatch,
+    /// The store could not be reached, or the ring has no active key: fail closed.
+    #[error("session store unavailable")]
+    Unavailable,
+}
+
+impl From<StoreError> for SessionError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(target: "palisade::sessions", %err, "session store failed");
+        SessionError::Unavailable
+    }
+}
+
+/// A successful refresh.
+#[derive(Debug)]
+pub struct Refreshed {
+    /// The family (carry it in access tokens as `sid`).
+    pub family: FamilyId,
+    /// The user.
+    pub user_id: String,
+    /// The successor token; the presented one is spent.
+    pub token: RefreshToken,
+}
+
+/// Refresh-token families over a store.
+#[derive(Debug)]
+pub struct RefreshSessions<S> {
+    store: S,
+    ring: KeyRing,
+    clock: SharedClock,
+    policy: SessionPolicy,
+}
+
+impl<S: RefreshStore> RefreshSessions<S> {
+    /// Sessions in `store`, hashing tokens with keys from `ring`.
+    pub fn new(store: S, ring: KeyRing) -> Self {
+        Self {
+            store,
+            ring,
+            clock: SystemClock::shared(),
+            policy: SessionPolicy::default(),
+        }
+    }
+
+    /// Uses `clock` (tests).
+    #[must_use]
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses `policy`.
+    #[must_use]
+    pub fn with_policy(mut self, policy: SessionPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn now(&self) -> u64 {
+        self.clock
+            .now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    }
+
+    /// The token hashed under the active key (for a new token).
+    fn hash_active(&self, token: &str) -> Result<TokenHash, SessionError> {
+        let key = self
+            .ring
+            .active(self.clock.now())
+            .map_err(|_| SessionError::Unavailable)?;
+        Ok(mac(key.material().expose_secret(), token))
+    }
+
+    /// The token hashed under every key valid now (a token issued before a rotation still
+    /// matches).
+    fn hash_all(&self, token: &str) -> Vec<TokenHash> {
+        let now = self.clock.now();
+        self.ring
+            .keys()
+            .iter()
+            .filter(|k| k.is_valid_at(now))
+            .map(|k| mac(k.material().expose_secret(), token))
+            .collect()
+    }
+
+    /// Starts a family for `user_id` on `device` (after a login) and returns its first token.
+    pub async fn start(
+        &self,
+        user_id: &str,
+        device: &DeviceBinding,
+    ) -> Result<(FamilyId, RefreshToken), SessionError> {
+        let id = FamilyId::generate().ok_or(SessionError::Unavailable)?;
+        let token = RefreshToken::generate(&id).ok_or(SessionError::Unavailable)?;
+        let now = self.now();
+        let family = Family {
+            id: id.clone(),
+            user_id: user_id.to_owned(),
+            device: device.clone(),
+            absolute_expiry: now.saturating_add(self.policy.absolute_lifetime.as_secs()),
+            idle_timeout: self.policy.idle_timeout.as_secs(),
+            created_at: now,
+        };
+        self.store
+            .create(&family, &self.hash_active(token.expose())?)
+            .await?;
+        Ok((id, token))
+    }
+
+    /// Consumes `presented` and returns its successor.
+    pub async fn refresh(
+        &self,
+        presented: &str,
+        device: &DeviceBinding,
+    ) -> Result<Refreshed, SessionError> {
+        let family = token::parse(presented).ok_or(SessionError::InvalidToken)?;
+        let successor = RefreshToken::generate(&family).ok_or(SessionError::Unavailable)?;
+        let successor_hash = self.hash_active(successor.expose())?;
+        let presented_hashes = self.hash_all(presented);
+        match self
+            .store
+            .rotate(
+                &family,
+                &presented_hashes,
+                &successor_hash,
+                device,
+                self.now(),
+            )
+            .await?
+        {
+            Rotation::Rotated { user_id } => Ok(Refreshed {
+                family,
+                user_id,
+                token: successor,
+            }),
+            Rotation::Reused { user_id } => {
+                tracing::warn!(target: "palisade::sessions", family = family.as_str(), user = %user_id, "refresh token reuse: family revoked");
+                Err(SessionError::Reused)
+            }
+            Rotation::Revoked => Err(SessionError::Revoked),
+            Rotation::Expired => Err(SessionError::Expired),
+            Rotation::DeviceMismatch => Err(SessionError::DeviceMismatch),
+            _ => Err(SessionError::InvalidToken),
+        }
+    }
+
+    /// Logs out the family of `token` (whatever the token's state).
+    pub async fn logout(&self, token: &str) -> Result<bool, SessionError> {
+        let family = token::parse(token).ok_or(SessionError::InvalidToken)?;
+        Ok(self.store.revoke_family(&family).await?)
+    }
+
+    /// Logs `user_id` out everywhere; returns how many families were revoked.
+    pub async fn logout_everywhere(&self, user_id: &str) -> Result<usize, SessionError> {
+        Ok(self.store.revoke_user(user_id).await?)
+    }
+
+    /// Whether a family is revoked or unknown.
+    pub async fn is_revoked(&self, family: &FamilyId) -> Result<bool, SessionError> {
+        Ok(self.store.is_revoked(family).await?)
+    }
+}
+
+fn mac(key: &[u8], token: &str) -> TokenHash {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    let tag = hmac::sign(&key, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    TokenHash(out)
+}

@@ -1,0 +1,189 @@
+//! The store trait and its records.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// A family id: 128 random bits, base64url (22 characters). Not secret.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FamilyId(String);
+
+impl FamilyId {
+    pub(crate) fn generate() -> Option<Self> {
+        let mut bytes = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut bytes).ok()?;
+        Some(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Parses a family id (22 base64url characters).
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = text.len() == 22
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(text.to_owned()))
+    }
+
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An HMAC-SHA256 of a refresh token under a key-ring key: what stores keep.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+/// The device a family is bound to: an id and a fingerprint of the client metadata the caller
+/// supplies (user agent, app version, ...), and optionally a DPoP key thumbprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceBinding {
+    pub(crate) device_id: String,
+    pub(crate) fingerprint: String,
+    pub(crate) dpop_jkt: Option<String>,
+}
+
+impl DeviceBinding {
+    /// A device `device_id` presenting `metadata` (hashed with SHA-256; never stored as is).
+    pub fn new(device_id: &str, metadata: &[u8]) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, metadata);
+        Self {
+            device_id: device_id.to_owned(),
+            fingerprint: URL_SAFE_NO_PAD.encode(digest.as_ref()),
+            dpop_jkt: None,
+        }
+    }
+
+    /// Also binds the family to a DPoP key (RFC 9449 `jkt` thumbprint).
+    #[must_use]
+    pub fn with_dpop_jkt(mut self, jkt: &str) -> Self {
+        self.dpop_jkt = Some(jkt.to_owned());
+        self
+    }
+
+    /// One string comparing equal exactly when the bindings do.
+    pub fn canonical(&self) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            self.device_id,
+            self.fingerprint,
+            self.dpop_jkt.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// A family as created.
+#[derive(Clone, Debug)]
+pub struct Family {
+    /// The id.
+    pub id: FamilyId,
+    /// The user.
+    pub user_id: String,
+    /// The device binding.
+    pub device: DeviceBinding,
+    /// Unix seconds: no refresh after this.
+    pub absolute_expiry: u64,
+    /// Seconds without a refresh after which the family is dead.
+    pub idle_timeout: u64,
+    /// Unix seconds of creation.
+    pub created_at: u64,
+}
+
+/// What a rotation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rotation {
+    /// The presented token was current: it is consumed and the successor is current.
+    Rotated {
+        /// The family's user.
+        user_id: String,
+    },
+    /// The presented token was already consumed: the family is now revoked.
+    Reused {
+        /// The family's user.
+        user_id: String,
+    },
+    /// The family is revoked.
+    Revoked,
+    /// Past the absolute lifetime or the idle timeout.
+    Expired,
+    /// Another device (the family is left as it was).
+    DeviceMismatch,
+    /// No such family or token.
+    Unknown,
+}
+
+/// A store failure (unreachable, timed out, corrupt): refreshes fail closed.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("session store error: {message}")]
+pub struct StoreError {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A store error with a message and the backend's error.
+    pub fn new(
+        message: impl Into<String>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source,
+        }
+    }
+}
+
+/// Where refresh families live. Every operation is atomic on its own.
+pub trait RefreshStore: Send + Sync + 'static {
+    /// Records a new family whose current token hashes to `first`.
+    fn create(
+        &self,
+        family: &Family,
+        first: &TokenHash,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Atomically: if one of `presented` (the token hashed under each verification key) is the
+    /// family's current token, check revocation, expiry (absolute and idle, at `now`) and the
+    /// device, then consume it and make `successor` current. If one of `presented` was consumed
+    /// before, revoke the family and answer [`Rotation::Reused`].
+    fn rotate(
+        &self,
+        family: &FamilyId,
+        presented: &[TokenHash],
+        successor: &TokenHash,
+        device: &DeviceBinding,
+        now: u64,
+    ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
+
+    /// Revokes a family; `false` if it was unknown.
+    fn revoke_family(
+        &self,
+        family: &FamilyId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Revokes every family of `user_id`; returns how many.
+    fn revoke_user(&self, user_id: &str) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Whether a family is revoked or unknown (for access tokens carrying its id as `sid`).
+    fn is_revoked(
+        &self,
+        family: &FamilyId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}

@@ -1,0 +1,321 @@
+//! One conformance suite, run against every store: the in-memory store and the real Redis of
+//! this machine (`PALISADE_REDIS_URL`, default `redis://127.0.0.1:6379`), each test in its own
+//! key prefix.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::{KeyRing, ManualClock};
+use palisade_sessions::{
+    DeviceBinding, RefreshSessions, RefreshStore, SessionError, SessionPolicy,
+};
+
+const K1: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+const K2: &str = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+const T0: u64 = 1_800_000_000;
+
+fn phone() -> DeviceBinding {
+    DeviceBinding::new("phone-1", b"ua=app/1.0")
+}
+
+fn sessions<S: RefreshStore>(store: S, clock: &ManualClock) -> RefreshSessions<S> {
+    RefreshSessions::new(store, KeyRing::parse(&format!("k1 1 {K1}")).unwrap())
+        .with_clock(clock.shared())
+        .with_policy(SessionPolicy {
+            absolute_lifetime: Duration::from_secs(30 * 86_400),
+            idle_timeout: Duration::from_secs(86_400),
+        })
+}
+
+mod suite {
+    use super::*;
+
+    pub(super) async fn rotation_chain<S: RefreshStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = sessions(store, &clock);
+        let (family, mut token) = s.start("alice", &phone()).await.unwrap();
+        for _ in 0..5 {
+            clock.advance(Duration::from_secs(60));
+            let next = s.refresh(token.expose(), &phone()).await.unwrap();
+            assert_eq!(next.family, family);
+            assert_eq!(next.user_id, "alice");
+            assert_ne!(next.token.expose(), token.expose());
+            token = next.token;
+        }
+        assert!(!s.is_revoked(&family).await.unwrap());
+    }
+
+    pub(super) async fn reuse_revokes_the_family<S: RefreshStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = sessions(store, &clock);
+        let (family, first) = s.start("alice", &phone()).await.unwrap();
+        let second = s.refresh(first.expose(), &phone()).await.unwrap().token;
+        assert_eq!(
+            s.refresh(first.expose(), &phone()).await.unwrap_err(),
+            SessionError::Reused
+        );
+        // The newest token stops working too.
+        assert_eq!(
+            s.refresh(second.expose(), &phone()).await.unwrap_err(),
+            SessionError::Revoked
+        );
+        assert!(s.is_revoked(&family).await.unwrap());
+    }
+
+    pub(super) async fn another_device_is_refused<S: RefreshStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = sessions(store, &clock);
+        let (_, token) = s.start("alice", &phone()).await.unwrap();
+        let laptop = DeviceBinding::new("laptop-7", b"ua=browser");
+        let same_id_other_metadata = DeviceBinding::new("phone-1", b"ua=curl");
+        let dpop = phone().with_dpop_jkt("thumbprint");
+        for device in [laptop, same_id_other_metadata, dpop] {
+            assert_eq!(
+                s.refresh(token.expose(), &device).await.unwrap_err(),
+                SessionError::DeviceMismatch
+            );
+        }
+        // Refused, not consumed: the real device still refreshes.
+        assert!(s.refresh(token.expose(), &phone()).await.is_ok());
+    }
+
+    pub(super) async fn logout_and_logout_everywhere<S: RefreshStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = sessions(store, &clock);
+        let (_, a) = s.start("alice", &phone()).await.unwrap();
+        assert!(s.logout(a.expose()).await.unwrap());
+        assert_eq!(
+            s.refresh(a.expose(), &phone()).await.unwrap_err(),
+            SessionError::Revoked
+        );
+
+        let (_, b) = s.start("bob", &phone()).await.unwrap();
+        let (_, c) = s
+            .start("bob", &DeviceBinding::new("tablet", b"x"))
+            .await
+            .unwrap();
+        let (_, d) = s.start("carol", &phone()).await.unwrap();
+        assert_eq!(s.logout_everywhere("bob").await.unwrap(), 2);
+        assert_eq!(
+            s.refresh(b.expose(), &phone()).await.unwrap_err(),
+            SessionError::Revoked
+        );
+        assert_eq!(
+            s.refresh(c.expose(), &DeviceBinding::new("tablet", b"x"))
+                .await
+                .unwrap_err(),
+            SessionError::Revoked
+        );
+        assert!(
+            s.refresh(d.expose(), &phone()).await.is_ok(),
+            "other users are untouched"
+        );
+    }
+
+    pub(super) async fn absolute_and_idle_expiry<S: RefreshStore + Clone>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = sessions(store, &clock);
+        // Idle: more than a day without a refresh.
+        let (_, idle) = s.start("alice", &phone()).await.unwrap();
+        clock.advance(Duration::from_secs(86_401));
+        assert_eq!(
+            s.refresh(idle.expose(), &phone()).await.unwrap_err(),
+            SessionError::Expired
+        );
+        // Absolute: refreshing daily for 30 days does not extend the family.
+        let (_, mut token) = s.start("alice", &phone()).await.unwrap();
+        for _ in 0..30 {
+            clock.advance(Duration::from_secs(86_000));
+            token = s.refresh(token.expose(), &phone()).await.unwrap().token;
+        }
+        clock.advance(Duration::from_secs(86_000));
+        assert_eq!(
+            s.refresh(token.expose(), &phone()).await.unwrap_err(),
+            SessionError::Expired
+        );
+    }
+
+    pub(super) async fn tokens_survive_a_key_rotation<S: RefreshStore + Clone>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let before = sessions(store.clone(), &clock);
+        let (_, token) = before.start("alice", &phone()).await.unwrap();
+        // A new key becomes active; the old one still verifies.
+        let ring = KeyRing::parse(&format!("k1 1 {K1}\nk2 2 {K2}")).unwrap();
+        let after = RefreshSessions::new(store, ring).with_clock(clock.shared());
+        let next = after.refresh(token.expose(), &phone()).await.unwrap();
+        assert!(after.refresh(next.token.expose(), &phone()).await.is_ok());
+    }
+
+    pub(super) async fn hostile_tokens<S: RefreshStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = sessions(store, &clock);
+        let (family, token) = s.start("alice", &phone()).await.unwrap();
+        let forged = format!("rt1.{}.{}", family.as_str(), "A".repeat(43));
+        for bad in [
+            "",
+            "garbage",
+            "rt1.x.y",
+            &token.expose().replace("rt1", "rt2"),
+            &forged,
+        ] {
+            assert_eq!(
+                s.refresh(bad, &phone()).await.unwrap_err(),
+                SessionError::InvalidToken,
+                "{bad}"
+            );
+        }
+        // A forged token for a real family is not reuse: the family survives.
+        assert!(s.refresh(token.expose(), &phone()).await.is_ok());
+        let unknown = palisade_sessions::FamilyId::parse("AAAAAAAAAAAAAAAAAAAAAA").unwrap();
+        assert!(
+            s.is_revoked(&unknown).await.unwrap(),
+            "unknown families count as revoked"
+        );
+    }
+
+    /// 64 concurrent refreshes of one token yield at most one valid successor.
+    pub(super) async fn concurrent_refreshes<S: RefreshStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = Arc::new(sessions(store, &clock));
+        let (_, token) = s.start("alice", &phone()).await.unwrap();
+        let token = Arc::new(token.expose().to_owned());
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (s, token) = (s.clone(), token.clone());
+            tasks.push(tokio::spawn(
+                async move { s.refresh(&token, &phone()).await },
+            ));
+        }
+        let mut successors = Vec::new();
+        for task in tasks {
+            if let Ok(r) = task.await.unwrap() {
+                successors.push(r.token);
+            }
+        }
+        assert!(successors.len() <= 1, "{} successors", successors.len());
+        let mut valid = 0;
+        for successor in &successors {
+            if s.refresh(successor.expose(), &phone()).await.is_ok() {
+                valid += 1;
+            }
+        }
+        assert!(valid <= 1);
+    }
+}
+
+/// Nothing to clean up.
+struct NoCleanup;
+
+macro_rules! conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rotation_chain() {
+                let (store, _cleanup) = $make;
+                suite::rotation_chain(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reuse_revokes_the_family() {
+                let (store, _cleanup) = $make;
+                suite::reuse_revokes_the_family(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn another_device_is_refused() {
+                let (store, _cleanup) = $make;
+                suite::another_device_is_refused(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn logout_and_logout_everywhere() {
+                let (store, _cleanup) = $make;
+                suite::logout_and_logout_everywhere(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn absolute_and_idle_expiry() {
+                let (store, _cleanup) = $make;
+                suite::absolute_and_idle_expiry(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tokens_survive_a_key_rotation() {
+                let (store, _cleanup) = $make;
+                suite::tokens_survive_a_key_rotation(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hostile_tokens() {
+                let (store, _cleanup) = $make;
+                suite::hostile_tokens(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_refreshes() {
+                let (store, _cleanup) = $make;
+                suite::concurrent_refreshes(store).await
+            }
+        }
+    };
+}
+
+conformance!(memory, (palisade_sessions::MemoryStore::new(), NoCleanup));
+
+#[cfg(feature = "redis")]
+fn redis_url() -> String {
+    std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A key prefix no other test uses.
+#[cfg(feature = "redis")]
+fn prefix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "palisade-test:{}:{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Deletes a test's keys when it ends, pass or fail.
+#[cfg(feature = "redis")]
+struct RedisCleanup(String);
+
+#[cfg(feature = "redis")]
+impl Drop for RedisCleanup {
+    fn drop(&mut self) {
+        let Ok(client) = ::redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{}:*", self.0))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn redis_store() -> (palisade_sessions::RedisStore, RedisCleanup) {
+    let prefix = prefix();
+    let store = palisade_sessions::RedisStore::connect(&redis_url(), &prefix)
+        .await
+        .unwrap();
+    (store, RedisCleanup(prefix))
+}
+
+#[cfg(feature = "redis")]
+conformance!(redis, redis_store().await);
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn an_unreachable_redis_is_an_error_never_a_refresh() {
+    let err = palisade_sessions::RedisStore::connect("redis://127.0.0.1:1", "x")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
