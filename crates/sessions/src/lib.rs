@@ -11,9 +11,10 @@
 //!   everywhere" all of a user's families.
 //! - N concurrent refreshes of one token yield at most one valid successor, on every store.
 //!
-//! Stores implement [`RefreshStore`]: [`MemoryStore`] (one process) and, with the `redis`
+//! Stores implement [`RefreshStore`]: [`MemoryStore`] (one process); with the `redis`
 //! feature, `RedisStore` (one Lua script per refresh, Redis Cluster hash tags, TTLs on every
-//! key). A store that cannot be reached is an error ([`SessionError::Unavailable`]), never a
+//! key); with the `postgres` feature, `PostgresStore` (one transaction per refresh, embedded
+//! migrations applied by `migrate()`). A store that cannot be reached is an error ([`SessionError::Unavailable`]), never a
 //! successful refresh.
 //!
 //! ```
@@ -35,6 +36,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+mod postgres_store;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod redis_store;
@@ -43,6 +47,8 @@ mod store;
 mod token;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres_store::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use service::{RefreshSessions, Refreshed, SessionError, SessionPolicy};

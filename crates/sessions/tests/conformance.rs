@@ -1,6 +1,7 @@
-//! One conformance suite, run against every store: the in-memory store and the real Redis of
-//! this machine (`PALISADE_REDIS_URL`, default `redis://127.0.0.1:6379`), each test in its own
-//! key prefix.
+//! One conformance suite, run against every store: the in-memory store, the real Redis of
+//! this machine (`PALISADE_REDIS_URL`, default `redis://127.0.0.1:6379`, each test in its own
+//! key prefix) and the real PostgreSQL (`PALISADE_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`, each test in its own schema).
 
 #![allow(clippy::unwrap_used)]
 
@@ -318,4 +319,83 @@ async fn an_unreachable_redis_is_an_error_never_a_refresh() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[cfg(feature = "postgres")]
+fn database_url() -> String {
+    std::env::var("PALISADE_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Drops a test's schema when it ends, pass or fail.
+#[cfg(feature = "postgres")]
+struct PgCleanup(String);
+
+#[cfg(feature = "postgres")]
+impl Drop for PgCleanup {
+    fn drop(&mut self) {
+        let schema = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use sqlx::Connection as _;
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&database_url()).await {
+                    let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres_store() -> (palisade_sessions::PostgresStore, PgCleanup) {
+    use sqlx::Connection as _;
+    use std::str::FromStr as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let schema = format!(
+        "palisade_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut admin = sqlx::PgConnection::connect(&database_url()).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let cleanup = PgCleanup(schema.clone());
+    let options = sqlx::postgres::PgConnectOptions::from_str(&database_url())
+        .unwrap()
+        .options([("search_path", schema.as_str())]);
+    let store = palisade_sessions::PostgresStore::connect(options)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // Migrations are idempotent.
+    store.migrate().await.unwrap();
+    (store, cleanup)
+}
+
+#[cfg(feature = "postgres")]
+conformance!(postgres, postgres_store().await);
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn an_unreachable_database_is_an_error_never_a_refresh() {
+    use std::str::FromStr as _;
+    let options =
+        sqlx::postgres::PgConnectOptions::from_str("postgres://postgres@127.0.0.1:1/test").unwrap();
+    assert!(
+        palisade_sessions::PostgresStore::connect(options)
+            .await
+            .is_err()
+    );
 }
