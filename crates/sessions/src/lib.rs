@@ -52,5 +52,7 @@ pub use postgres_store::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 pub use service::{RefreshSessions, Refreshed, SessionError, SessionPolicy};
-pub use store::{DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash};
+pub use store::{
+    DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash, check_transport,
+};
 pub use token::RefreshToken;

@@ -55,6 +55,23 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Connects to `url`; in production a plaintext URL to another machine is refused (see
+    /// [`crate::check_transport`]).
+    pub async fn connect_url(
+        url: &str,
+        profile: palisade_core::Profile,
+    ) -> Result<Self, StoreError> {
+        use std::str::FromStr as _;
+        let mut posture = palisade_core::Posture::new(profile, "postgres-store");
+        crate::check_transport(url, &mut posture);
+        posture
+            .finish()
+            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
+        Self::connect(options).await
+    }
+
     /// Connects with `options` (build them from a URL with `sslmode=verify-full` for remote
     /// servers).
     pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {

@@ -75,7 +75,22 @@ fn err(message: &str, e: redis::RedisError) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://` or `rediss://`); keys start with `prefix`.
+    /// Connects to `url` (`redis://` or `rediss://`); keys start with `prefix`. In
+    /// production, a plaintext URL to another machine is refused (see [`crate::check_transport`]).
+    pub async fn connect_checked(
+        url: &str,
+        prefix: &str,
+        profile: palisade_core::Profile,
+    ) -> Result<Self, StoreError> {
+        let mut posture = palisade_core::Posture::new(profile, "redis-store");
+        crate::check_transport(url, &mut posture);
+        posture
+            .finish()
+            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        Self::connect(url, prefix).await
+    }
+
+    /// Connects to `url` without a posture check.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
         let conn = client

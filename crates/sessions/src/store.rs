@@ -187,3 +187,34 @@ pub trait RefreshStore: Send + Sync + 'static {
         family: &FamilyId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
+
+/// Records a finding when a store URL is plaintext to a host that is not this machine: in
+/// production that refuses the build (`rediss://` or `sslmode=verify-full` are required).
+pub fn check_transport(url: &str, posture: &mut palisade_core::Posture) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let local = host.is_empty()
+        || host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let encrypted = match scheme {
+        "rediss" => true,
+        "redis" => false,
+        "postgres" | "postgresql" => query.split('&').any(|p| p == "sslmode=verify-full"),
+        _ => false,
+    };
+    if !encrypted && !local {
+        posture.record(
+            palisade_core::Severity::Deny,
+            "store-plaintext",
+            format!("session store at {host} is reached without verified TLS (use rediss:// or sslmode=verify-full)"),
+        );
+    }
+}

@@ -399,3 +399,24 @@ async fn an_unreachable_database_is_an_error_never_a_refresh() {
             .is_err()
     );
 }
+
+#[test]
+fn plaintext_stores_off_this_machine_are_refused_in_production() {
+    use palisade_core::{Posture, Profile};
+    let cases = [
+        ("redis://10.0.0.5:6379", true),
+        ("redis://user:pw@cache.internal:6379/0", true),
+        ("rediss://cache.internal:6380", false),
+        ("redis://127.0.0.1:6379", false),
+        ("redis://[::1]:6379", false),
+        ("postgres://app@db.internal/prod", true),
+        ("postgres://app@db.internal/prod?sslmode=require", true),
+        ("postgres://app@db.internal/prod?sslmode=verify-full", false),
+        ("postgres://postgres@127.0.0.1:5432/test", false),
+    ];
+    for (url, refused) in cases {
+        let mut posture = Posture::new(Profile::Production, "t");
+        palisade_sessions::check_transport(url, &mut posture);
+        assert_eq!(posture.finish().is_err(), refused, "{url}");
+    }
+}
