@@ -204,7 +204,16 @@ fn test() -> Result<()> {
 }
 
 fn bench() -> Result<()> {
-    run(cargo().args(["bench", "--bench", "headers", "--bench", "authn"]))?;
+    run(cargo().args([
+        "bench",
+        "--all-features",
+        "--bench",
+        "headers",
+        "--bench",
+        "authn",
+        "--bench",
+        "sessions",
+    ]))?;
     let dir = target_dir()?.join("criterion");
     let median = |name: &str| -> Result<f64> {
         let text = std::fs::read_to_string(

@@ -7,8 +7,9 @@
 //!   user for "log out everywhere".
 //! - `palisade_refresh_consumed`: consumed token hashes (primary key), with their family.
 //!
-//! A refresh locks its family row (`SELECT ... FOR UPDATE`), so concurrent refreshes of one
-//! token serialize and at most one succeeds.
+//! A refresh is one round trip: a PL/pgSQL function (from the migrations) locks the family row
+//! (`SELECT ... FOR UPDATE`) and rotates inside the statement's transaction, so concurrent
+//! refreshes of one token serialize and at most one succeeds.
 
 use std::sync::Arc;
 
@@ -20,9 +21,10 @@ use crate::store::{
 };
 
 /// Embedded migrations: (version, statements).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE IF NOT EXISTS palisade_refresh_families (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -42,7 +44,44 @@ CREATE TABLE IF NOT EXISTS palisade_refresh_consumed (
 );
 CREATE INDEX IF NOT EXISTS palisade_refresh_consumed_family ON palisade_refresh_consumed (family_id);
 ",
-)];
+    ),
+    (
+        2,
+        r"
+CREATE OR REPLACE FUNCTION palisade_refresh_rotate(
+    p_id TEXT, p_hashes BYTEA[], p_successor BYTEA, p_device TEXT, p_now BIGINT
+) RETURNS TABLE (r_outcome TEXT, r_user TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    f palisade_refresh_families%ROWTYPE;
+BEGIN
+    SELECT * INTO f FROM palisade_refresh_families WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown'::TEXT, NULL::TEXT; RETURN;
+    END IF;
+    IF f.revoked THEN
+        RETURN QUERY SELECT 'revoked'::TEXT, f.user_id; RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM palisade_refresh_consumed c WHERE c.family_id = p_id AND c.hash = ANY (p_hashes)) THEN
+        UPDATE palisade_refresh_families SET revoked = TRUE WHERE id = p_id;
+        RETURN QUERY SELECT 'reused'::TEXT, f.user_id; RETURN;
+    END IF;
+    IF NOT (f.current_hash = ANY (p_hashes)) THEN
+        RETURN QUERY SELECT 'unknown'::TEXT, NULL::TEXT; RETURN;
+    END IF;
+    IF p_now >= f.absolute_expiry OR p_now - f.last_used > f.idle_timeout THEN
+        RETURN QUERY SELECT 'expired'::TEXT, f.user_id; RETURN;
+    END IF;
+    IF f.device <> p_device THEN
+        RETURN QUERY SELECT 'device'::TEXT, f.user_id; RETURN;
+    END IF;
+    INSERT INTO palisade_refresh_consumed (hash, family_id) VALUES (f.current_hash, p_id);
+    UPDATE palisade_refresh_families SET current_hash = p_successor, last_used = p_now WHERE id = p_id;
+    RETURN QUERY SELECT 'rotated'::TEXT, f.user_id;
+END
+$$;
+",
+    ),
+];
 
 fn err(message: &str, e: sqlx::Error) -> StoreError {
     StoreError::new(message, Some(Arc::new(e)))
@@ -166,64 +205,34 @@ impl RefreshStore for PostgresStore {
         device: &DeviceBinding,
         now: u64,
     ) -> Result<Rotation, StoreError> {
+        // One round trip: the migration's function locks the family row and does the whole
+        // rotation inside the statement's transaction.
         let hashes: Vec<Vec<u8>> = presented.iter().map(|h| h.0.to_vec()).collect();
-        let mut tx = self.pool.begin().await.map_err(|e| err("begin", e))?;
         let row = sqlx::query(
-            "SELECT revoked, current_hash, device, absolute_expiry, idle_timeout, last_used, user_id, \
-             EXISTS (SELECT 1 FROM palisade_refresh_consumed WHERE family_id = $1 AND hash = ANY($2)) AS reused \
-             FROM palisade_refresh_families WHERE id = $1 FOR UPDATE",
+            "SELECT r_outcome, r_user FROM palisade_refresh_rotate($1, $2, $3, $4, $5)",
         )
         .bind(family.as_str())
         .bind(&hashes)
-        .fetch_optional(&mut *tx)
+        .bind(&successor.0[..])
+        .bind(device.canonical())
+        .bind(int(now))
+        .fetch_one(&self.pool)
         .await
-        .map_err(|e| err("read family", e))?;
-        let Some(row) = row else {
-            return Ok(Rotation::Unknown);
-        };
-        let get = |e| err("decode family", e);
-        let revoked: bool = row.try_get("revoked").map_err(get)?;
-        let current: Vec<u8> = row.try_get("current_hash").map_err(get)?;
-        let bound: String = row.try_get("device").map_err(get)?;
-        let absolute: i64 = row.try_get("absolute_expiry").map_err(get)?;
-        let idle: i64 = row.try_get("idle_timeout").map_err(get)?;
-        let last: i64 = row.try_get("last_used").map_err(get)?;
-        let user_id: String = row.try_get("user_id").map_err(get)?;
-        let reused: bool = row.try_get("reused").map_err(get)?;
-        let now = int(now);
-        let outcome = if revoked {
-            Rotation::Revoked
-        } else if reused {
-            sqlx::query("UPDATE palisade_refresh_families SET revoked = TRUE WHERE id = $1")
-                .bind(family.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| err("revoke family", e))?;
-            Rotation::Reused { user_id }
-        } else if !hashes.contains(&current) {
-            Rotation::Unknown
-        } else if now >= absolute || now.saturating_sub(last) > idle {
-            Rotation::Expired
-        } else if bound != device.canonical() {
-            Rotation::DeviceMismatch
-        } else {
-            sqlx::query("INSERT INTO palisade_refresh_consumed (hash, family_id) VALUES ($1, $2)")
-                .bind(&current)
-                .bind(family.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| err("consume token", e))?;
-            sqlx::query("UPDATE palisade_refresh_families SET current_hash = $2, last_used = $3 WHERE id = $1")
-                .bind(family.as_str())
-                .bind(&successor.0[..])
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| err("rotate", e))?;
-            Rotation::Rotated { user_id }
-        };
-        tx.commit().await.map_err(|e| err("commit", e))?;
-        Ok(outcome)
+        .map_err(|e| err("rotate", e))?;
+        let outcome: String = row
+            .try_get("r_outcome")
+            .map_err(|e| err("decode rotate", e))?;
+        let user: Option<String> = row.try_get("r_user").map_err(|e| err("decode rotate", e))?;
+        let user_id = user.unwrap_or_default();
+        Ok(match outcome.as_str() {
+            "rotated" => Rotation::Rotated { user_id },
+            "reused" => Rotation::Reused { user_id },
+            "revoked" => Rotation::Revoked,
+            "expired" => Rotation::Expired,
+            "device" => Rotation::DeviceMismatch,
+            "unknown" => Rotation::Unknown,
+            _ => return Err(StoreError::new("unexpected rotate outcome", None)),
+        })
     }
 
     async fn revoke_family(&self, family: &FamilyId) -> Result<bool, StoreError> {
