@@ -1,5 +1,6 @@
 //! The demo's routes and its Palisade layer stack.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -13,12 +14,14 @@ use http::{HeaderName, Method, header};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
 use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
 use palisade::core::{
-    ClientIpLayer, Finding, Identity, Posture, PostureError, Surface, TrustedProxies,
+    ClientIpLayer, Finding, Identity, KeyRing, Posture, PostureError, Rejection, RejectionKind,
+    Surface, TrustedProxies,
 };
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
+use palisade::sessions::{DeviceBinding, MemoryStore, RefreshSessions, SessionError};
 use serde_json::{Value, json};
 
 use crate::Settings;
@@ -168,13 +171,37 @@ pub(crate) async fn build(
     let ws_auth = WebSocketAuthLayer::new(auth, api_policy, ["chat.v1"])
         .with_tickets(tickets.clone())
         .limits(Duration::from_secs(3600), Duration::from_secs(60));
+    // Refresh-token sessions (in memory): /api/session starts one for the caller, /auth/refresh
+    // rotates, /auth/logout revokes.
+    let ring = match &settings.session_keys {
+        Some(text) => KeyRing::parse(text)?,
+        None if !profile.is_production() => {
+            tracing::warn!(
+                "PALISADE_DEMO_SESSION_KEYS is not set: using a throwaway development key"
+            );
+            let mut material = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
+            use base64::Engine as _;
+            KeyRing::parse(&format!(
+                "dev 1 {}",
+                base64::engine::general_purpose::STANDARD.encode(material)
+            ))?
+        }
+        None => return Err("PALISADE_DEMO_SESSION_KEYS is required in production".into()),
+    };
+    let sessions = Arc::new(RefreshSessions::new(MemoryStore::new(), ring));
     let api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
         .route("/api/ws-ticket", post(ws_ticket))
+        .route("/api/session", post(start_session))
         .route_layer(api_auth)
         .route("/api/ws", get(ws_upgrade).route_layer(ws_auth))
         .layer(Extension(tickets));
+    let auth_routes = Router::new()
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout));
+    let api = api.merge(auth_routes).layer(Extension(sessions));
     let admin_routes = Router::new()
         .route("/admin/", get(admin_home))
         .route("/admin/status", get(admin_status))
@@ -244,6 +271,83 @@ async fn echo(Json(body): Json<Value>) -> Json<Value> {
 
 async fn admin_home() -> Json<Value> {
     Json(json!({ "admin": true }))
+}
+
+type Sessions = Arc<RefreshSessions<MemoryStore>>;
+
+/// The device a refresh comes from: `X-Device-Id` plus the User-Agent as metadata.
+fn device(headers: &http::HeaderMap) -> Option<DeviceBinding> {
+    let id = headers
+        .get("x-device-id")?
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 128)?;
+    let ua = headers
+        .get(header::USER_AGENT)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    Some(DeviceBinding::new(id, ua))
+}
+
+fn session_error(err: SessionError) -> axum::response::Response {
+    let kind = if err == SessionError::Unavailable {
+        RejectionKind::Unavailable
+    } else {
+        RejectionKind::Unauthenticated
+    };
+    Rejection::new(kind, err)
+        .into_response::<axum::body::Body>()
+        .into_response()
+}
+
+/// Starts a refresh family for the authenticated caller on this device.
+async fn start_session(
+    Extension(identity): Extension<Identity>,
+    Extension(sessions): Extension<Sessions>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    let Some(device) = device(&headers) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match sessions.start(identity.subject(), &device).await {
+        Ok((family, token)) => {
+            Json(json!({ "family": family.as_str(), "refresh_token": token.expose() }))
+                .into_response()
+        }
+        Err(e) => session_error(e),
+    }
+}
+
+/// Rotates a refresh token: the presented one is spent, its successor returned.
+async fn refresh(
+    Extension(sessions): Extension<Sessions>,
+    headers: http::HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let (Some(device), Some(token)) = (device(&headers), body["refresh_token"].as_str()) else {
+        return session_error(SessionError::InvalidToken);
+    };
+    match sessions.refresh(token, &device).await {
+        Ok(next) => {
+            Json(json!({ "family": next.family.as_str(), "refresh_token": next.token.expose() }))
+                .into_response()
+        }
+        Err(e) => session_error(e),
+    }
+}
+
+/// Revokes the family of a refresh token.
+async fn logout(
+    Extension(sessions): Extension<Sessions>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let Some(token) = body["refresh_token"].as_str() else {
+        return session_error(SessionError::InvalidToken);
+    };
+    match sessions.logout(token).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => session_error(e),
+    }
 }
 
 /// Mints a single-use WebSocket ticket for the caller, bound to the page's Origin.

@@ -17,6 +17,7 @@
 //! | `PALISADE_DEMO_OIDC_ISSUER` | (none: every token refused) | the Keycloak realm URL whose tokens `/api/` and `/admin/` accept |
 //! | `PALISADE_DEMO_API_CLIENTS` | the test personas | `azp` values accepted on `/api/` (audience `api`) |
 //! | `PALISADE_DEMO_ADMIN_CLIENTS` | the test personas | `azp` values accepted on `/admin/` (audience `global-admin`, MFA required) |
+//! | `PALISADE_DEMO_SESSION_KEYS` | throwaway key in development | key ring (see `palisade_core::keyring`) hashing refresh tokens; required in production |
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
 //! It refuses to start when the configuration is insecure for the profile, printing every
@@ -48,6 +49,7 @@ pub(crate) struct Settings {
     pub(crate) oidc_issuer: Option<String>,
     pub(crate) api_clients: Vec<String>,
     pub(crate) admin_clients: Vec<String>,
+    pub(crate) session_keys: Option<String>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -84,6 +86,7 @@ impl Settings {
                 "PALISADE_DEMO_API_CLIENTS",
                 "api-user,api-user-es,api-user-ed,multi-aud,other-tenant",
             )),
+            session_keys: std::env::var("PALISADE_DEMO_SESSION_KEYS").ok(),
             admin_clients: list(&env_or(
                 "PALISADE_DEMO_ADMIN_CLIENTS",
                 "admin-mfa,admin-no-mfa",

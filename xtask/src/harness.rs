@@ -128,6 +128,11 @@ pub(crate) fn demo_env(
         ("PALISADE_DEMO_TLS_KEY", pki.key_path.display().to_string()),
         ("ADMIN_HOSTNAME", ADMIN_HOST.to_owned()),
         ("PALISADE_DEMO_PUBLIC_HOST", PUBLIC_HOST.to_owned()),
+        // A throwaway key ring for refresh-token hashing (test material only).
+        (
+            "PALISADE_DEMO_SESSION_KEYS",
+            "tour 1 dG91ci1vbmx5LXNlc3Npb24ta2V5LW5vdC1hLXNlY3JldCE=".to_owned(),
+        ),
         ("PALISADE_DEMO_CORS_ORIGINS", ALLOWED_ORIGIN.to_owned()),
         // A proxy range the tour's client (127.0.0.1) is not in: its forwarded headers must be
         // ignored by the trust check, not merely because no proxy is configured.

@@ -778,6 +778,7 @@ async fn auth_rows(target: &Target, http: &Client) -> Vec<Row> {
         rows.push(row);
     }
     rows.extend(websocket_rows(target, http, &good).await);
+    rows.extend(session_rows(target, http).await);
     // The identity carries the tenant from the token.
     match http
         .get(&api)
@@ -895,6 +896,86 @@ async fn websocket_rows(target: &Target, http: &Client, good: &str) -> Vec<Row> 
         "WebSocket ticket from another origin",
         StatusCode::UNAUTHORIZED,
         &res,
+    ));
+    rows
+}
+
+/// Refresh-token sessions: rotation, reuse detection, device binding, logout.
+async fn session_rows(target: &Target, http: &Client) -> Vec<Row> {
+    let base = format!("https://{PUBLIC_HOST}:{}", target.https.port());
+    let start = |device: &'static str| {
+        http.post(format!("{base}/api/session"))
+            .header(header::AUTHORIZATION, target.bearer("api-user"))
+            .header("x-device-id", device)
+            .header(header::USER_AGENT, "palisade-tour/1")
+            .send()
+    };
+    let refresh = |token: String, device: &'static str| {
+        http.post(format!("{base}/auth/refresh"))
+            .header("x-device-id", device)
+            .header(header::USER_AGENT, "palisade-tour/1")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "refresh_token": token }).to_string())
+            .send()
+    };
+    let token_of = |res: Result<Response, reqwest::Error>| async move {
+        match res {
+            Ok(r) if r.status() == StatusCode::OK => r.json_or_default().await["refresh_token"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            _ => String::new(),
+        }
+    };
+    let status = |res: &Result<Response, reqwest::Error>| {
+        res.as_ref().map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    let mut rows = Vec::new();
+
+    let first = token_of(start("phone").await).await;
+    let second = token_of(refresh(first.clone(), "phone").await).await;
+    let rotated = !first.is_empty() && !second.is_empty() && first != second;
+    rows.push(Row::new(
+        "refresh a session",
+        "200, a new refresh token",
+        if rotated { "rotated" } else { "no rotation" },
+        rotated,
+    ));
+    let replay = refresh(first.clone(), "phone").await;
+    let newest = refresh(second.clone(), "phone").await;
+    let (a, b) = (status(&replay), status(&newest));
+    rows.push(Row::new(
+        "replay a spent refresh token",
+        "401, and the newest token dies too",
+        format!("{a} then {b}"),
+        a == 401 && b == 401,
+    ));
+
+    let third = token_of(start("phone").await).await;
+    let stolen = refresh(third.clone(), "laptop").await;
+    let owner = refresh(third, "phone").await;
+    let (a, b) = (status(&stolen), status(&owner));
+    rows.push(Row::new(
+        "refresh from another device",
+        "401 (owner's device still 200)",
+        format!("{a} / {b}"),
+        a == 401 && b == 200,
+    ));
+
+    let fourth = token_of(start("phone").await).await;
+    let out = http
+        .post(format!("{base}/auth/logout"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(serde_json::json!({ "refresh_token": fourth }).to_string())
+        .send()
+        .await;
+    let after = refresh(fourth, "phone").await;
+    let (a, b) = (status(&out), status(&after));
+    rows.push(Row::new(
+        "refresh after logout",
+        "204 logout, then 401",
+        format!("{a} then {b}"),
+        a == 204 && b == 401,
     ));
     rows
 }
