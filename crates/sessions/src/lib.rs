@@ -43,14 +43,15 @@ mod postgres_store;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod redis_store;
 mod service;
+pub mod single_use;
 mod store;
 mod token;
 
-pub use memory::MemoryStore;
+pub use memory::{MemorySingleUseStore, MemoryStore};
 #[cfg(feature = "postgres")]
 pub use postgres_store::PostgresStore;
 #[cfg(feature = "redis")]
-pub use redis_store::RedisStore;
+pub use redis_store::{RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, SessionError, SessionPolicy};
 pub use store::{
     DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash, check_transport,

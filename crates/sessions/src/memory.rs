@@ -137,3 +137,72 @@ impl RefreshStore for MemoryStore {
         Ok(inner.families.get(family).is_none_or(|s| s.revoked))
     }
 }
+
+/// Single-use tokens in memory, for one process. Clones share the store.
+#[derive(Clone, Debug, Default)]
+pub struct MemorySingleUseStore {
+    inner: Arc<Mutex<HashMap<TokenHash, (crate::single_use::Purpose, String, u64)>>>,
+}
+
+impl MemorySingleUseStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl crate::single_use::SingleUseStore for MemorySingleUseStore {
+    async fn insert(
+        &self,
+        hash: &TokenHash,
+        purpose: &crate::single_use::Purpose,
+        subject: &str,
+        expires: u64,
+    ) -> Result<(), StoreError> {
+        let mut map = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::new("lock poisoned", None))?;
+        map.insert(*hash, (purpose.clone(), subject.to_owned(), expires));
+        Ok(())
+    }
+
+    async fn take(
+        &self,
+        hash: &TokenHash,
+        purpose: &crate::single_use::Purpose,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let mut map = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::new("lock poisoned", None))?;
+        match map.get(hash) {
+            Some((p, _, _)) if p == purpose => Ok(map.remove(hash).map(|(_, s, e)| (s, e))),
+            _ => Ok(None),
+        }
+    }
+
+    async fn revoke(
+        &self,
+        subject: &str,
+        purpose: Option<&crate::single_use::Purpose>,
+    ) -> Result<usize, StoreError> {
+        let mut map = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::new("lock poisoned", None))?;
+        let before = map.len();
+        map.retain(|_, (p, s, _)| !(s == subject && purpose.is_none_or(|want| want == p)));
+        Ok(before - map.len())
+    }
+
+    async fn purge(&self, now: u64) -> Result<usize, StoreError> {
+        let mut map = self
+            .inner
+            .lock()
+            .map_err(|_| StoreError::new("lock poisoned", None))?;
+        let before = map.len();
+        map.retain(|_, (_, _, expires)| *expires > now);
+        Ok(before - map.len())
+    }
+}

@@ -81,6 +81,19 @@ END
 $$;
 ",
     ),
+    (
+        3,
+        r"
+CREATE TABLE IF NOT EXISTS palisade_single_use (
+    hash BYTEA PRIMARY KEY,
+    purpose TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS palisade_single_use_subject ON palisade_single_use (subject);
+CREATE INDEX IF NOT EXISTS palisade_single_use_expiry ON palisade_single_use (expires_at);
+",
+    ),
 ];
 
 fn err(message: &str, e: sqlx::Error) -> StoreError {
@@ -261,5 +274,71 @@ impl RefreshStore for PostgresStore {
                 .await
                 .map_err(|e| err("read family", e))?;
         Ok(revoked.unwrap_or(true))
+    }
+}
+
+impl crate::single_use::SingleUseStore for PostgresStore {
+    async fn insert(
+        &self,
+        hash: &TokenHash,
+        purpose: &crate::single_use::Purpose,
+        subject: &str,
+        expires: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO palisade_single_use (hash, purpose, subject, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(&hash.0[..])
+            .bind(purpose.as_str())
+            .bind(subject)
+            .bind(int(expires))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("cannot store token", e))?;
+        Ok(())
+    }
+
+    async fn take(
+        &self,
+        hash: &TokenHash,
+        purpose: &crate::single_use::Purpose,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let row = sqlx::query("DELETE FROM palisade_single_use WHERE hash = $1 AND purpose = $2 RETURNING subject, expires_at")
+            .bind(&hash.0[..])
+            .bind(purpose.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| err("take token", e))?;
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let subject: String = row.try_get("subject").map_err(|e| err("decode token", e))?;
+                let expires: i64 = row
+                    .try_get("expires_at")
+                    .map_err(|e| err("decode token", e))?;
+                Ok(Some((subject, u64::try_from(expires).unwrap_or(0))))
+            }
+        }
+    }
+
+    async fn revoke(
+        &self,
+        subject: &str,
+        purpose: Option<&crate::single_use::Purpose>,
+    ) -> Result<usize, StoreError> {
+        let done = sqlx::query("DELETE FROM palisade_single_use WHERE subject = $1 AND ($2::TEXT IS NULL OR purpose = $2)")
+            .bind(subject)
+            .bind(purpose.map(crate::single_use::Purpose::as_str))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("revoke tokens", e))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+
+    async fn purge(&self, now: u64) -> Result<usize, StoreError> {
+        let done = sqlx::query("DELETE FROM palisade_single_use WHERE expires_at <= $1")
+            .bind(int(now))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("purge tokens", e))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 }

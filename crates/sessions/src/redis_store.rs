@@ -222,3 +222,136 @@ impl RefreshStore for RedisStore {
         Ok(flag.as_deref() != Some("0"))
     }
 }
+
+const TAKE: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'purpose', 'subject', 'expires')
+if not v[1] or v[1] ~= ARGV[1] then return false end
+redis.call('DEL', KEYS[1])
+return {v[2], v[3]}
+";
+
+/// Single-use tokens in Redis: `<prefix>:su:{<hash>}` per token (expiring with it) and
+/// `<prefix>:sus:<subject>` indexing a subject's tokens; consumption is one Lua script.
+#[derive(Clone)]
+pub struct RedisSingleUseStore {
+    conn: MultiplexedConnection,
+    prefix: Arc<str>,
+    take: Arc<Script>,
+}
+
+impl std::fmt::Debug for RedisSingleUseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSingleUseStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSingleUseStore {
+    /// Shares `store`'s connection; keys start with its prefix.
+    pub fn new(store: &RedisStore) -> Self {
+        Self {
+            conn: store.conn.clone(),
+            prefix: store.prefix.clone(),
+            take: Arc::new(Script::new(TAKE)),
+        }
+    }
+
+    fn token_key(&self, hash: &TokenHash) -> String {
+        format!("{}:su:{{{}}}", self.prefix, hash.to_hex())
+    }
+
+    fn subject_key(&self, subject: &str) -> String {
+        format!("{}:sus:{subject}", self.prefix)
+    }
+}
+
+impl crate::single_use::SingleUseStore for RedisSingleUseStore {
+    async fn insert(
+        &self,
+        hash: &TokenHash,
+        purpose: &crate::single_use::Purpose,
+        subject: &str,
+        expires: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.token_key(hash);
+        let index = self.subject_key(subject);
+        let at = i64::try_from(expires).unwrap_or(i64::MAX);
+        redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("purpose", purpose.as_str().to_owned()),
+                    ("subject", subject.to_owned()),
+                    ("expires", expires.to_string()),
+                ],
+            )
+            .ignore()
+            .expire_at(&key, at)
+            .ignore()
+            .sadd(&index, hash.to_hex())
+            .ignore()
+            .expire_at(&index, at)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| err("cannot store token", e))
+    }
+
+    async fn take(
+        &self,
+        hash: &TokenHash,
+        purpose: &crate::single_use::Purpose,
+    ) -> Result<Option<(String, u64)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let reply: Option<Vec<String>> = self
+            .take
+            .key(self.token_key(hash))
+            .arg(purpose.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err("take script failed", e))?;
+        Ok(reply.and_then(|v| {
+            let expires = v.get(1)?.parse().ok()?;
+            Some((v.first()?.clone(), expires))
+        }))
+    }
+
+    async fn revoke(
+        &self,
+        subject: &str,
+        purpose: Option<&crate::single_use::Purpose>,
+    ) -> Result<usize, StoreError> {
+        let mut conn = self.conn.clone();
+        let hashes: Vec<String> = conn
+            .smembers(self.subject_key(subject))
+            .await
+            .map_err(|e| err("smembers failed", e))?;
+        let mut count = 0;
+        for hex in hashes {
+            let key = format!("{}:su:{{{hex}}}", self.prefix);
+            let stored: Option<String> = conn
+                .hget(&key, "purpose")
+                .await
+                .map_err(|e| err("hget failed", e))?;
+            if let Some(stored) = stored
+                && purpose.is_none_or(|p| p.as_str() == stored)
+            {
+                let removed: i64 = conn.del(&key).await.map_err(|e| err("del failed", e))?;
+                count += usize::try_from(removed).unwrap_or(0);
+                let _: i64 = conn
+                    .srem(self.subject_key(subject), &hex)
+                    .await
+                    .map_err(|e| err("srem failed", e))?;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn purge(&self, _now: u64) -> Result<usize, StoreError> {
+        // Every key expires with its token.
+        Ok(0)
+    }
+}

@@ -209,6 +209,180 @@ mod suite {
 /// Nothing to clean up.
 struct NoCleanup;
 
+mod single_use_suite {
+    use palisade_sessions::single_use::{Purpose, SingleUseError, SingleUseStore, SingleUseTokens};
+
+    use super::*;
+
+    fn tokens<S: SingleUseStore>(store: S, clock: &ManualClock) -> SingleUseTokens<S> {
+        SingleUseTokens::new(store, KeyRing::parse(&format!("k1 1 {K1}")).unwrap())
+            .with_clock(clock.shared())
+    }
+
+    pub(super) async fn consumed_once_and_purpose_bound<S: SingleUseStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let t = tokens(store, &clock);
+        let verify = Purpose::email_verification();
+        let token = t.issue(&verify, "alice").await.unwrap();
+        // Another purpose neither accepts nor spends it.
+        assert_eq!(
+            t.consume(&Purpose::password_reset(), token.expose())
+                .await
+                .unwrap_err(),
+            SingleUseError::Invalid
+        );
+        assert_eq!(t.consume(&verify, token.expose()).await.unwrap(), "alice");
+        assert_eq!(
+            t.consume(&verify, token.expose()).await.unwrap_err(),
+            SingleUseError::Invalid
+        );
+        for bad in [
+            "",
+            "short",
+            &"A".repeat(43),
+            &format!("{}x", token.expose()),
+        ] {
+            assert_eq!(
+                t.consume(&verify, bad).await.unwrap_err(),
+                SingleUseError::Invalid,
+                "{bad}"
+            );
+        }
+    }
+
+    pub(super) async fn expiry_and_purge<S: SingleUseStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let t = tokens(store, &clock)
+            .lifetime(Purpose::invitation(), Duration::from_secs(15 * 60))
+            .unwrap();
+        let invite = t.issue(&Purpose::invitation(), "bob").await.unwrap();
+        let verify = t
+            .issue(&Purpose::email_verification(), "bob")
+            .await
+            .unwrap();
+        clock.advance(Duration::from_secs(15 * 60));
+        assert_eq!(
+            t.consume(&Purpose::invitation(), invite.expose())
+                .await
+                .unwrap_err(),
+            SingleUseError::Expired
+        );
+        // The 30-minute default is still valid; after it, a purge sweeps it away.
+        clock.advance(Duration::from_secs(15 * 60));
+        t.purge().await.unwrap();
+        assert!(
+            t.consume(&Purpose::email_verification(), verify.expose())
+                .await
+                .is_err()
+        );
+        assert!(
+            tokens(MemorySingleUseStoreHolder::store(), &clock)
+                .lifetime(Purpose::invitation(), Duration::from_secs(60))
+                .is_err()
+        );
+        assert!(
+            tokens(MemorySingleUseStoreHolder::store(), &clock)
+                .lifetime(Purpose::invitation(), Duration::from_secs(3601))
+                .is_err()
+        );
+    }
+
+    pub(super) async fn new_reset_and_password_change_revoke<S: SingleUseStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let t = tokens(store, &clock);
+        let reset = Purpose::password_reset();
+        let old = t.issue(&reset, "carol").await.unwrap();
+        let new = t.issue(&reset, "carol").await.unwrap();
+        assert_eq!(
+            t.consume(&reset, old.expose()).await.unwrap_err(),
+            SingleUseError::Invalid,
+            "a new reset revokes the old one"
+        );
+        let verify = t
+            .issue(&Purpose::email_verification(), "carol")
+            .await
+            .unwrap();
+        let other = t.issue(&reset, "dave").await.unwrap();
+        assert!(t.revoke_subject("carol").await.unwrap() >= 2);
+        assert!(t.consume(&reset, new.expose()).await.is_err());
+        assert!(
+            t.consume(&Purpose::email_verification(), verify.expose())
+                .await
+                .is_err()
+        );
+        assert_eq!(t.consume(&reset, other.expose()).await.unwrap(), "dave");
+    }
+
+    pub(super) async fn concurrent_consumption<S: SingleUseStore>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let t = Arc::new(tokens(store, &clock));
+        let token = Arc::new(
+            t.issue(&Purpose::password_reset(), "erin")
+                .await
+                .unwrap()
+                .expose()
+                .to_owned(),
+        );
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (t, token) = (t.clone(), token.clone());
+            tasks.push(tokio::spawn(async move {
+                t.consume(&Purpose::password_reset(), &token).await
+            }));
+        }
+        let mut ok = 0;
+        for task in tasks {
+            if task.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 1);
+    }
+}
+
+/// A throwaway in-memory store for configuration checks.
+struct MemorySingleUseStoreHolder;
+
+impl MemorySingleUseStoreHolder {
+    fn store() -> palisade_sessions::MemorySingleUseStore {
+        palisade_sessions::MemorySingleUseStore::new()
+    }
+}
+
+macro_rules! single_use_conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn consumed_once_and_purpose_bound() {
+                let (store, _cleanup) = $make;
+                single_use_suite::consumed_once_and_purpose_bound(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn expiry_and_purge() {
+                let (store, _cleanup) = $make;
+                single_use_suite::expiry_and_purge(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn new_reset_and_password_change_revoke() {
+                let (store, _cleanup) = $make;
+                single_use_suite::new_reset_and_password_change_revoke(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_consumption() {
+                let (store, _cleanup) = $make;
+                single_use_suite::concurrent_consumption(store).await
+            }
+        }
+    };
+}
+
+single_use_conformance!(
+    memory_single_use,
+    (palisade_sessions::MemorySingleUseStore::new(), NoCleanup)
+);
+
 macro_rules! conformance {
     ($backend:ident, $make:expr) => {
         mod $backend {
@@ -313,6 +487,15 @@ async fn redis_store() -> (palisade_sessions::RedisStore, RedisCleanup) {
 conformance!(redis, redis_store().await);
 
 #[cfg(feature = "redis")]
+async fn redis_single_use_store() -> (palisade_sessions::RedisSingleUseStore, RedisCleanup) {
+    let (store, cleanup) = redis_store().await;
+    (palisade_sessions::RedisSingleUseStore::new(&store), cleanup)
+}
+
+#[cfg(feature = "redis")]
+single_use_conformance!(redis_single_use, redis_single_use_store().await);
+
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_never_a_refresh() {
     let err = palisade_sessions::RedisStore::connect("redis://127.0.0.1:1", "x")
@@ -386,6 +569,9 @@ async fn postgres_store() -> (palisade_sessions::PostgresStore, PgCleanup) {
 
 #[cfg(feature = "postgres")]
 conformance!(postgres, postgres_store().await);
+
+#[cfg(feature = "postgres")]
+single_use_conformance!(postgres_single_use, postgres_store().await);
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
