@@ -138,10 +138,13 @@ impl RefreshStore for MemoryStore {
     }
 }
 
+/// A stored single-use token: purpose, subject, expiry.
+type SingleUseEntry = (crate::single_use::Purpose, String, u64);
+
 /// Single-use tokens in memory, for one process. Clones share the store.
 #[derive(Clone, Debug, Default)]
 pub struct MemorySingleUseStore {
-    inner: Arc<Mutex<HashMap<TokenHash, (crate::single_use::Purpose, String, u64)>>>,
+    inner: Arc<Mutex<HashMap<TokenHash, SingleUseEntry>>>,
 }
 
 impl MemorySingleUseStore {
