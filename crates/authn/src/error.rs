@@ -120,6 +120,12 @@ pub enum AuthnError {
     /// The surface requires multi-factor authentication (`MFA_REQUIRED_FOR_ADMIN`).
     #[error("MFA_REQUIRED_FOR_ADMIN: the surface requires multi-factor authentication")]
     MfaRequired,
+    /// The token's session (refresh family) was revoked: logout, reuse, or an administrator.
+    #[error("session revoked")]
+    SessionRevoked,
+    /// The session revocation check could not answer (fail closed).
+    #[error("session revocation check unavailable")]
+    RevocationUnavailable,
     /// Keys could not be fetched and the last good keys are too old (fail closed).
     #[error("signing keys unavailable")]
     KeysUnavailable,

@@ -12,6 +12,12 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use palisade_core::{Identity, SessionRevocation};
+
 use crate::cookie::CookieSource;
 use crate::error::AuthnError;
 use crate::surface::SurfacePolicy;
@@ -25,6 +31,95 @@ pub struct AuthnLayer {
     auth: Authenticator,
     policy: Arc<SurfacePolicy>,
     cookie: Option<Arc<CookieSource>>,
+    revocation: Option<Arc<Revocation>>,
+}
+
+/// Revocation checks for one issuer's sessions, with a bounded-staleness cache.
+pub(crate) struct Revocation {
+    issuer: String,
+    checker: Arc<dyn SessionRevocation>,
+    staleness: Duration,
+    cache: Mutex<HashMap<String, (bool, SystemTime)>>,
+}
+
+/// Most sessions remembered by the revocation cache; beyond it the cache starts over.
+const MAX_CACHED_SESSIONS: usize = 10_000;
+
+impl std::fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocation")
+            .field("issuer", &self.issuer)
+            .field("staleness", &self.staleness)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Revocation {
+    /// `Some(revoked)` from a fresh cache entry; `None` when the store must be asked.
+    fn cached(&self, sid: &str, now: SystemTime) -> Option<bool> {
+        let cache = self.cache.lock().ok()?;
+        let (revoked, at) = cache.get(sid)?;
+        // A revocation is final: it never needs asking again.
+        (*revoked || now.duration_since(*at).unwrap_or_default() <= self.staleness)
+            .then_some(*revoked)
+    }
+
+    fn remember(&self, sid: &str, revoked: bool, now: SystemTime) {
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= MAX_CACHED_SESSIONS {
+                cache.clear();
+            }
+            cache.insert(sid.to_owned(), (revoked, now));
+        }
+    }
+
+    /// Whether this identity's session may go on: cache first, then the store.
+    pub(crate) async fn check(
+        &self,
+        identity: &Identity,
+        now: SystemTime,
+    ) -> Result<(), AuthnError> {
+        let Some(sid) = identity
+            .session_id()
+            .filter(|_| identity.issuer() == self.issuer)
+        else {
+            return Ok(());
+        };
+        let revoked = match self.cached(sid, now) {
+            Some(revoked) => revoked,
+            None => {
+                let revoked = self
+                    .checker
+                    .is_revoked(sid)
+                    .await
+                    .map_err(|_| AuthnError::RevocationUnavailable)?;
+                self.remember(sid, revoked, now);
+                revoked
+            }
+        };
+        if revoked {
+            Err(AuthnError::SessionRevoked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The synchronous answer, if the cache has one (or the token is not checked).
+    fn check_now(&self, identity: &Identity, now: SystemTime) -> Option<Result<(), AuthnError>> {
+        let Some(sid) = identity
+            .session_id()
+            .filter(|_| identity.issuer() == self.issuer)
+        else {
+            return Some(Ok(()));
+        };
+        self.cached(sid, now).map(|revoked| {
+            if revoked {
+                Err(AuthnError::SessionRevoked)
+            } else {
+                Ok(())
+            }
+        })
+    }
 }
 
 impl AuthnLayer {
@@ -33,7 +128,27 @@ impl AuthnLayer {
             auth,
             policy,
             cookie: None,
+            revocation: None,
         }
+    }
+
+    /// Refuses tokens of `issuer` whose session (`sid`: a refresh family of your own issuer,
+    /// such as local JWTs) was revoked. Answers are cached for at most `staleness` (a
+    /// revocation takes effect within that time; a revocation seen once is final); a checker
+    /// that cannot answer makes the request fail with 503.
+    pub fn with_revocation(
+        mut self,
+        issuer: &str,
+        checker: Arc<dyn SessionRevocation>,
+        staleness: Duration,
+    ) -> Self {
+        self.revocation = Some(Arc::new(Revocation {
+            issuer: issuer.to_owned(),
+            checker,
+            staleness,
+            cache: Mutex::new(HashMap::new()),
+        }));
+        self
     }
 
     /// Also accepts the token from a `__Host-` session cookie (for browser sessions), with
@@ -53,6 +168,7 @@ impl<S> Layer<S> for AuthnLayer {
             auth: self.auth.clone(),
             policy: self.policy.clone(),
             cookie: self.cookie.clone(),
+            revocation: self.revocation.clone(),
         }
     }
 }
@@ -64,6 +180,7 @@ pub struct Authn<S> {
     auth: Authenticator,
     policy: Arc<SurfacePolicy>,
     cookie: Option<Arc<CookieSource>>,
+    revocation: Option<Arc<Revocation>>,
 }
 
 impl<S> Authn<S> {
@@ -146,7 +263,9 @@ pub(crate) fn is_access_token_param(name: &str) -> bool {
 
 pub(crate) fn reject<B>(reason: AuthnError) -> Response<ResponseBody<B>> {
     let rejection = match reason {
-        AuthnError::KeysUnavailable => Rejection::new(RejectionKind::Unavailable, reason),
+        AuthnError::KeysUnavailable | AuthnError::RevocationUnavailable => {
+            Rejection::new(RejectionKind::Unavailable, reason)
+        }
         AuthnError::MfaRequired => Rejection::new(RejectionKind::Unauthenticated, reason)
             .with_challenge(HeaderValue::from_static(
                 "Bearer error=\"insufficient_user_authentication\"",
@@ -186,8 +305,33 @@ where
         };
         match self.auth.verify_now(token, &self.policy, true) {
             Step::Done(Ok(identity)) => {
-                req.extensions_mut().insert(identity);
-                ResponseFuture::forward(self.inner.call(req))
+                let now = self.auth.now();
+                match self
+                    .revocation
+                    .as_ref()
+                    .map(|r| (r.check_now(&identity, now), r))
+                {
+                    None | Some((Some(Ok(())), _)) => {
+                        req.extensions_mut().insert(identity);
+                        ResponseFuture::forward(self.inner.call(req))
+                    }
+                    Some((Some(Err(reason)), _)) => ResponseFuture::answer(reject(reason)),
+                    Some((None, revocation)) => {
+                        // Not cached: ask the store (slow path).
+                        let revocation = revocation.clone();
+                        let clone = self.inner.clone();
+                        let mut inner = std::mem::replace(&mut self.inner, clone);
+                        ResponseFuture::slow(Box::pin(async move {
+                            match revocation.check(&identity, now).await {
+                                Ok(()) => {
+                                    req.extensions_mut().insert(identity);
+                                    inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                                }
+                                Err(reason) => Ok(reject(reason)),
+                            }
+                        }))
+                    }
+                }
             }
             Step::Done(Err(reason)) => ResponseFuture::answer(reject(reason)),
             Step::Refresh {
@@ -200,9 +344,17 @@ where
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let auth = self.auth.clone();
                 let policy = self.policy.clone();
+                let revocation = self.revocation.clone();
                 let token = token.to_owned();
                 ResponseFuture::slow(Box::pin(async move {
-                    match auth.finish(&token, &policy, &issuer, requested_at).await {
+                    let verified = auth.finish(&token, &policy, &issuer, requested_at).await;
+                    let checked = match (verified, revocation) {
+                        (Ok(identity), Some(r)) => {
+                            r.check(&identity, auth.now()).await.map(|()| identity)
+                        }
+                        (other, _) => other,
+                    };
+                    match checked {
                         Ok(identity) => {
                             req.extensions_mut().insert(identity);
                             inner.call(req).await.map(|r| r.map(ResponseBody::new))

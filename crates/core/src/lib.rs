@@ -12,6 +12,7 @@
 //! | [`secret`] | redacting secret types and constant-time comparison |
 //! | [`keyring`] | [`KeyRing`]: named, versioned keys with one active key and older ones for verification |
 //! | [`posture`] | [`Profile`] and the posture report that makes production builders refuse insecure settings |
+//! | [`revocation`] | [`SessionRevocation`]: is a session (refresh family) revoked? |
 //!
 //! # Example
 //!
@@ -42,6 +43,7 @@ pub mod identity;
 pub mod keyring;
 pub mod posture;
 pub mod rejection;
+pub mod revocation;
 pub mod secret;
 
 pub use body::{ResponseBody, ShortCircuitFuture};
@@ -53,4 +55,5 @@ pub use identity::{AuthMethod, Identity, MfaLevel, Surface};
 pub use keyring::{Key, KeyId, KeyRing, KeyRingError};
 pub use posture::{Finding, Posture, PostureError, Profile, Severity};
 pub use rejection::{Rejection, RejectionKind};
+pub use revocation::{RevocationError, SessionRevocation};
 pub use secret::constant_time_eq;

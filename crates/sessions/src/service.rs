@@ -224,3 +224,18 @@ fn mac(key: &[u8], token: &str) -> TokenHash {
     out.copy_from_slice(tag.as_ref());
     TokenHash(out)
 }
+
+impl<S: RefreshStore> palisade_core::SessionRevocation for RefreshSessions<S> {
+    fn is_revoked<'a>(&'a self, sid: &'a str) -> palisade_core::revocation::RevocationFuture<'a> {
+        Box::pin(async move {
+            let Some(family) = FamilyId::parse(sid) else {
+                // Not one of ours: revoked as far as we know.
+                return Ok(true);
+            };
+            self.store
+                .is_revoked(&family)
+                .await
+                .map_err(|_| palisade_core::RevocationError)
+        })
+    }
+}
