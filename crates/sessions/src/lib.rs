@@ -52,7 +52,7 @@ pub use memory::{MemorySingleUseStore, MemoryStore};
 pub use postgres_store::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisSingleUseStore, RedisStore};
-pub use service::{RefreshSessions, Refreshed, SessionError, SessionPolicy};
+pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};
 pub use store::{
     DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash, check_transport,
 };

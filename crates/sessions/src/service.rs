@@ -72,13 +72,38 @@ pub struct Refreshed {
     pub token: RefreshToken,
 }
 
+/// What happened when a spent refresh token came back: the family is revoked. Handed to the
+/// reuse hook (for an audit record or an alert) and logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReuseEvent {
+    /// The revoked family.
+    pub family: FamilyId,
+    /// Its user.
+    pub user_id: String,
+    /// The device that presented the spent token.
+    pub device_id: String,
+}
+
+/// A reuse hook.
+pub type ReuseHook = std::sync::Arc<dyn Fn(&ReuseEvent) + Send + Sync>;
+
 /// Refresh-token families over a store.
-#[derive(Debug)]
 pub struct RefreshSessions<S> {
     store: S,
     ring: KeyRing,
     clock: SharedClock,
     policy: SessionPolicy,
+    on_reuse: Option<ReuseHook>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for RefreshSessions<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshSessions")
+            .field("store", &self.store)
+            .field("policy", &self.policy)
+            .field("on_reuse", &self.on_reuse.as_ref().map(|_| "<fn>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S: RefreshStore> RefreshSessions<S> {
@@ -89,7 +114,15 @@ impl<S: RefreshStore> RefreshSessions<S> {
             ring,
             clock: SystemClock::shared(),
             policy: SessionPolicy::default(),
+            on_reuse: None,
         }
+    }
+
+    /// Calls `hook` whenever reuse revokes a family (write the audit record there).
+    #[must_use]
+    pub fn on_reuse(mut self, hook: ReuseHook) -> Self {
+        self.on_reuse = Some(hook);
+        self
     }
 
     /// Uses `clock` (tests).
@@ -191,6 +224,13 @@ impl<S: RefreshStore> RefreshSessions<S> {
             }),
             Rotation::Reused { user_id } => {
                 tracing::warn!(target: "palisade::sessions", family = family.as_str(), user = %user_id, "refresh token reuse: family revoked");
+                if let Some(hook) = &self.on_reuse {
+                    hook(&ReuseEvent {
+                        family: family.clone(),
+                        user_id,
+                        device_id: device.device_id.clone(),
+                    });
+                }
                 Err(SessionError::Reused)
             }
             Rotation::Revoked => Err(SessionError::Revoked),
@@ -237,5 +277,50 @@ impl<S: RefreshStore> palisade_core::SessionRevocation for RefreshSessions<S> {
                 .await
                 .map_err(|_| palisade_core::RevocationError)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use palisade_core::ManualClock;
+
+    use super::*;
+    use crate::MemoryStore;
+
+    #[tokio::test]
+    async fn reuse_calls_the_hook_once_with_the_family() {
+        let seen: Arc<Mutex<Vec<ReuseEvent>>> = Arc::default();
+        let sink = seen.clone();
+        let sessions = RefreshSessions::new(
+            MemoryStore::new(),
+            KeyRing::parse("k 1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap(),
+        )
+        .with_clock(ManualClock::at_unix(1_800_000_000).shared())
+        .on_reuse(Arc::new(move |e: &ReuseEvent| {
+            sink.lock().unwrap().push(e.clone())
+        }));
+        let device = DeviceBinding::new("d", b"m");
+        let (family, first) = sessions.start("u", &device).await.unwrap();
+        sessions.refresh(first.expose(), &device).await.unwrap();
+        assert_eq!(
+            sessions.refresh(first.expose(), &device).await.unwrap_err(),
+            SessionError::Reused
+        );
+        // Later attempts meet a revoked family: no second reuse event.
+        assert_eq!(
+            sessions.refresh(first.expose(), &device).await.unwrap_err(),
+            SessionError::Revoked
+        );
+        let events = seen.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            vec![ReuseEvent {
+                family,
+                user_id: "u".into(),
+                device_id: "d".into()
+            }]
+        );
     }
 }
