@@ -35,6 +35,9 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "local-login")]
+#[cfg_attr(docsrs, doc(cfg(feature = "local-login")))]
+pub mod local_login;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]

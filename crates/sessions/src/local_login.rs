@@ -1,0 +1,593 @@
+//! Local password login, locked down and off unless enabled (`LOCAL_AUTH_ENABLED`).
+//!
+//! - argon2id at OWASP's current minimum (19 MiB, 2 passes, 1 lane); a stored hash with other
+//!   parameters is re-hashed at the next successful login.
+//! - A password policy in the style of NIST SP 800-63B: 12 to 128 characters, no composition
+//!   rules, refused when it is (or is built on) a common password from the bundled list, or
+//!   contains the account's email name.
+//! - The email must be verified (with a single-use token) before the first login.
+//! - Attempts are limited per account and per client IP (sliding window).
+//! - Unknown accounts cost the same time and get the same answer as a wrong password.
+//! - A successful login starts a refresh family; the caller issues the access token.
+//!
+//! The bundled list is Django's `common-passwords.txt` (BSD-3-Clause, 19,640 entries compiled
+//! by Royce Williams).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use palisade_core::SharedClock;
+
+use crate::service::{RefreshSessions, SessionError};
+use crate::single_use::{Purpose, SingleUseError, SingleUseStore, SingleUseToken, SingleUseTokens};
+use crate::store::{DeviceBinding, FamilyId, RefreshStore};
+use crate::token::RefreshToken;
+
+static COMMON: LazyLock<HashSet<&'static str>> =
+    LazyLock::new(|| include_str!("common-passwords.txt").lines().collect());
+
+/// Why a password was refused at sign-up or change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PasswordRejected {
+    /// Fewer than 12 characters.
+    #[error("passwords have at least 12 characters")]
+    TooShort,
+    /// More than 128 characters.
+    #[error("passwords have at most 128 characters")]
+    TooLong,
+    /// A common or breached password, or one built on one.
+    #[error("this password is too common")]
+    Common,
+    /// Contains the account's email name.
+    #[error("the password contains the email address")]
+    ContainsEmail,
+}
+
+/// Checks a new password against the policy (see the module docs).
+pub fn check_password(password: &str, email: &str) -> Result<(), PasswordRejected> {
+    let chars = password.chars().count();
+    if chars < 12 {
+        return Err(PasswordRejected::TooShort);
+    }
+    if chars > 128 {
+        return Err(PasswordRejected::TooLong);
+    }
+    let lower = password.to_lowercase();
+    // The password itself, or its core with trailing digits and symbols removed
+    // ("password1234!" is "password").
+    let core = lower.trim_end_matches(|c: char| !c.is_alphabetic());
+    let core = core.trim_start_matches(|c: char| !c.is_alphabetic());
+    if COMMON.contains(lower.as_str()) || (core.len() >= 4 && COMMON.contains(core)) {
+        return Err(PasswordRejected::Common);
+    }
+    let name = email.split('@').next().unwrap_or("").to_lowercase();
+    if name.len() >= 4 && lower.contains(&name) {
+        return Err(PasswordRejected::ContainsEmail);
+    }
+    Ok(())
+}
+
+/// A local account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// The user id (also the refresh family's user).
+    pub user_id: String,
+    /// The email, lowercase.
+    pub email: String,
+    /// The argon2id PHC string.
+    pub password_hash: String,
+    /// Whether the email was verified.
+    pub verified: bool,
+}
+
+/// Local accounts in memory (for one process; a database store comes with the PostgreSQL
+/// user store).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryAccounts {
+    inner: Arc<Mutex<HashMap<String, Account>>>,
+}
+
+impl MemoryAccounts {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn get(&self, email: &str) -> Option<Account> {
+        self.inner.lock().ok()?.get(email).cloned()
+    }
+
+    fn put(&self, account: Account) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.insert(account.email.clone(), account);
+        }
+    }
+}
+
+/// Why a login (or sign-up) did not succeed. The client sees one generic message for
+/// `InvalidCredentials`, whatever the cause.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoginError {
+    /// Local login is switched off.
+    #[error("local login is disabled")]
+    Disabled,
+    /// Unknown account or wrong password (indistinguishable on purpose).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// The password was right but the email is not verified yet.
+    #[error("email not verified")]
+    Unverified,
+    /// Too many attempts for this account or client address; retry later.
+    #[error("too many attempts")]
+    TooManyAttempts,
+    /// The password does not meet the policy.
+    #[error("password refused: {0}")]
+    Password(PasswordRejected),
+    /// The account exists already (sign-up).
+    #[error("account exists")]
+    Exists,
+    /// A verification token was refused.
+    #[error("verification failed: {0}")]
+    Token(SingleUseError),
+    /// A store failed (fail closed).
+    #[error("unavailable")]
+    Unavailable,
+}
+
+impl From<SessionError> for LoginError {
+    fn from(_: SessionError) -> Self {
+        LoginError::Unavailable
+    }
+}
+
+/// A successful login.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The user.
+    pub user_id: String,
+    /// The new refresh family.
+    pub family: FamilyId,
+    /// Its first refresh token.
+    pub refresh_token: RefreshToken,
+}
+
+/// Sliding-window attempt counter.
+#[derive(Debug, Default)]
+struct Attempts {
+    by_key: HashMap<String, VecDeque<SystemTime>>,
+}
+
+impl Attempts {
+    fn count(&mut self, key: &str, now: SystemTime, window: Duration) -> usize {
+        let Some(q) = self.by_key.get_mut(key) else {
+            return 0;
+        };
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t).unwrap_or_default() > window)
+        {
+            q.pop_front();
+        }
+        q.len()
+    }
+
+    fn record(&mut self, key: &str, now: SystemTime) {
+        if self.by_key.len() > 100_000 {
+            self.by_key.clear();
+        }
+        self.by_key
+            .entry(key.to_owned())
+            .or_default()
+            .push_back(now);
+    }
+}
+
+/// Local password login (see the module docs).
+#[derive(Debug)]
+pub struct LocalLogin<S, T> {
+    enabled: bool,
+    accounts: MemoryAccounts,
+    sessions: Arc<RefreshSessions<S>>,
+    tokens: Arc<SingleUseTokens<T>>,
+    clock: SharedClock,
+    attempts: Mutex<Attempts>,
+    dummy_hash: String,
+    window: Duration,
+    per_account: usize,
+    per_ip: usize,
+}
+
+fn hasher() -> Argon2<'static> {
+    // OWASP (2025): argon2id, m = 19 MiB, t = 2, p = 1.
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+fn hash(password: &str) -> Result<String, LoginError> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| LoginError::Unavailable)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|_| LoginError::Unavailable)?;
+    hasher()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| LoginError::Unavailable)
+}
+
+impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
+    /// Local login over `accounts`, starting families in `sessions` and verifying emails with
+    /// `tokens`. `enabled` is the `LOCAL_AUTH_ENABLED` setting (false by default).
+    pub fn new(
+        enabled: bool,
+        accounts: MemoryAccounts,
+        sessions: Arc<RefreshSessions<S>>,
+        tokens: Arc<SingleUseTokens<T>>,
+        clock: SharedClock,
+    ) -> Result<Self, LoginError> {
+        Ok(Self {
+            enabled,
+            accounts,
+            sessions,
+            tokens,
+            clock,
+            attempts: Mutex::new(Attempts::default()),
+            dummy_hash: hash("palisade dummy password for timing")?,
+            window: Duration::from_secs(15 * 60),
+            per_account: 5,
+            per_ip: 20,
+        })
+    }
+
+    /// Creates an unverified account and returns the email-verification token to send.
+    pub async fn sign_up(&self, email: &str, password: &str) -> Result<SingleUseToken, LoginError> {
+        if !self.enabled {
+            return Err(LoginError::Disabled);
+        }
+        let email = email.trim().to_lowercase();
+        check_password(password, &email).map_err(LoginError::Password)?;
+        if self.accounts.get(&email).is_some() {
+            return Err(LoginError::Exists);
+        }
+        let account = Account {
+            user_id: format!("local:{email}"),
+            email: email.clone(),
+            password_hash: hash(password)?,
+            verified: false,
+        };
+        self.accounts.put(account.clone());
+        self.tokens
+            .issue(&Purpose::email_verification(), &account.email)
+            .await
+            .map_err(LoginError::Token)
+    }
+
+    /// Consumes an email-verification token and marks the account verified.
+    pub async fn verify_email(&self, token: &str) -> Result<(), LoginError> {
+        let email = self
+            .tokens
+            .consume(&Purpose::email_verification(), token)
+            .await
+            .map_err(LoginError::Token)?;
+        let mut account = self
+            .accounts
+            .get(&email)
+            .ok_or(LoginError::InvalidCredentials)?;
+        account.verified = true;
+        self.accounts.put(account);
+        Ok(())
+    }
+
+    /// Logs in: same time and answer for unknown accounts and wrong passwords.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+        device: &DeviceBinding,
+    ) -> Result<LoggedIn, LoginError> {
+        if !self.enabled {
+            return Err(LoginError::Disabled);
+        }
+        let email = email.trim().to_lowercase();
+        let now = self.clock.now();
+        let (account_key, ip_key) = (format!("a:{email}"), format!("i:{client}"));
+        {
+            let mut attempts = self.attempts.lock().map_err(|_| LoginError::Unavailable)?;
+            if attempts.count(&account_key, now, self.window) >= self.per_account
+                || attempts.count(&ip_key, now, self.window) >= self.per_ip
+            {
+                return Err(LoginError::TooManyAttempts);
+            }
+        }
+        let account = self.accounts.get(&email);
+        let stored: String = account
+            .as_ref()
+            .map_or_else(|| self.dummy_hash.clone(), |a| a.password_hash.clone());
+        let parsed = PasswordHash::new(&stored).map_err(|_| LoginError::Unavailable)?;
+        let ok = hasher()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+            && account.is_some();
+        let Some(mut account) = account.filter(|_| ok) else {
+            let mut attempts = self.attempts.lock().map_err(|_| LoginError::Unavailable)?;
+            attempts.record(&account_key, now);
+            attempts.record(&ip_key, now);
+            return Err(LoginError::InvalidCredentials);
+        };
+        if !account.verified {
+            return Err(LoginError::Unverified);
+        }
+        // Re-hash when the stored parameters are not the current ones.
+        let current = hasher();
+        let params = current.params();
+        let stale = Params::try_from(&parsed).map_or(true, |p| {
+            p.m_cost() != params.m_cost()
+                || p.t_cost() != params.t_cost()
+                || p.p_cost() != params.p_cost()
+        }) || parsed.algorithm.as_str() != "argon2id";
+        if stale {
+            account.password_hash = hash(password)?;
+            self.accounts.put(account.clone());
+        }
+        let (family, refresh_token) = self.sessions.start(&account.user_id, device).await?;
+        Ok(LoggedIn {
+            user_id: account.user_id,
+            family,
+            refresh_token,
+        })
+    }
+
+    /// The stored hash of an account (tests, migrations).
+    pub fn stored_hash(&self, email: &str) -> Option<String> {
+        self.accounts
+            .get(&email.to_lowercase())
+            .map(|a| a.password_hash)
+    }
+
+    /// Stores an account as is (to import users, or in tests with older hash parameters).
+    pub fn import(&self, account: Account) {
+        self.accounts.put(account);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_core::{KeyRing, ManualClock};
+
+    use super::*;
+    use crate::{MemorySingleUseStore, MemoryStore};
+
+    #[test]
+    fn password_policy_table() {
+        let ok = [
+            "correct horse battery staple",
+            "Tr0ub4dor&3-extended",
+            "ünïcødé-pässwörd",
+        ];
+        for p in ok {
+            assert_eq!(check_password(p, "alice@example.com"), Ok(()), "{p}");
+        }
+        let bad = [
+            ("short", PasswordRejected::TooShort),
+            ("elevenchars", PasswordRejected::TooShort),
+            (&"x".repeat(129) as &str, PasswordRejected::TooLong),
+            ("q1w2e3r4t5y6", PasswordRejected::Common),
+            ("password1234", PasswordRejected::Common),
+            ("!!Sunshine2024!!", PasswordRejected::Common),
+            ("my-alicesmith-pass", PasswordRejected::ContainsEmail),
+        ];
+        for (p, want) in bad {
+            assert_eq!(
+                check_password(p, "alicesmith@example.com"),
+                Err(want),
+                "{p}"
+            );
+        }
+        assert!(COMMON.len() > 19_000);
+    }
+
+    async fn login() -> (LocalLogin<MemoryStore, MemorySingleUseStore>, ManualClock) {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        let ring = KeyRing::parse("k 1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap();
+        let sessions = Arc::new(
+            RefreshSessions::new(MemoryStore::new(), ring.clone()).with_clock(clock.shared()),
+        );
+        let tokens = Arc::new(
+            SingleUseTokens::new(MemorySingleUseStore::new(), ring).with_clock(clock.shared()),
+        );
+        (
+            LocalLogin::new(
+                true,
+                MemoryAccounts::new(),
+                sessions,
+                tokens,
+                clock.shared(),
+            )
+            .unwrap(),
+            clock,
+        )
+    }
+
+    fn ip() -> IpAddr {
+        "192.0.2.1".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn sign_up_verify_login() {
+        let (l, _) = login().await;
+        let device = DeviceBinding::new("d", b"m");
+        assert_eq!(
+            l.sign_up("a@example.com", "password1234")
+                .await
+                .unwrap_err(),
+            LoginError::Password(PasswordRejected::Common)
+        );
+        let token = l
+            .sign_up("A@Example.com", "correct horse battery staple")
+            .await
+            .unwrap();
+        assert_eq!(
+            l.sign_up("a@example.com", "another fine passphrase")
+                .await
+                .unwrap_err(),
+            LoginError::Exists
+        );
+        // Right password, unverified email.
+        assert_eq!(
+            l.login(
+                "a@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device
+            )
+            .await
+            .unwrap_err(),
+            LoginError::Unverified
+        );
+        l.verify_email(token.expose()).await.unwrap();
+        assert!(
+            l.verify_email(token.expose()).await.is_err(),
+            "verification tokens are single use"
+        );
+        let ok = l
+            .login(
+                "a@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ok.user_id, "local:a@example.com");
+        // The family works.
+        assert!(
+            l.sessions
+                .refresh(ok.refresh_token.expose(), &device)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn no_enumeration_and_lockouts() {
+        let (l, clock) = login().await;
+        let device = DeviceBinding::new("d", b"m");
+        let token = l
+            .sign_up("b@example.com", "correct horse battery staple")
+            .await
+            .unwrap();
+        l.verify_email(token.expose()).await.unwrap();
+        let wrong = l
+            .login("b@example.com", "wrong wrong wrong!", ip(), &device)
+            .await
+            .unwrap_err();
+        let unknown = l
+            .login("nobody@example.com", "wrong wrong wrong!", ip(), &device)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            wrong, unknown,
+            "same answer whether the account exists or not"
+        );
+        for _ in 0..4 {
+            let _ = l
+                .login("b@example.com", "wrong wrong wrong!", ip(), &device)
+                .await;
+        }
+        // Five failures: locked, even with the right password.
+        assert_eq!(
+            l.login(
+                "b@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device
+            )
+            .await
+            .unwrap_err(),
+            LoginError::TooManyAttempts
+        );
+        clock.advance(Duration::from_secs(15 * 60 + 1));
+        assert!(
+            l.login(
+                "b@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device
+            )
+            .await
+            .is_ok()
+        );
+        // Per address: 20 failures across accounts lock the address.
+        let other: IpAddr = "198.51.100.9".parse().unwrap();
+        for i in 0..20 {
+            let _ = l
+                .login(
+                    &format!("x{i}@example.com"),
+                    "wrong wrong wrong!",
+                    other,
+                    &device,
+                )
+                .await;
+        }
+        assert_eq!(
+            l.login(
+                "b@example.com",
+                "correct horse battery staple",
+                other,
+                &device
+            )
+            .await
+            .unwrap_err(),
+            LoginError::TooManyAttempts
+        );
+    }
+
+    #[tokio::test]
+    async fn old_parameters_are_rehashed_and_disabled_means_disabled() {
+        let (l, _) = login().await;
+        let weak = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8 * 1024, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(&[7u8; 16]).unwrap();
+        let old = weak
+            .hash_password(b"correct horse battery staple", &salt)
+            .unwrap()
+            .to_string();
+        l.import(Account {
+            user_id: "u".into(),
+            email: "c@example.com".into(),
+            password_hash: old.clone(),
+            verified: true,
+        });
+        let device = DeviceBinding::new("d", b"m");
+        assert!(
+            l.login(
+                "c@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device
+            )
+            .await
+            .is_ok()
+        );
+        let new = l.stored_hash("c@example.com").unwrap();
+        assert_ne!(new, old);
+        assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
+
+        let (mut off, _) = login().await;
+        off.enabled = false;
+        assert_eq!(
+            off.login("c@example.com", "x", ip(), &device)
+                .await
+                .unwrap_err(),
+            LoginError::Disabled
+        );
+    }
+}
