@@ -11,17 +11,23 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http::StatusCode;
 use http::{HeaderName, Method, header};
+use palisade::authn::KeySource;
+use palisade::authn::local::{LocalClaims, LocalJwtIssuer};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
 use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
 use palisade::core::{
-    ClientIpLayer, Finding, Identity, KeyRing, Posture, PostureError, Rejection, RejectionKind,
-    Surface, TrustedProxies,
+    ClientIp, ClientIpLayer, Finding, Identity, KeyRing, Posture, PostureError, Rejection,
+    RejectionKind, Surface, TrustedProxies,
 };
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
-use palisade::sessions::{DeviceBinding, MemoryStore, RefreshSessions, SessionError};
+use palisade::sessions::local_login::{LocalLogin, LoginError, MemoryAccounts};
+use palisade::sessions::single_use::{Purpose, SingleUseToken, SingleUseTokens};
+use palisade::sessions::{
+    DeviceBinding, MemorySingleUseStore, MemoryStore, RefreshSessions, SessionError,
+};
 use serde_json::{Value, json};
 
 use crate::Settings;
@@ -103,7 +109,34 @@ pub(crate) async fn build(
     }
 
     // Authentication: `/api/` accepts `api` tokens, `/admin/` `global-admin` tokens with MFA.
-    let mut auth = Authenticator::builder().profile(profile);
+    let ring = match &settings.session_keys {
+        Some(text) => KeyRing::parse(text)?,
+        None if !profile.is_production() => {
+            tracing::warn!(
+                "PALISADE_DEMO_SESSION_KEYS is not set: using a throwaway development key"
+            );
+            let mut material = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
+            use base64::Engine as _;
+            KeyRing::parse(&format!(
+                "dev 1 {}",
+                base64::engine::general_purpose::STANDARD.encode(material)
+            ))?
+        }
+        None => return Err("PALISADE_DEMO_SESSION_KEYS is required in production".into()),
+    };
+    // Local accounts get local JWTs (EdDSA, from the same ring) and refresh families.
+    let local_issuer_url = format!(
+        "https://{}/local",
+        settings.public_host.as_deref().unwrap_or("localhost")
+    );
+    let local_jwt = LocalJwtIssuer::builder(&local_issuer_url)
+        .profile(profile)
+        .key_ring(ring.clone())
+        .build()?;
+    let mut auth = Authenticator::builder().profile(profile).issuer(
+        IssuerConfig::new(&local_issuer_url)?.key_source(KeySource::Static(local_jwt.key_set())),
+    );
     match &settings.oidc_issuer {
         Some(issuer) => auth = auth.issuer(IssuerConfig::new(issuer)?),
         None => tracing::warn!("PALISADE_DEMO_OIDC_ISSUER is not set: every token is refused"),
@@ -121,7 +154,13 @@ pub(crate) async fn build(
     };
     let api_policy = SurfacePolicy::new(Surface::API)
         .audiences(["api"])
-        .authorized_parties(&settings.api_clients);
+        .authorized_parties(
+            settings
+                .api_clients
+                .iter()
+                .map(String::as_str)
+                .chain([LOCAL_CLIENT]),
+        );
     let surfaces = auth.as_ref().map(|auth| {
         let api = auth.layer(api_policy.clone());
         let admin = auth.layer(
@@ -173,23 +212,24 @@ pub(crate) async fn build(
         .limits(Duration::from_secs(3600), Duration::from_secs(60));
     // Refresh-token sessions (in memory): /api/session starts one for the caller, /auth/refresh
     // rotates, /auth/logout revokes.
-    let ring = match &settings.session_keys {
-        Some(text) => KeyRing::parse(text)?,
-        None if !profile.is_production() => {
-            tracing::warn!(
-                "PALISADE_DEMO_SESSION_KEYS is not set: using a throwaway development key"
-            );
-            let mut material = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
-            use base64::Engine as _;
-            KeyRing::parse(&format!(
-                "dev 1 {}",
-                base64::engine::general_purpose::STANDARD.encode(material)
-            ))?
-        }
-        None => return Err("PALISADE_DEMO_SESSION_KEYS is required in production".into()),
-    };
-    let sessions = Arc::new(RefreshSessions::new(MemoryStore::new(), ring));
+    let sessions = Arc::new(RefreshSessions::new(MemoryStore::new(), ring.clone()));
+    // Local access tokens stop working within 30 s of their family's revocation.
+    let api_auth =
+        api_auth.with_revocation(&local_issuer_url, sessions.clone(), Duration::from_secs(30));
+    let tokens = Arc::new(SingleUseTokens::new(MemorySingleUseStore::new(), ring));
+    let local = Arc::new(LocalAuth {
+        login: LocalLogin::new(
+            settings.local_auth_enabled,
+            MemoryAccounts::new(),
+            sessions.clone(),
+            tokens.clone(),
+            palisade::core::SystemClock::shared(),
+        )
+        .map_err(|e| format!("local login: {e}"))?,
+        tokens,
+        jwt: local_jwt,
+        outbox: settings.mail_outbox,
+    });
     let api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
@@ -200,7 +240,13 @@ pub(crate) async fn build(
         .layer(Extension(tickets));
     let auth_routes = Router::new()
         .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout));
+        .route("/auth/logout", post(logout))
+        .route("/auth/signup", post(signup))
+        .route("/auth/verify", post(verify_email))
+        .route("/auth/login", post(local_login))
+        .route("/auth/reset/request", post(reset_request))
+        .route("/auth/reset/confirm", post(reset_confirm))
+        .layer(Extension(local));
     let api = api.merge(auth_routes).layer(Extension(sessions));
     let admin_routes = Router::new()
         .route("/admin/", get(admin_home))
@@ -274,6 +320,152 @@ async fn admin_home() -> Json<Value> {
 }
 
 type Sessions = Arc<RefreshSessions<MemoryStore>>;
+
+/// The `azp` of local access tokens.
+const LOCAL_CLIENT: &str = "palisade-local";
+
+/// Local accounts: login, verification and reset tokens, local JWTs.
+struct LocalAuth {
+    login: LocalLogin<MemoryStore, MemorySingleUseStore>,
+    tokens: Arc<SingleUseTokens<MemorySingleUseStore>>,
+    jwt: LocalJwtIssuer,
+    /// Stand-in for email in the demo: answers carry the mail they would have sent.
+    outbox: bool,
+}
+
+type Local = Arc<LocalAuth>;
+
+fn login_error(err: LoginError) -> axum::response::Response {
+    let (kind, status) = match &err {
+        LoginError::Disabled => (RejectionKind::NotFound, None),
+        LoginError::TooManyAttempts => (RejectionKind::TooManyRequests, None),
+        LoginError::Unavailable => (RejectionKind::Unavailable, None),
+        LoginError::Password(_) | LoginError::Exists => (
+            RejectionKind::Forbidden,
+            Some(StatusCode::UNPROCESSABLE_ENTITY),
+        ),
+        _ => (RejectionKind::Unauthenticated, None),
+    };
+    match status {
+        // Policy answers are for the person choosing a password: say which rule.
+        Some(code) => (code, Json(json!({ "error": err.to_string() }))).into_response(),
+        None => Rejection::new(kind, err)
+            .into_response::<axum::body::Body>()
+            .into_response(),
+    }
+}
+
+fn mail(local: &LocalAuth, token: &SingleUseToken) -> Value {
+    if local.outbox {
+        json!({ "mail": { "token": token.expose() } })
+    } else {
+        json!({})
+    }
+}
+
+async fn signup(
+    Extension(local): Extension<Local>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let (Some(email), Some(password)) = (body["email"].as_str(), body["password"].as_str()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match local.login.sign_up(email, password).await {
+        Ok(token) => (StatusCode::ACCEPTED, Json(mail(&local, &token))).into_response(),
+        Err(e) => login_error(e),
+    }
+}
+
+async fn verify_email(
+    Extension(local): Extension<Local>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    match local
+        .login
+        .verify_email(body["token"].as_str().unwrap_or(""))
+        .await
+    {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => login_error(e),
+    }
+}
+
+async fn local_login(
+    Extension(local): Extension<Local>,
+    client: Option<Extension<ClientIp>>,
+    headers: http::HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let (Some(email), Some(password), Some(device), Some(Extension(ClientIp(ip)))) = (
+        body["email"].as_str(),
+        body["password"].as_str(),
+        device(&headers),
+        client,
+    ) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match local.login.login(email, password, ip, &device).await {
+        Ok(done) => {
+            let claims = LocalClaims::new(&done.user_id, ["api"])
+                .authorized_party(LOCAL_CLIENT)
+                .session_id(done.family.as_str())
+                .amr(["pwd"]);
+            match local.jwt.issue(&claims) {
+                Ok(access) => Json(json!({
+                    "access_token": access,
+                    "refresh_token": done.refresh_token.expose(),
+                    "family": done.family.as_str(),
+                }))
+                .into_response(),
+                Err(_) => login_error(LoginError::Unavailable),
+            }
+        }
+        Err(e) => login_error(e),
+    }
+}
+
+async fn reset_request(
+    Extension(local): Extension<Local>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    // Same answer whether the account exists or not; the mail goes only to real accounts (in
+    // the demo, the outbox shows it).
+    let email = body["email"].as_str().unwrap_or("").trim().to_lowercase();
+    let token = if local.login.stored_hash(&email).is_some() {
+        local
+            .tokens
+            .issue(&Purpose::password_reset(), &email)
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let body = match &token {
+        Some(t) => mail(&local, t),
+        None => json!({}),
+    };
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+async fn reset_confirm(
+    Extension(local): Extension<Local>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let (Some(token), Some(password)) = (body["token"].as_str(), body["password"].as_str()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match local
+        .tokens
+        .consume(&Purpose::password_reset(), token)
+        .await
+    {
+        Ok(email) => match local.login.set_password(&email, password).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => login_error(e),
+        },
+        Err(e) => login_error(LoginError::Token(e)),
+    }
+}
 
 /// The device a refresh comes from: `X-Device-Id` plus the User-Agent as metadata.
 fn device(headers: &http::HeaderMap) -> Option<DeviceBinding> {

@@ -17,6 +17,8 @@
 //! | `PALISADE_DEMO_OIDC_ISSUER` | (none: every token refused) | the Keycloak realm URL whose tokens `/api/` and `/admin/` accept |
 //! | `PALISADE_DEMO_API_CLIENTS` | the test personas | `azp` values accepted on `/api/` (audience `api`) |
 //! | `PALISADE_DEMO_ADMIN_CLIENTS` | the test personas | `azp` values accepted on `/admin/` (audience `global-admin`, MFA required) |
+//! | `LOCAL_AUTH_ENABLED` | `false` | local password accounts (`/auth/signup`, `/auth/verify`, `/auth/login`, `/auth/reset/*`) |
+//! | `PALISADE_DEMO_MAIL_OUTBOX` | `false` | stand-in for email: answers carry the verification or reset token they would have mailed (tests only) |
 //! | `PALISADE_DEMO_SESSION_KEYS` | throwaway key in development | key ring (see `palisade_core::keyring`) hashing refresh tokens; required in production |
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
@@ -50,6 +52,8 @@ pub(crate) struct Settings {
     pub(crate) api_clients: Vec<String>,
     pub(crate) admin_clients: Vec<String>,
     pub(crate) session_keys: Option<String>,
+    pub(crate) local_auth_enabled: bool,
+    pub(crate) mail_outbox: bool,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -87,6 +91,8 @@ impl Settings {
                 "api-user,api-user-es,api-user-ed,multi-aud,other-tenant",
             )),
             session_keys: std::env::var("PALISADE_DEMO_SESSION_KEYS").ok(),
+            local_auth_enabled: env_or("LOCAL_AUTH_ENABLED", "false") == "true",
+            mail_outbox: env_or("PALISADE_DEMO_MAIL_OUTBOX", "false") == "true",
             admin_clients: list(&env_or(
                 "PALISADE_DEMO_ADMIN_CLIENTS",
                 "admin-mfa,admin-no-mfa",

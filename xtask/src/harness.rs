@@ -128,6 +128,8 @@ pub(crate) fn demo_env(
         ("PALISADE_DEMO_TLS_KEY", pki.key_path.display().to_string()),
         ("ADMIN_HOSTNAME", ADMIN_HOST.to_owned()),
         ("PALISADE_DEMO_PUBLIC_HOST", PUBLIC_HOST.to_owned()),
+        ("LOCAL_AUTH_ENABLED", "true".to_owned()),
+        ("PALISADE_DEMO_MAIL_OUTBOX", "true".to_owned()),
         // A throwaway key ring for refresh-token hashing (test material only).
         (
             "PALISADE_DEMO_SESSION_KEYS",
@@ -184,6 +186,11 @@ pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::to
             pki.cert_path.display().to_string(),
         ),
         ("PALISADE_DEMO_TLS_KEY", pki.key_path.display().to_string()),
+        ("PALISADE_DEMO_TRUSTED_PROXIES", "0.0.0.0/0".to_owned()),
+        (
+            "PALISADE_DEMO_SESSION_KEYS",
+            "tour 1 dG91ci1vbmx5LXNlc3Npb24ta2V5LW5vdC1hLXNlY3JldCE=".to_owned(),
+        ),
     ];
     let attack = "start production with a weak config";
     match run_to_exit(binary, &envs) {
@@ -192,6 +199,7 @@ pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::to
                 "cors-localhost-origin",
                 "cors-http-origin",
                 "admin-host-not-a-name",
+                "proxy-trusts-everyone",
             ];
             let listed = codes.iter().all(|c| stderr.contains(c));
             crate::tour::Row::new(

@@ -779,6 +779,7 @@ async fn auth_rows(target: &Target, http: &Client) -> Vec<Row> {
     }
     rows.extend(websocket_rows(target, http, &good).await);
     rows.extend(session_rows(target, http).await);
+    rows.extend(local_account_rows(target, http).await);
     // The identity carries the tenant from the token.
     match http
         .get(&api)
@@ -976,6 +977,149 @@ async fn session_rows(target: &Target, http: &Client) -> Vec<Row> {
         "204 logout, then 401",
         format!("{a} then {b}"),
         a == 204 && b == 401,
+    ));
+    rows
+}
+
+/// Local accounts: password policy, email verification, login, reset tokens.
+async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
+    let base = format!("https://{PUBLIC_HOST}:{}", target.https.port());
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-device-id", "laptop")
+            .header(header::USER_AGENT, "palisade-tour/1")
+            .body(body.to_string())
+            .send()
+    };
+    let status = |res: &Result<Response, reqwest::Error>| {
+        res.as_ref().map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    let json = |res: Result<Response, reqwest::Error>| async move {
+        match res {
+            Ok(r) => r.json_or_default().await,
+            Err(_) => serde_json::Value::Null,
+        }
+    };
+    let email = format!("tour-{}@example.com", std::process::id());
+    let password = "correct horse battery staple";
+    let mut rows = Vec::new();
+
+    let common = post(
+        "/auth/signup",
+        serde_json::json!({"email": email, "password": "Password1234!"}),
+    )
+    .await;
+    rows.push(Row::new(
+        "sign up with a common password",
+        "422",
+        status(&common).to_string(),
+        status(&common) == 422,
+    ));
+
+    let signed = json(
+        post(
+            "/auth/signup",
+            serde_json::json!({"email": email, "password": password}),
+        )
+        .await,
+    )
+    .await;
+    let verification = signed["mail"]["token"].as_str().unwrap_or("").to_owned();
+    let early = post(
+        "/auth/login",
+        serde_json::json!({"email": email, "password": password}),
+    )
+    .await;
+    rows.push(Row::new(
+        "log in before verifying the email",
+        "401",
+        status(&early).to_string(),
+        status(&early) == 401,
+    ));
+
+    let verified = post("/auth/verify", serde_json::json!({"token": verification})).await;
+    let again = post("/auth/verify", serde_json::json!({"token": verification})).await;
+    let (a, b) = (status(&verified), status(&again));
+    rows.push(Row::new(
+        "reuse a spent verification link",
+        "204 then 401",
+        format!("{a} then {b}"),
+        a == 204 && b == 401,
+    ));
+
+    let logged = json(
+        post(
+            "/auth/login",
+            serde_json::json!({"email": email, "password": password}),
+        )
+        .await,
+    )
+    .await;
+    let access = logged["access_token"].as_str().unwrap_or("").to_owned();
+    let refresh = logged["refresh_token"].as_str().unwrap_or("").to_owned();
+    let hello = http
+        .get(format!("{base}/api/hello"))
+        .header(header::AUTHORIZATION, format!("Bearer {access}"))
+        .send()
+        .await;
+    rows.push(Row::new(
+        "local login, then the API with its local JWT",
+        "200",
+        status(&hello).to_string(),
+        !access.is_empty() && status(&hello) == 200,
+    ));
+
+    let wrong = post(
+        "/auth/login",
+        serde_json::json!({"email": email, "password": "not the password!"}),
+    )
+    .await;
+    let unknown = post(
+        "/auth/login",
+        serde_json::json!({"email": "nobody-at-all@example.com", "password": "not the password!"}),
+    )
+    .await;
+    let (a, b) = (status(&wrong), status(&unknown));
+    let (wa, wb) = (json(wrong).await, json(unknown).await);
+    rows.push(Row::new(
+        "tell existing accounts from unknown ones",
+        "same 401, same body",
+        format!("{a} / {b}"),
+        a == 401 && b == 401 && wa == wb,
+    ));
+
+    let reset = json(post("/auth/reset/request", serde_json::json!({"email": email})).await).await;
+    let reset_token = reset["mail"]["token"].as_str().unwrap_or("").to_owned();
+    let new_password = "a different long passphrase";
+    let first = post(
+        "/auth/reset/confirm",
+        serde_json::json!({"token": reset_token, "password": new_password}),
+    )
+    .await;
+    let second = post(
+        "/auth/reset/confirm",
+        serde_json::json!({"token": reset_token, "password": "yet another passphrase!"}),
+    )
+    .await;
+    let (a, b) = (status(&first), status(&second));
+    rows.push(Row::new(
+        "use a password-reset token twice",
+        "204 then 401",
+        format!("{a} then {b}"),
+        a == 204 && b == 401,
+    ));
+
+    let stale = post(
+        "/auth/refresh",
+        serde_json::json!({"refresh_token": refresh}),
+    )
+    .await;
+    rows.push(Row::new(
+        "refresh a session after a password reset",
+        "401 (logged out everywhere)",
+        status(&stale).to_string(),
+        status(&stale) == 401,
     ));
     rows
 }

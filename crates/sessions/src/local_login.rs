@@ -342,6 +342,25 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
         })
     }
 
+    /// Sets a new password (after a reset): checks the policy, re-hashes, revokes the
+    /// account's outstanding single-use tokens and logs it out everywhere.
+    pub async fn set_password(&self, email: &str, password: &str) -> Result<(), LoginError> {
+        let email = email.trim().to_lowercase();
+        check_password(password, &email).map_err(LoginError::Password)?;
+        let mut account = self
+            .accounts
+            .get(&email)
+            .ok_or(LoginError::InvalidCredentials)?;
+        account.password_hash = hash(password)?;
+        self.accounts.put(account.clone());
+        self.tokens
+            .revoke_subject(&email)
+            .await
+            .map_err(LoginError::Token)?;
+        self.sessions.logout_everywhere(&account.user_id).await?;
+        Ok(())
+    }
+
     /// The stored hash of an account (tests, migrations).
     pub fn stored_hash(&self, email: &str) -> Option<String> {
         self.accounts
