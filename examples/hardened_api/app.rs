@@ -431,7 +431,7 @@ async fn reset_request(
     // Same answer whether the account exists or not; the mail goes only to real accounts (in
     // the demo, the outbox shows it).
     let email = body["email"].as_str().unwrap_or("").trim().to_lowercase();
-    let token = if local.login.stored_hash(&email).is_some() {
+    let token = if matches!(local.login.stored_hash(&email).await, Ok(Some(_))) {
         local
             .tokens
             .issue(&Purpose::password_reset(), &email)

@@ -53,6 +53,8 @@ mod token;
 pub use memory::{MemorySingleUseStore, MemoryStore};
 #[cfg(feature = "postgres")]
 pub use postgres_store::PostgresStore;
+#[cfg(all(feature = "redis", feature = "local-login"))]
+pub use redis_store::RedisAccounts;
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};

@@ -14,6 +14,7 @@
 //! by Royce Williams).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
@@ -24,7 +25,7 @@ use palisade_core::SharedClock;
 
 use crate::service::{RefreshSessions, SessionError};
 use crate::single_use::{Purpose, SingleUseError, SingleUseStore, SingleUseToken, SingleUseTokens};
-use crate::store::{DeviceBinding, FamilyId, RefreshStore};
+use crate::store::{DeviceBinding, FamilyId, RefreshStore, StoreError};
 use crate::token::RefreshToken;
 
 static COMMON: LazyLock<HashSet<&'static str>> =
@@ -85,8 +86,23 @@ pub struct Account {
     pub verified: bool,
 }
 
-/// Local accounts in memory (for one process; a database store comes with the PostgreSQL
-/// user store).
+/// Where local accounts live. Every operation is atomic on its own.
+pub trait AccountStore: Send + Sync + 'static {
+    /// Creates `account`; `false` when the email is taken (nothing changes then).
+    fn create(&self, account: &Account) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The account of `email` (lowercase), if any.
+    fn get(&self, email: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
+    /// Replaces the password hash; `false` for an unknown account.
+    fn set_password_hash(
+        &self,
+        email: &str,
+        hash: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Marks the email verified; `false` for an unknown account.
+    fn mark_verified(&self, email: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Local accounts in memory, for one process. Clones share the store.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryAccounts {
     inner: Arc<Mutex<HashMap<String, Account>>>,
@@ -98,14 +114,41 @@ impl MemoryAccounts {
         Self::default()
     }
 
-    fn get(&self, email: &str) -> Option<Account> {
-        self.inner.lock().ok()?.get(email).cloned()
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Account>>, StoreError> {
+        self.inner
+            .lock()
+            .map_err(|_| StoreError::new("lock poisoned", None))
+    }
+}
+
+impl AccountStore for MemoryAccounts {
+    async fn create(&self, account: &Account) -> Result<bool, StoreError> {
+        let mut map = self.lock()?;
+        if map.contains_key(&account.email) {
+            return Ok(false);
+        }
+        map.insert(account.email.clone(), account.clone());
+        Ok(true)
     }
 
-    fn put(&self, account: Account) {
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(account.email.clone(), account);
-        }
+    async fn get(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock()?.get(email).cloned())
+    }
+
+    async fn set_password_hash(&self, email: &str, hash: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()?
+            .get_mut(email)
+            .map(|a| a.password_hash = hash.to_owned())
+            .is_some())
+    }
+
+    async fn mark_verified(&self, email: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()?
+            .get_mut(email)
+            .map(|a| a.verified = true)
+            .is_some())
     }
 }
 
@@ -138,6 +181,13 @@ pub enum LoginError {
     /// A store failed (fail closed).
     #[error("unavailable")]
     Unavailable,
+}
+
+impl From<StoreError> for LoginError {
+    fn from(err: StoreError) -> Self {
+        tracing::error!(target: "palisade::sessions", %err, "account store failed");
+        LoginError::Unavailable
+    }
 }
 
 impl From<SessionError> for LoginError {
@@ -190,9 +240,9 @@ impl Attempts {
 
 /// Local password login (see the module docs).
 #[derive(Debug)]
-pub struct LocalLogin<S, T> {
+pub struct LocalLogin<S, T, A = MemoryAccounts> {
     enabled: bool,
-    accounts: MemoryAccounts,
+    accounts: A,
     sessions: Arc<RefreshSessions<S>>,
     tokens: Arc<SingleUseTokens<T>>,
     clock: SharedClock,
@@ -219,12 +269,12 @@ fn hash(password: &str) -> Result<String, LoginError> {
         .map_err(|_| LoginError::Unavailable)
 }
 
-impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
+impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
     /// Local login over `accounts`, starting families in `sessions` and verifying emails with
     /// `tokens`. `enabled` is the `LOCAL_AUTH_ENABLED` setting (false by default).
     pub fn new(
         enabled: bool,
-        accounts: MemoryAccounts,
+        accounts: A,
         sessions: Arc<RefreshSessions<S>>,
         tokens: Arc<SingleUseTokens<T>>,
         clock: SharedClock,
@@ -250,16 +300,15 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
         }
         let email = email.trim().to_lowercase();
         check_password(password, &email).map_err(LoginError::Password)?;
-        if self.accounts.get(&email).is_some() {
-            return Err(LoginError::Exists);
-        }
         let account = Account {
             user_id: format!("local:{email}"),
             email: email.clone(),
             password_hash: hash(password)?,
             verified: false,
         };
-        self.accounts.put(account.clone());
+        if !self.accounts.create(&account).await? {
+            return Err(LoginError::Exists);
+        }
         self.tokens
             .issue(&Purpose::email_verification(), &account.email)
             .await
@@ -273,12 +322,9 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
             .consume(&Purpose::email_verification(), token)
             .await
             .map_err(LoginError::Token)?;
-        let mut account = self
-            .accounts
-            .get(&email)
-            .ok_or(LoginError::InvalidCredentials)?;
-        account.verified = true;
-        self.accounts.put(account);
+        if !self.accounts.mark_verified(&email).await? {
+            return Err(LoginError::InvalidCredentials);
+        }
         Ok(())
     }
 
@@ -304,7 +350,7 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
                 return Err(LoginError::TooManyAttempts);
             }
         }
-        let account = self.accounts.get(&email);
+        let account = self.accounts.get(&email).await?;
         let stored: String = account
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |a| a.password_hash.clone());
@@ -332,7 +378,9 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
         }) || parsed.algorithm.as_str() != "argon2id";
         if stale {
             account.password_hash = hash(password)?;
-            self.accounts.put(account.clone());
+            self.accounts
+                .set_password_hash(&email, &account.password_hash)
+                .await?;
         }
         let (family, refresh_token) = self.sessions.start(&account.user_id, device).await?;
         Ok(LoggedIn {
@@ -347,12 +395,14 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
     pub async fn set_password(&self, email: &str, password: &str) -> Result<(), LoginError> {
         let email = email.trim().to_lowercase();
         check_password(password, &email).map_err(LoginError::Password)?;
-        let mut account = self
+        let account = self
             .accounts
             .get(&email)
+            .await?
             .ok_or(LoginError::InvalidCredentials)?;
-        account.password_hash = hash(password)?;
-        self.accounts.put(account.clone());
+        self.accounts
+            .set_password_hash(&email, &hash(password)?)
+            .await?;
         self.tokens
             .revoke_subject(&email)
             .await
@@ -362,15 +412,18 @@ impl<S: RefreshStore, T: SingleUseStore> LocalLogin<S, T> {
     }
 
     /// The stored hash of an account (tests, migrations).
-    pub fn stored_hash(&self, email: &str) -> Option<String> {
-        self.accounts
-            .get(&email.to_lowercase())
-            .map(|a| a.password_hash)
+    pub async fn stored_hash(&self, email: &str) -> Result<Option<String>, LoginError> {
+        Ok(self
+            .accounts
+            .get(&email.trim().to_lowercase())
+            .await?
+            .map(|a| a.password_hash))
     }
 
-    /// Stores an account as is (to import users, or in tests with older hash parameters).
-    pub fn import(&self, account: Account) {
-        self.accounts.put(account);
+    /// Stores an account as is (to import users, or in tests with older hash parameters);
+    /// `false` when the email is taken.
+    pub async fn import(&self, account: Account) -> Result<bool, LoginError> {
+        Ok(self.accounts.create(&account).await?)
     }
 }
 
@@ -579,12 +632,16 @@ mod tests {
             .hash_password(b"correct horse battery staple", &salt)
             .unwrap()
             .to_string();
-        l.import(Account {
-            user_id: "u".into(),
-            email: "c@example.com".into(),
-            password_hash: old.clone(),
-            verified: true,
-        });
+        assert!(
+            l.import(Account {
+                user_id: "u".into(),
+                email: "c@example.com".into(),
+                password_hash: old.clone(),
+                verified: true,
+            })
+            .await
+            .unwrap()
+        );
         let device = DeviceBinding::new("d", b"m");
         assert!(
             l.login(
@@ -596,7 +653,7 @@ mod tests {
             .await
             .is_ok()
         );
-        let new = l.stored_hash("c@example.com").unwrap();
+        let new = l.stored_hash("c@example.com").await.unwrap().unwrap();
         assert_ne!(new, old);
         assert!(new.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{new}");
 

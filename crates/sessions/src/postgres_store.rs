@@ -94,6 +94,17 @@ CREATE INDEX IF NOT EXISTS palisade_single_use_subject ON palisade_single_use (s
 CREATE INDEX IF NOT EXISTS palisade_single_use_expiry ON palisade_single_use (expires_at);
 ",
     ),
+    (
+        4,
+        r"
+CREATE TABLE IF NOT EXISTS palisade_accounts (
+    email TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    verified BOOLEAN NOT NULL DEFAULT FALSE
+);
+",
+    ),
 ];
 
 fn err(message: &str, e: sqlx::Error) -> StoreError {
@@ -340,5 +351,58 @@ impl crate::single_use::SingleUseStore for PostgresStore {
             .await
             .map_err(|e| err("purge tokens", e))?;
         Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
+    }
+}
+
+#[cfg(feature = "local-login")]
+impl crate::local_login::AccountStore for PostgresStore {
+    async fn create(&self, account: &crate::local_login::Account) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO palisade_accounts (email, user_id, password_hash, verified) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&account.email)
+        .bind(&account.user_id)
+        .bind(&account.password_hash)
+        .bind(account.verified)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| err("create account", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get(&self, email: &str) -> Result<Option<crate::local_login::Account>, StoreError> {
+        let row = sqlx::query("SELECT email, user_id, password_hash, verified FROM palisade_accounts WHERE email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| err("read account", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let get = |e| err("decode account", e);
+        Ok(Some(crate::local_login::Account {
+            email: row.try_get("email").map_err(get)?,
+            user_id: row.try_get("user_id").map_err(get)?,
+            password_hash: row.try_get("password_hash").map_err(get)?,
+            verified: row.try_get("verified").map_err(get)?,
+        }))
+    }
+
+    async fn set_password_hash(&self, email: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE palisade_accounts SET password_hash = $2 WHERE email = $1")
+            .bind(email)
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("update account", e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn mark_verified(&self, email: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE palisade_accounts SET verified = TRUE WHERE email = $1")
+            .bind(email)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("verify account", e))?;
+        Ok(done.rows_affected() == 1)
     }
 }

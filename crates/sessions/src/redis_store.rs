@@ -355,3 +355,113 @@ impl crate::single_use::SingleUseStore for RedisSingleUseStore {
         Ok(0)
     }
 }
+
+#[cfg(feature = "local-login")]
+const CREATE_ACCOUNT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'user_id', ARGV[1], 'password_hash', ARGV[2], 'verified', ARGV[3])
+return 1
+";
+
+#[cfg(feature = "local-login")]
+const UPDATE_ACCOUNT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Local accounts in Redis: one hash per account, `<prefix>:acct:{<email>}`. Accounts are
+/// durable data: these keys have no TTL.
+#[cfg(feature = "local-login")]
+#[derive(Clone)]
+pub struct RedisAccounts {
+    conn: MultiplexedConnection,
+    prefix: Arc<str>,
+    create: Arc<Script>,
+    update: Arc<Script>,
+}
+
+#[cfg(feature = "local-login")]
+impl std::fmt::Debug for RedisAccounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisAccounts")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "local-login")]
+impl RedisAccounts {
+    /// Shares `store`'s connection; keys start with its prefix.
+    pub fn new(store: &RedisStore) -> Self {
+        Self {
+            conn: store.conn.clone(),
+            prefix: store.prefix.clone(),
+            create: Arc::new(Script::new(CREATE_ACCOUNT)),
+            update: Arc::new(Script::new(UPDATE_ACCOUNT)),
+        }
+    }
+
+    fn key(&self, email: &str) -> String {
+        format!("{}:acct:{{{email}}}", self.prefix)
+    }
+
+    async fn update(&self, email: &str, field: &str, value: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = self
+            .update
+            .key(self.key(email))
+            .arg(field)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err("update account", e))?;
+        Ok(done == 1)
+    }
+}
+
+#[cfg(feature = "local-login")]
+impl crate::local_login::AccountStore for RedisAccounts {
+    async fn create(&self, account: &crate::local_login::Account) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let done: i64 = self
+            .create
+            .key(self.key(&account.email))
+            .arg(&account.user_id)
+            .arg(&account.password_hash)
+            .arg(if account.verified { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err("create account", e))?;
+        Ok(done == 1)
+    }
+
+    async fn get(&self, email: &str) -> Result<Option<crate::local_login::Account>, StoreError> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key(email))
+            .arg("user_id")
+            .arg("password_hash")
+            .arg("verified")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| err("read account", e))?;
+        match fields.as_slice() {
+            [Some(user_id), Some(hash), Some(verified)] => Ok(Some(crate::local_login::Account {
+                user_id: user_id.clone(),
+                email: email.to_owned(),
+                password_hash: hash.clone(),
+                verified: verified == "1",
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    async fn set_password_hash(&self, email: &str, hash: &str) -> Result<bool, StoreError> {
+        self.update(email, "password_hash", hash).await
+    }
+
+    async fn mark_verified(&self, email: &str) -> Result<bool, StoreError> {
+        self.update(email, "verified", "1").await
+    }
+}

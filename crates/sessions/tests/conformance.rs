@@ -606,3 +606,105 @@ fn plaintext_stores_off_this_machine_are_refused_in_production() {
         assert_eq!(posture.finish().is_err(), refused, "{url}");
     }
 }
+
+#[cfg(feature = "local-login")]
+mod accounts_suite {
+    use palisade_sessions::local_login::{Account, AccountStore};
+
+    fn account(email: &str) -> Account {
+        Account {
+            user_id: format!("local:{email}"),
+            email: email.to_owned(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA".to_owned(),
+            verified: false,
+        }
+    }
+
+    pub(super) async fn lifecycle<A: AccountStore>(store: A) {
+        assert!(store.get("a@example.com").await.unwrap().is_none());
+        assert!(store.create(&account("a@example.com")).await.unwrap());
+        // Taken: nothing changes.
+        let mut other = account("a@example.com");
+        other.password_hash = "other".into();
+        assert!(!store.create(&other).await.unwrap());
+        let got = store.get("a@example.com").await.unwrap().unwrap();
+        assert_eq!(got.password_hash, account("a@example.com").password_hash);
+        assert!(!got.verified);
+        assert!(store.mark_verified("a@example.com").await.unwrap());
+        assert!(
+            store
+                .set_password_hash("a@example.com", "new-hash")
+                .await
+                .unwrap()
+        );
+        let got = store.get("a@example.com").await.unwrap().unwrap();
+        assert!(got.verified);
+        assert_eq!(got.password_hash, "new-hash");
+        assert!(!store.mark_verified("nobody@example.com").await.unwrap());
+        assert!(
+            !store
+                .set_password_hash("nobody@example.com", "x")
+                .await
+                .unwrap()
+        );
+        assert!(store.get("nobody@example.com").await.unwrap().is_none());
+    }
+
+    pub(super) async fn concurrent_sign_ups<A: AccountStore + Clone>(store: A) {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.create(&account("race@example.com")).await.unwrap()
+            }));
+        }
+        let mut created = 0;
+        for t in tasks {
+            if t.await.unwrap() {
+                created += 1;
+            }
+        }
+        assert_eq!(created, 1);
+    }
+}
+
+#[cfg(feature = "local-login")]
+macro_rules! accounts_conformance {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lifecycle() {
+                let (store, _cleanup) = $make;
+                accounts_suite::lifecycle(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_sign_ups() {
+                let (store, _cleanup) = $make;
+                accounts_suite::concurrent_sign_ups(store).await
+            }
+        }
+    };
+}
+
+#[cfg(feature = "local-login")]
+accounts_conformance!(
+    memory_accounts,
+    (
+        palisade_sessions::local_login::MemoryAccounts::new(),
+        NoCleanup
+    )
+);
+
+#[cfg(all(feature = "local-login", feature = "redis"))]
+async fn redis_accounts() -> (palisade_sessions::RedisAccounts, RedisCleanup) {
+    let (store, cleanup) = redis_store().await;
+    (palisade_sessions::RedisAccounts::new(&store), cleanup)
+}
+
+#[cfg(all(feature = "local-login", feature = "redis"))]
+accounts_conformance!(redis_accounts_suite, redis_accounts().await);
+
+#[cfg(all(feature = "local-login", feature = "postgres"))]
+accounts_conformance!(postgres_accounts, postgres_store().await);
