@@ -59,6 +59,7 @@ pub use redis_store::RedisAccounts;
 pub use redis_store::{RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};
 pub use store::{
-    DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash, check_transport,
+    DeviceBinding, Family, FamilyId, Grace, RefreshStore, Rotation, StoreError, TokenHash,
+    check_transport,
 };
 pub use token::RefreshToken;

@@ -14,6 +14,8 @@ struct State {
     consumed: HashSet<TokenHash>,
     last_used: u64,
     revoked: bool,
+    /// (consumed hash, sealed successor, until)
+    grace: Option<(TokenHash, String, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +59,7 @@ impl RefreshStore for MemoryStore {
                 consumed: HashSet::new(),
                 last_used: family.created_at,
                 revoked: false,
+                grace: None,
             },
         );
         Ok(())
@@ -69,6 +72,7 @@ impl RefreshStore for MemoryStore {
         successor: &TokenHash,
         device: &DeviceBinding,
         now: u64,
+        grace: Option<&crate::store::Grace>,
     ) -> Result<Rotation, StoreError> {
         let mut inner = self.lock()?;
         let Some(state) = inner.families.get_mut(family) else {
@@ -78,6 +82,16 @@ impl RefreshStore for MemoryStore {
             return Ok(Rotation::Revoked);
         }
         if presented.iter().any(|h| state.consumed.contains(h)) {
+            if let Some((hash, sealed, until)) = &state.grace
+                && presented.contains(hash)
+                && now < *until
+                && state.family.device.canonical() == device.canonical()
+            {
+                return Ok(Rotation::Grace {
+                    user_id: state.family.user_id.clone(),
+                    sealed: sealed.clone(),
+                });
+            }
             state.revoked = true;
             return Ok(Rotation::Reused {
                 user_id: state.family.user_id.clone(),
@@ -97,6 +111,7 @@ impl RefreshStore for MemoryStore {
         let old = std::mem::replace(&mut state.current, *successor);
         state.consumed.insert(old);
         state.last_used = now;
+        state.grace = grace.map(|g| (old, g.sealed.clone(), g.until));
         Ok(Rotation::Rotated {
             user_id: state.family.user_id.clone(),
         })

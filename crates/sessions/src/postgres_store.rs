@@ -105,6 +105,55 @@ CREATE TABLE IF NOT EXISTS palisade_accounts (
 );
 ",
     ),
+    (
+        5,
+        r"
+ALTER TABLE palisade_refresh_families
+    ADD COLUMN IF NOT EXISTS grace_hash BYTEA,
+    ADD COLUMN IF NOT EXISTS grace_sealed TEXT,
+    ADD COLUMN IF NOT EXISTS grace_until BIGINT;
+DROP FUNCTION IF EXISTS palisade_refresh_rotate(TEXT, BYTEA[], BYTEA, TEXT, BIGINT);
+CREATE OR REPLACE FUNCTION palisade_refresh_rotate(
+    p_id TEXT, p_hashes BYTEA[], p_successor BYTEA, p_device TEXT, p_now BIGINT,
+    p_sealed TEXT, p_grace_until BIGINT
+) RETURNS TABLE (r_outcome TEXT, r_user TEXT, r_sealed TEXT) LANGUAGE plpgsql AS $$
+DECLARE
+    f palisade_refresh_families%ROWTYPE;
+BEGIN
+    SELECT * INTO f FROM palisade_refresh_families WHERE id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown'::TEXT, NULL::TEXT, NULL::TEXT; RETURN;
+    END IF;
+    IF f.revoked THEN
+        RETURN QUERY SELECT 'revoked'::TEXT, f.user_id, NULL::TEXT; RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM palisade_refresh_consumed c WHERE c.family_id = p_id AND c.hash = ANY (p_hashes)) THEN
+        IF f.grace_hash IS NOT NULL AND f.grace_hash = ANY (p_hashes) AND p_now < f.grace_until AND f.device = p_device THEN
+            RETURN QUERY SELECT 'grace'::TEXT, f.user_id, f.grace_sealed; RETURN;
+        END IF;
+        UPDATE palisade_refresh_families SET revoked = TRUE WHERE id = p_id;
+        RETURN QUERY SELECT 'reused'::TEXT, f.user_id, NULL::TEXT; RETURN;
+    END IF;
+    IF NOT (f.current_hash = ANY (p_hashes)) THEN
+        RETURN QUERY SELECT 'unknown'::TEXT, NULL::TEXT, NULL::TEXT; RETURN;
+    END IF;
+    IF p_now >= f.absolute_expiry OR p_now - f.last_used > f.idle_timeout THEN
+        RETURN QUERY SELECT 'expired'::TEXT, f.user_id, NULL::TEXT; RETURN;
+    END IF;
+    IF f.device <> p_device THEN
+        RETURN QUERY SELECT 'device'::TEXT, f.user_id, NULL::TEXT; RETURN;
+    END IF;
+    INSERT INTO palisade_refresh_consumed (hash, family_id) VALUES (f.current_hash, p_id);
+    UPDATE palisade_refresh_families SET current_hash = p_successor, last_used = p_now,
+        grace_hash = CASE WHEN p_sealed IS NULL THEN NULL ELSE f.current_hash END,
+        grace_sealed = p_sealed,
+        grace_until = p_grace_until
+        WHERE id = p_id;
+    RETURN QUERY SELECT 'rotated'::TEXT, f.user_id, NULL::TEXT;
+END
+$$;
+",
+    ),
 ];
 
 fn err(message: &str, e: sqlx::Error) -> StoreError {
@@ -228,18 +277,21 @@ impl RefreshStore for PostgresStore {
         successor: &TokenHash,
         device: &DeviceBinding,
         now: u64,
+        grace: Option<&crate::store::Grace>,
     ) -> Result<Rotation, StoreError> {
         // One round trip: the migration's function locks the family row and does the whole
         // rotation inside the statement's transaction.
         let hashes: Vec<Vec<u8>> = presented.iter().map(|h| h.0.to_vec()).collect();
         let row = sqlx::query(
-            "SELECT r_outcome, r_user FROM palisade_refresh_rotate($1, $2, $3, $4, $5)",
+            "SELECT r_outcome, r_user, r_sealed FROM palisade_refresh_rotate($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(family.as_str())
         .bind(&hashes)
         .bind(&successor.0[..])
         .bind(device.canonical())
         .bind(int(now))
+        .bind(grace.map(|g| g.sealed.clone()))
+        .bind(grace.map(|g| int(g.until)))
         .fetch_one(&self.pool)
         .await
         .map_err(|e| err("rotate", e))?;
@@ -251,6 +303,14 @@ impl RefreshStore for PostgresStore {
         Ok(match outcome.as_str() {
             "rotated" => Rotation::Rotated { user_id },
             "reused" => Rotation::Reused { user_id },
+            "grace" => Rotation::Grace {
+                user_id,
+                sealed: row
+                    .try_get::<Option<String>, _>("r_sealed")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default(),
+            },
             "revoked" => Rotation::Revoked,
             "expired" => Rotation::Expired,
             "device" => Rotation::DeviceMismatch,

@@ -23,17 +23,23 @@ use crate::store::{
 const ROTATE: &str = r"
 local fam, used = KEYS[1], KEYS[2]
 local successor, device, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local f = redis.call('HMGET', fam, 'revoked', 'current', 'device', 'abs', 'idle', 'last', 'user')
+local sealed, grace_until = ARGV[4], tonumber(ARGV[5])
+local f = redis.call('HMGET', fam, 'revoked', 'current', 'device', 'abs', 'idle', 'last', 'user', 'g_hash', 'g_sealed', 'g_until')
 if not f[2] then return {'unknown'} end
 if f[1] == '1' then return {'revoked'} end
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   if redis.call('SISMEMBER', used, ARGV[i]) == 1 then
+    if f[8] and f[8] ~= '' and now < tonumber(f[10]) and f[3] == device then
+      for j = 6, #ARGV do
+        if ARGV[j] == f[8] then return {'grace', f[7], f[9]} end
+      end
+    end
     redis.call('HSET', fam, 'revoked', '1')
     return {'reused', f[7]}
   end
 end
 local match = false
-for i = 4, #ARGV do
+for i = 6, #ARGV do
   if ARGV[i] == f[2] then match = true end
 end
 if not match then return {'unknown'} end
@@ -41,7 +47,11 @@ if now >= tonumber(f[4]) or now - tonumber(f[6]) > tonumber(f[5]) then return {'
 if f[3] ~= device then return {'device'} end
 redis.call('SADD', used, f[2])
 redis.call('EXPIREAT', used, tonumber(f[4]))
-redis.call('HSET', fam, 'current', successor, 'last', now)
+if sealed ~= '' then
+  redis.call('HSET', fam, 'current', successor, 'last', now, 'g_hash', f[2], 'g_sealed', sealed, 'g_until', grace_until)
+else
+  redis.call('HSET', fam, 'current', successor, 'last', now, 'g_hash', '', 'g_sealed', '', 'g_until', 0)
+end
 return {'rotated', f[7]}
 ";
 
@@ -157,6 +167,7 @@ impl RefreshStore for RedisStore {
         successor: &TokenHash,
         device: &DeviceBinding,
         now: u64,
+        grace: Option<&crate::store::Grace>,
     ) -> Result<Rotation, StoreError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.rotate.key(self.family_key(family));
@@ -164,7 +175,9 @@ impl RefreshStore for RedisStore {
             .key(self.used_key(family))
             .arg(successor.to_hex())
             .arg(device.canonical())
-            .arg(now);
+            .arg(now)
+            .arg(grace.map_or("", |g| g.sealed.as_str()))
+            .arg(grace.map_or(0, |g| g.until));
         for hash in presented {
             invocation.arg(hash.to_hex());
         }
@@ -176,6 +189,10 @@ impl RefreshStore for RedisStore {
         Ok(match reply.first().map(String::as_str) {
             Some("rotated") => Rotation::Rotated { user_id: user() },
             Some("reused") => Rotation::Reused { user_id: user() },
+            Some("grace") => Rotation::Grace {
+                user_id: user(),
+                sealed: reply.get(2).cloned().unwrap_or_default(),
+            },
             Some("revoked") => Rotation::Revoked,
             Some("expired") => Rotation::Expired,
             Some("device") => Rotation::DeviceMismatch,

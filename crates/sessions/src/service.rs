@@ -2,12 +2,14 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use aws_lc_rs::hmac;
+use aws_lc_rs::{aead, hmac};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use palisade_core::secret::ExposeSecret;
 use palisade_core::{KeyRing, SharedClock, SystemClock};
 
 use crate::store::{
-    DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash,
+    DeviceBinding, Family, FamilyId, Grace, RefreshStore, Rotation, StoreError, TokenHash,
 };
 use crate::token::{self, RefreshToken};
 
@@ -18,6 +20,9 @@ pub struct SessionPolicy {
     pub absolute_lifetime: Duration,
     /// No refresh after this long without one (default 7 days).
     pub idle_timeout: Duration,
+    /// How long the same device may retry a refresh whose answer was lost and get the same
+    /// successor (default off; at most one minute).
+    pub grace: Option<Duration>,
 }
 
 impl Default for SessionPolicy {
@@ -25,6 +30,7 @@ impl Default for SessionPolicy {
         Self {
             absolute_lifetime: Duration::from_secs(30 * 86_400),
             idle_timeout: Duration::from_secs(7 * 86_400),
+            grace: None,
         }
     }
 }
@@ -206,6 +212,15 @@ impl<S: RefreshStore> RefreshSessions<S> {
         let successor = RefreshToken::generate(&family).ok_or(SessionError::Unavailable)?;
         let successor_hash = self.hash_active(successor.expose())?;
         let presented_hashes = self.hash_all(presented);
+        let grace = match self.policy.grace {
+            Some(window) => Some(Grace {
+                sealed: self.seal(presented, successor.expose())?,
+                until: self
+                    .now()
+                    .saturating_add(window.min(Duration::from_secs(60)).as_secs()),
+            }),
+            None => None,
+        };
         match self
             .store
             .rotate(
@@ -214,9 +229,18 @@ impl<S: RefreshStore> RefreshSessions<S> {
                 &successor_hash,
                 device,
                 self.now(),
+                grace.as_ref(),
             )
             .await?
         {
+            Rotation::Grace { user_id, sealed } => match self.open(presented, &sealed) {
+                Some(token) => Ok(Refreshed {
+                    family,
+                    user_id,
+                    token,
+                }),
+                None => Err(SessionError::InvalidToken),
+            },
             Rotation::Rotated { user_id } => Ok(Refreshed {
                 family,
                 user_id,
@@ -254,6 +278,57 @@ impl<S: RefreshStore> RefreshSessions<S> {
     /// Whether a family is revoked or unknown.
     pub async fn is_revoked(&self, family: &FamilyId) -> Result<bool, SessionError> {
         Ok(self.store.is_revoked(family).await?)
+    }
+}
+
+impl<S: RefreshStore> RefreshSessions<S> {
+    /// The sealing key for a grace successor: only the holder of `presented` can derive it.
+    fn grace_key(material: &[u8], presented: &str) -> Option<aead::LessSafeKey> {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, material);
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(b"palisade refresh grace v1\0");
+        ctx.update(presented.as_bytes());
+        let derived = ctx.sign();
+        let unbound = aead::UnboundKey::new(&aead::AES_256_GCM, derived.as_ref()).ok()?;
+        Some(aead::LessSafeKey::new(unbound))
+    }
+
+    fn seal(&self, presented: &str, successor: &str) -> Result<String, SessionError> {
+        let active = self
+            .ring
+            .active(self.clock.now())
+            .map_err(|_| SessionError::Unavailable)?;
+        let key = Self::grace_key(active.material().expose_secret(), presented)
+            .ok_or(SessionError::Unavailable)?;
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| SessionError::Unavailable)?;
+        let mut data = successor.as_bytes().to_vec();
+        key.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::empty(),
+            &mut data,
+        )
+        .map_err(|_| SessionError::Unavailable)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Ok(URL_SAFE_NO_PAD.encode(out))
+    }
+
+    fn open(&self, presented: &str, sealed: &str) -> Option<RefreshToken> {
+        let bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 12 + 16 {
+            return None;
+        }
+        let now = self.clock.now();
+        for key in self.ring.keys().iter().filter(|k| k.is_valid_at(now)) {
+            let aead_key = Self::grace_key(key.material().expose_secret(), presented)?;
+            let nonce = aead::Nonce::try_assume_unique_for_key(&bytes[..12]).ok()?;
+            let mut data = bytes[12..].to_vec();
+            if let Ok(plain) = aead_key.open_in_place(nonce, aead::Aad::empty(), &mut data) {
+                return std::str::from_utf8(plain).ok().map(RefreshToken::from_text);
+            }
+        }
+        None
     }
 }
 

@@ -104,6 +104,15 @@ pub struct Family {
     pub created_at: u64,
 }
 
+/// A successor kept for a retry within the grace window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grace {
+    /// The successor token, sealed (see [`RefreshStore::rotate`]); opaque to stores.
+    pub sealed: String,
+    /// Unix seconds until which a retry may get it.
+    pub until: u64,
+}
+
 /// What a rotation did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -112,6 +121,14 @@ pub enum Rotation {
     Rotated {
         /// The family's user.
         user_id: String,
+    },
+    /// The presented token was consumed moments ago by this device and the answer was lost:
+    /// here is the same successor again (sealed), never a new one.
+    Grace {
+        /// The family's user.
+        user_id: String,
+        /// The sealed successor.
+        sealed: String,
     },
     /// The presented token was already consumed: the family is now revoked.
     Reused {
@@ -163,6 +180,11 @@ pub trait RefreshStore: Send + Sync + 'static {
     /// family's current token, check revocation, expiry (absolute and idle, at `now`) and the
     /// device, then consume it and make `successor` current. If one of `presented` was consumed
     /// before, revoke the family and answer [`Rotation::Reused`].
+    ///
+    /// With `grace`, the store also remembers, until `grace.until`, the consumed token's hash
+    /// and `grace.sealed` (the successor, sealed with a key only that token's holder can
+    /// derive). When that same consumed token comes back in time from the same device, it
+    /// answers [`Rotation::Grace`] with the sealed successor instead of revoking the family.
     fn rotate(
         &self,
         family: &FamilyId,
@@ -170,6 +192,7 @@ pub trait RefreshStore: Send + Sync + 'static {
         successor: &TokenHash,
         device: &DeviceBinding,
         now: u64,
+        grace: Option<&Grace>,
     ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
 
     /// Revokes a family; `false` if it was unknown.

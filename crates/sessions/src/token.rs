@@ -24,6 +24,11 @@ impl RefreshToken {
         ))))
     }
 
+    /// A token from its text (a successor recovered in the grace window).
+    pub(crate) fn from_text(text: &str) -> Self {
+        Self(SecretString::from(text.to_owned()))
+    }
+
     /// The token text, to send to the client.
     pub fn expose(&self) -> &str {
         self.0.expose_secret()

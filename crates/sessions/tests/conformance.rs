@@ -27,6 +27,7 @@ fn sessions<S: RefreshStore>(store: S, clock: &ManualClock) -> RefreshSessions<S
         .with_policy(SessionPolicy {
             absolute_lifetime: Duration::from_secs(30 * 86_400),
             idle_timeout: Duration::from_secs(86_400),
+            ..SessionPolicy::default()
         })
 }
 
@@ -173,6 +174,56 @@ mod suite {
         assert!(
             s.is_revoked(&unknown).await.unwrap(),
             "unknown families count as revoked"
+        );
+    }
+
+    pub(super) async fn grace_window<S: RefreshStore + Clone>(store: S) {
+        let clock = ManualClock::at_unix(T0);
+        let s = RefreshSessions::new(store, KeyRing::parse(&format!("k1 1 {K1}")).unwrap())
+            .with_clock(clock.shared())
+            .with_policy(SessionPolicy {
+                grace: Some(Duration::from_secs(30)),
+                ..SessionPolicy::default()
+            });
+        let (_, first) = s.start("alice", &phone()).await.unwrap();
+        let second = s.refresh(first.expose(), &phone()).await.unwrap().token;
+        // The answer was lost: the same device retries in time and gets the same successor.
+        clock.advance(Duration::from_secs(10));
+        let retried = s.refresh(first.expose(), &phone()).await.unwrap().token;
+        assert_eq!(
+            retried.expose(),
+            second.expose(),
+            "the same successor, never a second one"
+        );
+        // From another device it is reuse: the family dies.
+        let (_, a) = s.start("alice", &phone()).await.unwrap();
+        let b = s.refresh(a.expose(), &phone()).await.unwrap().token;
+        let laptop = DeviceBinding::new("laptop-7", b"ua=browser");
+        assert_eq!(
+            s.refresh(a.expose(), &laptop).await.unwrap_err(),
+            SessionError::Reused
+        );
+        assert_eq!(
+            s.refresh(b.expose(), &phone()).await.unwrap_err(),
+            SessionError::Revoked
+        );
+        // Once the successor is used, the older token is plain reuse.
+        let third = s.refresh(second.expose(), &phone()).await.unwrap().token;
+        assert_eq!(
+            s.refresh(first.expose(), &phone()).await.unwrap_err(),
+            SessionError::Reused
+        );
+        assert_eq!(
+            s.refresh(third.expose(), &phone()).await.unwrap_err(),
+            SessionError::Revoked
+        );
+        // After the window, a retry is reuse.
+        let (_, c) = s.start("alice", &phone()).await.unwrap();
+        s.refresh(c.expose(), &phone()).await.unwrap();
+        clock.advance(Duration::from_secs(31));
+        assert_eq!(
+            s.refresh(c.expose(), &phone()).await.unwrap_err(),
+            SessionError::Reused
         );
     }
 
@@ -422,6 +473,11 @@ macro_rules! conformance {
             async fn hostile_tokens() {
                 let (store, _cleanup) = $make;
                 suite::hostile_tokens(store).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn grace_window() {
+                let (store, _cleanup) = $make;
+                suite::grace_window(store).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_refreshes() {
