@@ -121,6 +121,38 @@ async fn admin_allowlist_behind_a_trusted_proxy() {
 }
 
 #[tokio::test]
+async fn expired_reset_tokens_are_refused() {
+    let pki = test_pki("clock");
+    let (provider, _) = provider().await;
+    let demo = harness::Demo::start(
+        &demo_binary(),
+        &harness::clocked_demo_env(&pki, &provider.issuer),
+    )
+    .expect("demo starts");
+    let target = tour::Target {
+        https: demo.https,
+        http: demo.http,
+        ca_pem: pki.ca_pem.clone(),
+        tokens: tour::Tokens::new(),
+    };
+    let rows = tour::run_with_clock(&target).await;
+    assert_all_pass(&rows, &demo);
+}
+
+#[test]
+fn the_test_clock_is_refused_in_production() {
+    let pki = test_pki("clock-prod");
+    let mut env = harness::demo_env(&pki, "production", "http://127.0.0.1:1/realms/x");
+    env.push(("PALISADE_DEMO_TEST_CLOCK", "true".to_owned()));
+    let (status, stderr) = harness::run_to_exit(&demo_binary(), &env).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("PALISADE_DEMO_TEST_CLOCK is refused in production"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn served_csp_parses_and_only_admits_the_pages_own_nonce() {
     let pki = test_pki("csp");
     let (provider, tokens) = provider().await;

@@ -16,8 +16,8 @@ use palisade::authn::local::{LocalClaims, LocalJwtIssuer};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
 use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
 use palisade::core::{
-    ClientIp, ClientIpLayer, Finding, Identity, KeyRing, Posture, PostureError, Rejection,
-    RejectionKind, Surface, TrustedProxies,
+    ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture, PostureError,
+    Rejection, RejectionKind, SharedClock, Surface, TrustedProxies,
 };
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
@@ -38,6 +38,9 @@ pub(crate) async fn build(
     https_port: u16,
 ) -> Result<Router, Box<dyn std::error::Error>> {
     let profile = settings.profile;
+    if settings.test_clock && profile.is_production() {
+        return Err("PALISADE_DEMO_TEST_CLOCK is refused in production".into());
+    }
     // Non-blocking findings are logged by each builder; blocking ones are gathered here so the
     // error lists every layer's findings at once.
     let mut findings: Vec<Finding> = Vec::new();
@@ -212,18 +215,28 @@ pub(crate) async fn build(
         .limits(Duration::from_secs(3600), Duration::from_secs(60));
     // Refresh-token sessions (in memory): /api/session starts one for the caller, /auth/refresh
     // rotates, /auth/logout revokes.
-    let sessions = Arc::new(RefreshSessions::new(MemoryStore::new(), ring.clone()));
+    // Tests may drive time forward (development only; refused in production).
+    let test_clock = settings
+        .test_clock
+        .then(|| ManualClock::new(std::time::SystemTime::now()));
+    let clock: SharedClock = match &test_clock {
+        Some(c) => c.shared(),
+        None => palisade::core::SystemClock::shared(),
+    };
+    let sessions =
+        Arc::new(RefreshSessions::new(MemoryStore::new(), ring.clone()).with_clock(clock.clone()));
     // Local access tokens stop working within 30 s of their family's revocation.
     let api_auth =
         api_auth.with_revocation(&local_issuer_url, sessions.clone(), Duration::from_secs(30));
-    let tokens = Arc::new(SingleUseTokens::new(MemorySingleUseStore::new(), ring));
+    let tokens =
+        Arc::new(SingleUseTokens::new(MemorySingleUseStore::new(), ring).with_clock(clock.clone()));
     let local = Arc::new(LocalAuth {
         login: LocalLogin::new(
             settings.local_auth_enabled,
             MemoryAccounts::new(),
             sessions.clone(),
             tokens.clone(),
-            palisade::core::SystemClock::shared(),
+            clock,
         )
         .map_err(|e| format!("local login: {e}"))?,
         tokens,
@@ -263,6 +276,19 @@ pub(crate) async fn build(
         )
         .merge(api)
         .merge(admin_routes)
+        .merge(match test_clock {
+            Some(c) => Router::new().route(
+                "/demo/clock/advance",
+                post(move |Json(body): Json<Value>| {
+                    let c = c.clone();
+                    async move {
+                        c.advance(Duration::from_secs(body["seconds"].as_u64().unwrap_or(0)));
+                        StatusCode::NO_CONTENT
+                    }
+                }),
+            ),
+            None => Router::new(),
+        })
         .layer(cors)
         .layer(admin)
         .layer(https)

@@ -19,6 +19,7 @@
 //! | `PALISADE_DEMO_ADMIN_CLIENTS` | the test personas | `azp` values accepted on `/admin/` (audience `global-admin`, MFA required) |
 //! | `LOCAL_AUTH_ENABLED` | `false` | local password accounts (`/auth/signup`, `/auth/verify`, `/auth/login`, `/auth/reset/*`) |
 //! | `PALISADE_DEMO_MAIL_OUTBOX` | `false` | stand-in for email: answers carry the verification or reset token they would have mailed (tests only) |
+//! | `PALISADE_DEMO_TEST_CLOCK` | `false` | development only: a clock tests move with `POST /demo/clock/advance` |
 //! | `PALISADE_DEMO_SESSION_KEYS` | throwaway key in development | key ring (see `palisade_core::keyring`) hashing refresh tokens; required in production |
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
@@ -54,6 +55,7 @@ pub(crate) struct Settings {
     pub(crate) session_keys: Option<String>,
     pub(crate) local_auth_enabled: bool,
     pub(crate) mail_outbox: bool,
+    pub(crate) test_clock: bool,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -93,6 +95,7 @@ impl Settings {
             session_keys: std::env::var("PALISADE_DEMO_SESSION_KEYS").ok(),
             local_auth_enabled: env_or("LOCAL_AUTH_ENABLED", "false") == "true",
             mail_outbox: env_or("PALISADE_DEMO_MAIL_OUTBOX", "false") == "true",
+            test_clock: env_or("PALISADE_DEMO_TEST_CLOCK", "false") == "true",
             admin_clients: list(&env_or(
                 "PALISADE_DEMO_ADMIN_CLIENTS",
                 "admin-mfa,admin-no-mfa",

@@ -164,6 +164,16 @@ pub(crate) fn proxied_demo_env(
     env
 }
 
+/// Settings for a development demo whose clock the tour moves (for expiry rows).
+pub(crate) fn clocked_demo_env(
+    pki: &crate::pki::TestPki,
+    issuer: &str,
+) -> Vec<(&'static str, String)> {
+    let mut env = demo_env(pki, "development", issuer);
+    env.push(("PALISADE_DEMO_TEST_CLOCK", "true".to_owned()));
+    env
+}
+
 /// The demo binary inside `target_dir` (built by `cargo build --example hardened_api`).
 pub(crate) fn demo_binary(target_dir: &Path) -> PathBuf {
     target_dir

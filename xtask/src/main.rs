@@ -154,6 +154,16 @@ fn demo(serve: bool) -> Result<()> {
     };
     rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
     drop(proxied);
+    let clocked =
+        harness::Demo::start(&binary, &harness::clocked_demo_env(&pki, &provider.issuer))?;
+    let timed = tour::Target {
+        https: clocked.https,
+        http: clocked.http,
+        ca_pem: pki.ca_pem.clone(),
+        tokens: tour::Tokens::new(),
+    };
+    rows.extend(runtime.block_on(tour::run_with_clock(&timed)));
+    drop(clocked);
     let passed = tour::print(&rows);
     if !passed {
         for line in demo.drain_logs() {

@@ -1135,6 +1135,63 @@ impl JsonOrDefault for Response {
     }
 }
 
+/// Rows that need time to pass, against a development demo with a test clock.
+pub(crate) async fn run_with_clock(target: &Target) -> Vec<Row> {
+    let http = match client(target) {
+        Ok(c) => c,
+        Err(e) => return vec![Row::new("build the tour's HTTPS client", "ok", e, false)],
+    };
+    let base = format!("https://{PUBLIC_HOST}:{}", target.https.port());
+    let post = |path: &str, body: serde_json::Value| {
+        http.post(format!("{base}{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let json = |res: Result<Response, reqwest::Error>| async move {
+        match res {
+            Ok(r) => r.json_or_default().await,
+            Err(_) => serde_json::Value::Null,
+        }
+    };
+    let email = format!("clock-{}@example.com", std::process::id());
+    let signed = json(
+        post(
+            "/auth/signup",
+            serde_json::json!({"email": email, "password": "correct horse battery staple"}),
+        )
+        .await,
+    )
+    .await;
+    let _ = post(
+        "/auth/verify",
+        serde_json::json!({"token": signed["mail"]["token"]}),
+    )
+    .await;
+    let reset = json(post("/auth/reset/request", serde_json::json!({"email": email})).await).await;
+    let token = reset["mail"]["token"].as_str().unwrap_or("").to_owned();
+    let advanced = post(
+        "/demo/clock/advance",
+        serde_json::json!({"seconds": 61 * 60}),
+    )
+    .await;
+    let res = post(
+        "/auth/reset/confirm",
+        serde_json::json!({"token": token, "password": "a different long passphrase"}),
+    )
+    .await;
+    let (a, b) = (
+        advanced.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+        res.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
+    );
+    vec![Row::new(
+        "use a reset token after it expired",
+        "401 (61 minutes later)",
+        format!("{b} (clock {a})"),
+        !token.is_empty() && a == 204 && b == 401,
+    )]
+}
+
 /// Rows against a demo behind a proxy (see `harness::proxied_demo_env`): this client plays the
 /// trusted proxy and appends the "real" client address, as nginx's
 /// `$proxy_add_x_forwarded_for` does; 192.0.2.0/24 and the proxy may use the admin surface.
