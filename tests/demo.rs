@@ -140,16 +140,18 @@ async fn expired_reset_tokens_are_refused() {
 }
 
 #[test]
-fn the_test_clock_is_refused_in_production() {
-    let pki = test_pki("clock-prod");
-    let mut env = harness::demo_env(&pki, "production", "http://127.0.0.1:1/realms/x");
-    env.push(("PALISADE_DEMO_TEST_CLOCK", "true".to_owned()));
-    let (status, stderr) = harness::run_to_exit(&demo_binary(), &env).unwrap();
-    assert!(!status.success());
-    assert!(
-        stderr.contains("PALISADE_DEMO_TEST_CLOCK is refused in production"),
-        "{stderr}"
-    );
+fn test_only_switches_are_refused_in_production() {
+    for switch in ["PALISADE_DEMO_TEST_CLOCK", "PALISADE_DEMO_MAIL_OUTBOX"] {
+        let pki = test_pki("switch-prod");
+        let mut env = harness::demo_env(&pki, "production", "http://127.0.0.1:1/realms/x");
+        env.push((switch, "true".to_owned()));
+        let (status, stderr) = harness::run_to_exit(&demo_binary(), &env).unwrap();
+        assert!(!status.success(), "{switch}");
+        assert!(
+            stderr.contains(&format!("{switch} is refused in production")),
+            "{stderr}"
+        );
+    }
 }
 
 #[tokio::test]

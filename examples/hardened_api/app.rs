@@ -23,7 +23,7 @@ use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
-use palisade::sessions::local_login::{LocalLogin, LoginError, MemoryAccounts};
+use palisade::sessions::local_login::{LocalLogin, LoginError, MemoryAccounts, check_password};
 use palisade::sessions::single_use::{Purpose, SingleUseToken, SingleUseTokens};
 use palisade::sessions::{
     DeviceBinding, MemorySingleUseStore, MemoryStore, RefreshSessions, SessionError,
@@ -40,6 +40,11 @@ pub(crate) async fn build(
     let profile = settings.profile;
     if settings.test_clock && profile.is_production() {
         return Err("PALISADE_DEMO_TEST_CLOCK is refused in production".into());
+    }
+    if settings.mail_outbox && profile.is_production() {
+        return Err(
+            "PALISADE_DEMO_MAIL_OUTBOX is refused in production: it hands out reset tokens".into(),
+        );
     }
     // Non-blocking findings are logged by each builder; blocking ones are gathered here so the
     // error lists every layer's findings at once.
@@ -282,7 +287,9 @@ pub(crate) async fn build(
                 post(move |Json(body): Json<Value>| {
                     let c = c.clone();
                     async move {
-                        c.advance(Duration::from_secs(body["seconds"].as_u64().unwrap_or(0)));
+                        // Forward only, at most a day at a time.
+                        let secs = body["seconds"].as_u64().unwrap_or(0).min(86_400);
+                        c.advance(Duration::from_secs(secs));
                         StatusCode::NO_CONTENT
                     }
                 }),
@@ -366,7 +373,7 @@ fn login_error(err: LoginError) -> axum::response::Response {
         LoginError::Disabled => (RejectionKind::NotFound, None),
         LoginError::TooManyAttempts => (RejectionKind::TooManyRequests, None),
         LoginError::Unavailable => (RejectionKind::Unavailable, None),
-        LoginError::Password(_) | LoginError::Exists => (
+        LoginError::Password(_) => (
             RejectionKind::Forbidden,
             Some(StatusCode::UNPROCESSABLE_ENTITY),
         ),
@@ -397,7 +404,10 @@ async fn signup(
         return StatusCode::BAD_REQUEST.into_response();
     };
     match local.login.sign_up(email, password).await {
-        Ok(token) => (StatusCode::ACCEPTED, Json(mail(&local, &token))).into_response(),
+        // The same answer whether the address was free or taken: only its owner's mailbox
+        // learns which.
+        Ok(Some(token)) => (StatusCode::ACCEPTED, Json(mail(&local, &token))).into_response(),
+        Ok(None) => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
         Err(e) => login_error(e),
     }
 }
@@ -480,6 +490,11 @@ async fn reset_confirm(
     let (Some(token), Some(password)) = (body["token"].as_str(), body["password"].as_str()) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    // A refused password must not burn the link: check the policy before consuming the token.
+    // (The account's address is only known after consuming; `set_password` checks it again.)
+    if let Err(e) = check_password(password, "") {
+        return login_error(LoginError::Password(e));
+    }
     match local
         .tokens
         .consume(&Purpose::password_reset(), token)

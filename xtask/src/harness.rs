@@ -129,7 +129,6 @@ pub(crate) fn demo_env(
         ("ADMIN_HOSTNAME", ADMIN_HOST.to_owned()),
         ("PALISADE_DEMO_PUBLIC_HOST", PUBLIC_HOST.to_owned()),
         ("LOCAL_AUTH_ENABLED", "true".to_owned()),
-        ("PALISADE_DEMO_MAIL_OUTBOX", "true".to_owned()),
         // A throwaway key ring for refresh-token hashing (test material only).
         (
             "PALISADE_DEMO_SESSION_KEYS",
@@ -171,6 +170,8 @@ pub(crate) fn clocked_demo_env(
 ) -> Vec<(&'static str, String)> {
     let mut env = demo_env(pki, "development", issuer);
     env.push(("PALISADE_DEMO_TEST_CLOCK", "true".to_owned()));
+    // Stand-in for email (refused in production): answers carry the tokens.
+    env.push(("PALISADE_DEMO_MAIL_OUTBOX", "true".to_owned()));
     env
 }
 

@@ -779,7 +779,7 @@ async fn auth_rows(target: &Target, http: &Client) -> Vec<Row> {
     }
     rows.extend(websocket_rows(target, http, &good).await);
     rows.extend(session_rows(target, http).await);
-    rows.extend(local_account_rows(target, http).await);
+    rows.extend(production_mail_rows(target, http).await);
     // The identity carries the tenant from the token.
     match http
         .get(&api)
@@ -1092,6 +1092,17 @@ async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
     let reset = json(post("/auth/reset/request", serde_json::json!({"email": email})).await).await;
     let reset_token = reset["mail"]["token"].as_str().unwrap_or("").to_owned();
     let new_password = "a different long passphrase";
+    let weak = post(
+        "/auth/reset/confirm",
+        serde_json::json!({"token": reset_token, "password": "abcdefghijkl"}),
+    )
+    .await;
+    rows.push(Row::new(
+        "reset to a guessable password (the link must survive)",
+        "422",
+        status(&weak).to_string(),
+        status(&weak) == 422,
+    ));
     let first = post(
         "/auth/reset/confirm",
         serde_json::json!({"token": reset_token, "password": new_password}),
@@ -1154,6 +1165,8 @@ pub(crate) async fn run_with_clock(target: &Target) -> Vec<Row> {
             Err(_) => serde_json::Value::Null,
         }
     };
+    // Local accounts need the mail outbox, which production refuses: they run here.
+    let mut rows = local_account_rows(target, &http).await;
     let email = format!("clock-{}@example.com", std::process::id());
     let signed = json(
         post(
@@ -1184,11 +1197,56 @@ pub(crate) async fn run_with_clock(target: &Target) -> Vec<Row> {
         advanced.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
         res.as_ref().map(|r| r.status().as_u16()).unwrap_or(0),
     );
-    vec![Row::new(
+    rows.push(Row::new(
         "use a reset token after it expired",
         "401 (61 minutes later)",
         format!("{b} (clock {a})"),
         !token.is_empty() && a == 204 && b == 401,
+    ));
+    rows
+}
+
+/// In production, tokens go to the mailbox only: sign-up and reset answer 202 with nothing in
+/// the body, whether or not the address has an account.
+async fn production_mail_rows(target: &Target, http: &Client) -> Vec<Row> {
+    let base = format!("https://{PUBLIC_HOST}:{}", target.https.port());
+    let email = format!("prod-{}@example.com", std::process::id());
+    let mut answers = Vec::new();
+    for (path, body) in [
+        (
+            "/auth/signup",
+            serde_json::json!({"email": email, "password": "correct horse battery staple"}),
+        ),
+        (
+            "/auth/signup",
+            serde_json::json!({"email": email, "password": "another long passphrase"}),
+        ),
+        ("/auth/reset/request", serde_json::json!({"email": email})),
+        (
+            "/auth/reset/request",
+            serde_json::json!({"email": "nobody-here@example.com"}),
+        ),
+    ] {
+        let res = http
+            .post(format!("{base}{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        answers.push(match res {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                format!("{status} {}", r.text().await.unwrap_or_default())
+            }
+            Err(e) => format!("error: {e}"),
+        });
+    }
+    let pass = answers.iter().all(|a| a == "202 {}");
+    vec![Row::new(
+        "production sign-up (new, taken) and reset (known, unknown): no token in any answer",
+        "202 {} four times",
+        answers.join(" | "),
+        pass,
     )]
 }
 

@@ -73,10 +73,14 @@ impl ManualClock {
         Self::new(UNIX_EPOCH + Duration::from_secs(seconds))
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by` (saturating: it never wraps around to the past).
     pub fn advance(&self, by: Duration) {
         let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
-        self.nanos_since_epoch.fetch_add(by, Ordering::SeqCst);
+        let _ = self
+            .nanos_since_epoch
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some(n.saturating_add(by))
+            });
     }
 
     /// Sets the clock to `time` (it may move backwards, to test clock skew).
@@ -115,6 +119,16 @@ mod tests {
         assert_eq!(shared.unix_seconds(), 15);
         clock.set(UNIX_EPOCH + Duration::from_secs(3));
         assert_eq!(shared.unix_seconds(), 3);
+    }
+
+    #[test]
+    fn advance_saturates() {
+        let clock = ManualClock::at_unix(10);
+        clock.advance(Duration::from_secs(u64::MAX));
+        let far = clock.unix_seconds();
+        clock.advance(Duration::from_secs(u64::MAX));
+        assert_eq!(clock.unix_seconds(), far, "never wraps back");
+        assert!(far > 10);
     }
 
     #[test]

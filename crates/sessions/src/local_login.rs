@@ -47,6 +47,32 @@ pub enum PasswordRejected {
     /// Contains the account's email name.
     #[error("the password contains the email address")]
     ContainsEmail,
+    /// Built from a pattern: few distinct characters, a keyboard or alphabet run, or a short
+    /// unit repeated (`aaaaaaaaaaaa`, `abcdefghijkl`, `123456789012`, `passwordpassword`).
+    #[error("this password follows a guessable pattern")]
+    Predictable,
+}
+
+/// Whether a password is a pattern rather than a secret (see [`PasswordRejected::Predictable`]).
+fn predictable(chars: &[char]) -> bool {
+    let mut distinct: Vec<char> = chars.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 5 {
+        return true;
+    }
+    // Runs: neighbours one code point apart (or equal), allowing one wrap such as 9 -> 0.
+    let steps = chars
+        .windows(2)
+        .filter(|w| (w[0] as i64 - w[1] as i64).abs() <= 1)
+        .count();
+    if steps + 2 >= chars.len() {
+        return true;
+    }
+    // A unit shorter than the minimum length, repeated.
+    (1..12.min(chars.len())).any(|unit| {
+        chars.len().is_multiple_of(unit) && chars.chunks(unit).all(|c| c == &chars[..unit])
+    })
 }
 
 /// Checks a new password against the policy (see the module docs).
@@ -59,6 +85,10 @@ pub fn check_password(password: &str, email: &str) -> Result<(), PasswordRejecte
         return Err(PasswordRejected::TooLong);
     }
     let lower = password.to_lowercase();
+    let lower_chars: Vec<char> = lower.chars().collect();
+    if predictable(&lower_chars) {
+        return Err(PasswordRejected::Predictable);
+    }
     // The password itself, or its core with trailing digits and symbols removed
     // ("password1234!" is "password").
     let core = lower.trim_end_matches(|c: char| !c.is_alphabetic());
@@ -73,8 +103,8 @@ pub fn check_password(password: &str, email: &str) -> Result<(), PasswordRejecte
     Ok(())
 }
 
-/// A local account.
-#[derive(Clone, Debug)]
+/// A local account. Its `Debug` output leaves the password hash out.
+#[derive(Clone)]
 pub struct Account {
     /// The user id (also the refresh family's user).
     pub user_id: String,
@@ -84,6 +114,17 @@ pub struct Account {
     pub password_hash: String,
     /// Whether the email was verified.
     pub verified: bool,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("user_id", &self.user_id)
+            .field("email", &self.email)
+            .field("password_hash", &"[REDACTED]")
+            .field("verified", &self.verified)
+            .finish()
+    }
 }
 
 /// Where local accounts live. Every operation is atomic on its own.
@@ -172,9 +213,6 @@ pub enum LoginError {
     /// The password does not meet the policy.
     #[error("password refused: {0}")]
     Password(PasswordRejected),
-    /// The account exists already (sign-up).
-    #[error("account exists")]
-    Exists,
     /// A verification token was refused.
     #[error("verification failed: {0}")]
     Token(SingleUseError),
@@ -239,7 +277,6 @@ impl Attempts {
 }
 
 /// Local password login (see the module docs).
-#[derive(Debug)]
 pub struct LocalLogin<S, T, A = MemoryAccounts> {
     enabled: bool,
     accounts: A,
@@ -251,6 +288,16 @@ pub struct LocalLogin<S, T, A = MemoryAccounts> {
     window: Duration,
     per_account: usize,
     per_ip: usize,
+}
+
+impl<S, T, A> std::fmt::Debug for LocalLogin<S, T, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLogin")
+            .field("enabled", &self.enabled)
+            .field("per_account", &self.per_account)
+            .field("per_ip", &self.per_ip)
+            .finish_non_exhaustive()
+    }
 }
 
 fn hasher() -> Argon2<'static> {
@@ -293,8 +340,14 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         })
     }
 
-    /// Creates an unverified account and returns the email-verification token to send.
-    pub async fn sign_up(&self, email: &str, password: &str) -> Result<SingleUseToken, LoginError> {
+    /// Creates an unverified account and returns the email-verification token to send; `None`
+    /// when the address is taken (answer the caller the same way in both cases, and tell the
+    /// address's owner by mail instead).
+    pub async fn sign_up(
+        &self,
+        email: &str,
+        password: &str,
+    ) -> Result<Option<SingleUseToken>, LoginError> {
         if !self.enabled {
             return Err(LoginError::Disabled);
         }
@@ -307,11 +360,12 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             verified: false,
         };
         if !self.accounts.create(&account).await? {
-            return Err(LoginError::Exists);
+            return Ok(None);
         }
         self.tokens
             .issue(&Purpose::email_verification(), &account.email)
             .await
+            .map(Some)
             .map_err(LoginError::Token)
     }
 
@@ -452,6 +506,12 @@ mod tests {
             ("password1234", PasswordRejected::Common),
             ("!!Sunshine2024!!", PasswordRejected::Common),
             ("my-alicesmith-pass", PasswordRejected::ContainsEmail),
+            ("aaaaaaaaaaaa", PasswordRejected::Predictable),
+            ("abcdefghijkl", PasswordRejected::Predictable),
+            ("123456789012", PasswordRejected::Predictable),
+            ("zyxwvutsrqpo", PasswordRejected::Predictable),
+            ("passwordpassword", PasswordRejected::Predictable),
+            ("abc1abc1abc1", PasswordRejected::Predictable),
         ];
         for (p, want) in bad {
             assert_eq!(
@@ -502,12 +562,14 @@ mod tests {
         let token = l
             .sign_up("A@Example.com", "correct horse battery staple")
             .await
-            .unwrap();
-        assert_eq!(
+            .unwrap()
+            .expect("a new address gets a verification token");
+        // Taken: no token, and no error the caller could turn into an enumeration oracle.
+        assert!(
             l.sign_up("a@example.com", "another fine passphrase")
                 .await
-                .unwrap_err(),
-            LoginError::Exists
+                .unwrap()
+                .is_none()
         );
         // Right password, unverified email.
         assert_eq!(
@@ -552,6 +614,7 @@ mod tests {
         let token = l
             .sign_up("b@example.com", "correct horse battery staple")
             .await
+            .unwrap()
             .unwrap();
         l.verify_email(token.expose()).await.unwrap();
         let wrong = l
