@@ -963,6 +963,28 @@ async fn session_rows(target: &Target, http: &Client) -> Vec<Row> {
         a == 401 && b == 200,
     ));
 
+    // The family id is no secret (it is the access token's `sid`): a made-up secret with it
+    // must not log the owner out.
+    let owned = token_of(start("phone").await).await;
+    let forged = match owned.rsplit_once('.') {
+        Some((family, _)) => format!("{family}.{}", "A".repeat(43)),
+        None => String::new(),
+    };
+    let out = http
+        .post(format!("{base}/auth/logout"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(serde_json::json!({ "refresh_token": forged }).to_string())
+        .send()
+        .await;
+    let after = refresh(owned, "phone").await;
+    let (a, b) = (status(&out), status(&after));
+    rows.push(Row::new(
+        "log a session out with its family id and a made-up secret",
+        "204 (no oracle), owner still refreshes: 200",
+        format!("{a}, then {b}"),
+        !forged.is_empty() && a == 204 && b == 200,
+    ));
+
     let fourth = token_of(start("phone").await).await;
     let out = http
         .post(format!("{base}/auth/logout"))

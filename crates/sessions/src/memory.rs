@@ -117,14 +117,22 @@ impl RefreshStore for MemoryStore {
         })
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<bool, StoreError> {
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        presented: &[TokenHash],
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock()?;
         Ok(match inner.families.get_mut(family) {
-            Some(state) => {
+            Some(state)
+                if presented
+                    .iter()
+                    .any(|h| *h == state.current || state.consumed.contains(h)) =>
+            {
                 state.revoked = true;
                 true
             }
-            None => false,
+            _ => false,
         })
     }
 

@@ -319,12 +319,25 @@ impl RefreshStore for PostgresStore {
         })
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE palisade_refresh_families SET revoked = TRUE WHERE id = $1")
-            .bind(family.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| err("revoke family", e))?;
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        presented: &[TokenHash],
+    ) -> Result<bool, StoreError> {
+        let hashes: Vec<Vec<u8>> = presented.iter().map(|h| h.0.to_vec()).collect();
+        // One statement. A rotation of the same token committing meanwhile can make this
+        // answer `false` (the re-check sees the new current hash, not yet the consumed row);
+        // the caller then holds a token that is no longer current and may retry.
+        let done = sqlx::query(
+            "UPDATE palisade_refresh_families f SET revoked = TRUE WHERE f.id = $1 \
+             AND (f.current_hash = ANY ($2) OR EXISTS (SELECT 1 FROM palisade_refresh_consumed c \
+             WHERE c.family_id = f.id AND c.hash = ANY ($2)))",
+        )
+        .bind(family.as_str())
+        .bind(&hashes)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| err("revoke family", e))?;
         Ok(done.rows_affected() == 1)
     }
 

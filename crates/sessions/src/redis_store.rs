@@ -55,12 +55,22 @@ end
 return {'rotated', f[7]}
 ";
 
+// Revokes the family if it exists and, when hashes are given, one of them is its current
+// token or a consumed one (no hashes: unconditional, for "log out everywhere").
 const REVOKE: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'revoked', '1')
-  return 1
+local current = redis.call('HGET', KEYS[1], 'current')
+if not current then return 0 end
+if #ARGV > 0 then
+  local proof = false
+  for i = 1, #ARGV do
+    if ARGV[i] == current or redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1 then
+      proof = true
+    end
+  end
+  if not proof then return 0 end
 end
-return 0
+redis.call('HSET', KEYS[1], 'revoked', '1')
+return 1
 ";
 
 /// Families in Redis (see the module docs).
@@ -113,6 +123,22 @@ impl RedisStore {
             rotate: Arc::new(Script::new(ROTATE)),
             revoke: Arc::new(Script::new(REVOKE)),
         })
+    }
+
+    /// Revokes atomically, and only if the family still exists (never a key without a TTL);
+    /// with `proof`, only if one of its hashes is the current or a consumed token.
+    async fn revoke(&self, family: &FamilyId, proof: &[TokenHash]) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.revoke.key(self.family_key(family));
+        invocation.key(self.used_key(family));
+        for hash in proof {
+            invocation.arg(hash.to_hex());
+        }
+        let revoked: i64 = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| err("revoke script failed", e))?;
+        Ok(revoked == 1)
     }
 
     fn family_key(&self, id: &FamilyId) -> String {
@@ -201,16 +227,15 @@ impl RefreshStore for RedisStore {
         })
     }
 
-    async fn revoke_family(&self, family: &FamilyId) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        // Atomically, and only if the family still exists (never a key without a TTL).
-        let revoked: i64 = self
-            .revoke
-            .key(self.family_key(family))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(|e| err("revoke script failed", e))?;
-        Ok(revoked == 1)
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        presented: &[TokenHash],
+    ) -> Result<bool, StoreError> {
+        if presented.is_empty() {
+            return Ok(false);
+        }
+        self.revoke(family, presented).await
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
@@ -222,7 +247,7 @@ impl RefreshStore for RedisStore {
         let mut count = 0;
         for id in ids {
             if let Some(id) = FamilyId::parse(&id)
-                && self.revoke_family(&id).await?
+                && self.revoke(&id, &[]).await?
             {
                 count += 1;
             }

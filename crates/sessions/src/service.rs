@@ -264,10 +264,14 @@ impl<S: RefreshStore> RefreshSessions<S> {
         }
     }
 
-    /// Logs out the family of `token` (whatever the token's state).
+    /// Logs out the family of `token`, whether the token is current or was spent already;
+    /// `false` when the token is not one the family issued (a family id alone does not do).
     pub async fn logout(&self, token: &str) -> Result<bool, SessionError> {
         let family = token::parse(token).ok_or(SessionError::InvalidToken)?;
-        Ok(self.store.revoke_family(&family).await?)
+        Ok(self
+            .store
+            .revoke_family(&family, &self.hash_all(token))
+            .await?)
     }
 
     /// Logs `user_id` out everywhere; returns how many families were revoked.

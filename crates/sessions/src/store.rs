@@ -195,10 +195,13 @@ pub trait RefreshStore: Send + Sync + 'static {
         grace: Option<&Grace>,
     ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
 
-    /// Revokes a family; `false` if it was unknown.
+    /// Atomically: revokes a family if one of `presented` (the token hashed under each
+    /// verification key) is its current token or one it consumed; `false` otherwise. Knowing a
+    /// family id (it is the access token's `sid`) is not enough to log someone out.
     fn revoke_family(
         &self,
         family: &FamilyId,
+        presented: &[TokenHash],
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Revokes every family of `user_id`; returns how many.
