@@ -1,12 +1,17 @@
 //! Local password login, locked down and off unless enabled (`LOCAL_AUTH_ENABLED`).
 //!
-//! - argon2id at OWASP's current minimum (19 MiB, 2 passes, 1 lane); a stored hash with other
-//!   parameters is re-hashed at the next successful login.
+//! - argon2id at OWASP's current minimum (19 MiB, 2 passes, 1 lane), run on Tokio's blocking
+//!   pool, as many at a time as there are cores; a stored hash with other parameters is
+//!   re-hashed at the next successful login.
 //! - A password policy in the style of NIST SP 800-63B: 12 to 128 characters, no composition
 //!   rules, refused when it is (or is built on) a common password from the bundled list, or
-//!   contains the account's email name.
+//!   contains the account's email name, or follows a pattern (runs, repeats, few characters).
 //! - The email must be verified (with a single-use token) before the first login.
-//! - Attempts are limited per account and per client IP (sliding window).
+//! - Attempts are limited per account and per client address (IPv6 by /64) in a sliding
+//!   window. Each attempt is counted before its password is checked (concurrent guesses cannot
+//!   slip past the limit) and given back when it succeeds. The counter holds at most 100,000
+//!   keys: when full of live keys it refuses attempts under new keys (fail closed). The counter
+//!   lives in the process: several replicas each count on their own.
 //! - Unknown accounts cost the same time and get the same answer as a wrong password.
 //! - A successful login starts a refresh family; the caller issues the access token.
 //!
@@ -22,6 +27,7 @@ use std::time::{Duration, SystemTime};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use palisade_core::SharedClock;
+use zeroize::Zeroizing;
 
 use crate::service::{RefreshSessions, SessionError};
 use crate::single_use::{Purpose, SingleUseError, SingleUseStore, SingleUseToken, SingleUseTokens};
@@ -245,6 +251,10 @@ pub struct LoggedIn {
     pub refresh_token: RefreshToken,
 }
 
+/// Most keys the attempt counter holds. Past it (after dropping idle keys), attempts under
+/// new keys are refused: an attacker flooding distinct keys cannot reset everyone's counts.
+const MAX_ATTEMPT_KEYS: usize = 100_000;
+
 /// Sliding-window attempt counter.
 #[derive(Debug, Default)]
 struct Attempts {
@@ -265,15 +275,75 @@ impl Attempts {
         q.len()
     }
 
-    fn record(&mut self, key: &str, now: SystemTime) {
-        if self.by_key.len() > 100_000 {
-            self.by_key.clear();
+    /// Counts an attempt under each key unless one is at `limit` (checked and recorded under
+    /// one lock, so concurrent guesses cannot all slip under the limit); `false` to refuse.
+    fn reserve(&mut self, keys: [(&str, usize); 2], now: SystemTime, window: Duration) -> bool {
+        for (key, limit) in keys {
+            if self.count(key, now, window) >= limit {
+                return false;
+            }
         }
-        self.by_key
-            .entry(key.to_owned())
-            .or_default()
-            .push_back(now);
+        if self.by_key.len() + 2 > MAX_ATTEMPT_KEYS {
+            self.by_key.retain(|_, q| {
+                q.back()
+                    .is_some_and(|t| now.duration_since(*t).unwrap_or_default() <= window)
+            });
+            if keys.iter().any(|(k, _)| !self.by_key.contains_key(*k))
+                && self.by_key.len() + 2 > MAX_ATTEMPT_KEYS
+            {
+                tracing::warn!(target: "palisade::sessions", "login attempt table full: refusing new keys");
+                return false;
+            }
+        }
+        for (key, _) in keys {
+            self.by_key
+                .entry(key.to_owned())
+                .or_default()
+                .push_back(now);
+        }
+        true
     }
+
+    /// Takes back the attempt `reserve` counted (a successful login is not a failure).
+    fn forgive(&mut self, keys: [&str; 2]) {
+        for key in keys {
+            if let Some(q) = self.by_key.get_mut(key) {
+                q.pop_back();
+                if q.is_empty() {
+                    self.by_key.remove(key);
+                }
+            }
+        }
+    }
+}
+
+/// The client key for attempt limits: IPv4 addresses as they are, IPv6 by /64 (one
+/// subscriber's allocation, which its owner can rotate through freely).
+fn client_key(client: IpAddr) -> String {
+    match client {
+        IpAddr::V4(v4) => format!("i:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("i:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("i:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// Runs argon2 off the async workers, a bounded number at a time.
+async fn blocking<R: Send + 'static>(
+    permits: &tokio::sync::Semaphore,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, LoginError> {
+    let _permit = permits
+        .acquire()
+        .await
+        .map_err(|_| LoginError::Unavailable)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| LoginError::Unavailable)
 }
 
 /// Local password login (see the module docs).
@@ -284,6 +354,7 @@ pub struct LocalLogin<S, T, A = MemoryAccounts> {
     tokens: Arc<SingleUseTokens<T>>,
     clock: SharedClock,
     attempts: Mutex<Attempts>,
+    hashing: tokio::sync::Semaphore,
     dummy_hash: String,
     window: Duration,
     per_account: usize,
@@ -304,6 +375,17 @@ fn hasher() -> Argon2<'static> {
     // OWASP (2025): argon2id, m = 19 MiB, t = 2, p = 1.
     let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Whether a stored hash uses other parameters than the current ones.
+fn stale_hash(parsed: &PasswordHash<'_>) -> bool {
+    let current = hasher();
+    let params = current.params();
+    Params::try_from(parsed).map_or(true, |p| {
+        p.m_cost() != params.m_cost()
+            || p.t_cost() != params.t_cost()
+            || p.p_cost() != params.p_cost()
+    }) || parsed.algorithm.as_str() != "argon2id"
 }
 
 fn hash(password: &str) -> Result<String, LoginError> {
@@ -333,11 +415,22 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             tokens,
             clock,
             attempts: Mutex::new(Attempts::default()),
+            // Argon2 at these parameters takes 19 MiB and tens of milliseconds: as many at a
+            // time as there are cores.
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, usize::from),
+            ),
             dummy_hash: hash("palisade dummy password for timing")?,
             window: Duration::from_secs(15 * 60),
             per_account: 5,
             per_ip: 20,
         })
+    }
+
+    /// Hashes a password off the async workers.
+    async fn hash_blocking(&self, password: &str) -> Result<String, LoginError> {
+        let password = Zeroizing::new(password.to_owned());
+        blocking(&self.hashing, move || hash(&password)).await?
     }
 
     /// Creates an unverified account and returns the email-verification token to send; `None`
@@ -356,7 +449,7 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         let account = Account {
             user_id: format!("local:{email}"),
             email: email.clone(),
-            password_hash: hash(password)?,
+            password_hash: self.hash_blocking(password).await?,
             verified: false,
         };
         if !self.accounts.create(&account).await? {
@@ -395,43 +488,49 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         }
         let email = email.trim().to_lowercase();
         let now = self.clock.now();
-        let (account_key, ip_key) = (format!("a:{email}"), format!("i:{client}"));
-        {
-            let mut attempts = self.attempts.lock().map_err(|_| LoginError::Unavailable)?;
-            if attempts.count(&account_key, now, self.window) >= self.per_account
-                || attempts.count(&ip_key, now, self.window) >= self.per_ip
-            {
-                return Err(LoginError::TooManyAttempts);
-            }
+        let (account_key, ip_key) = (format!("a:{email}"), client_key(client));
+        // Every attempt counts before the password is checked; a success is forgiven after.
+        let reserved = self
+            .attempts
+            .lock()
+            .map_err(|_| LoginError::Unavailable)?
+            .reserve(
+                [(&account_key, self.per_account), (&ip_key, self.per_ip)],
+                now,
+                self.window,
+            );
+        if !reserved {
+            return Err(LoginError::TooManyAttempts);
         }
         let account = self.accounts.get(&email).await?;
         let stored: String = account
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |a| a.password_hash.clone());
-        let parsed = PasswordHash::new(&stored).map_err(|_| LoginError::Unavailable)?;
-        let ok = hasher()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-            && account.is_some();
-        let Some(mut account) = account.filter(|_| ok) else {
-            let mut attempts = self.attempts.lock().map_err(|_| LoginError::Unavailable)?;
-            attempts.record(&account_key, now);
-            attempts.record(&ip_key, now);
+        let (verified, stale) = {
+            let password = Zeroizing::new(password.to_owned());
+            blocking(&self.hashing, move || {
+                let parsed = PasswordHash::new(&stored).ok()?;
+                let verified = hasher()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok();
+                Some((verified, stale_hash(&parsed)))
+            })
+            .await?
+            .ok_or(LoginError::Unavailable)?
+        };
+        let Some(mut account) = account.filter(|_| verified) else {
             return Err(LoginError::InvalidCredentials);
         };
+        self.attempts
+            .lock()
+            .map_err(|_| LoginError::Unavailable)?
+            .forgive([&account_key, &ip_key]);
         if !account.verified {
             return Err(LoginError::Unverified);
         }
         // Re-hash when the stored parameters are not the current ones.
-        let current = hasher();
-        let params = current.params();
-        let stale = Params::try_from(&parsed).map_or(true, |p| {
-            p.m_cost() != params.m_cost()
-                || p.t_cost() != params.t_cost()
-                || p.p_cost() != params.p_cost()
-        }) || parsed.algorithm.as_str() != "argon2id";
         if stale {
-            account.password_hash = hash(password)?;
+            account.password_hash = self.hash_blocking(password).await?;
             self.accounts
                 .set_password_hash(&email, &account.password_hash)
                 .await?;
@@ -455,7 +554,7 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             .await?
             .ok_or(LoginError::InvalidCredentials)?;
         self.accounts
-            .set_password_hash(&email, &hash(password)?)
+            .set_password_hash(&email, &self.hash_blocking(password).await?)
             .await?;
         self.tokens
             .revoke_subject(&email)
@@ -547,6 +646,92 @@ mod tests {
 
     fn ip() -> IpAddr {
         "192.0.2.1".parse().unwrap()
+    }
+
+    #[test]
+    fn attempts_reserve_forgive_and_bound() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let window = Duration::from_secs(900);
+        let mut a = Attempts::default();
+        // Reserved under one lock: the sixth is refused however the five end.
+        for _ in 0..5 {
+            assert!(a.reserve([("a:x", 5), ("i:1", 20)], t0, window));
+        }
+        assert!(!a.reserve([("a:x", 5), ("i:1", 20)], t0, window));
+        // A success gives its attempt back.
+        a.forgive(["a:x", "i:1"]);
+        assert!(a.reserve([("a:x", 5), ("i:1", 20)], t0, window));
+        // Past the window the keys are idle and make room; a full table refuses new keys
+        // instead of forgetting everyone's counts.
+        let mut full = Attempts::default();
+        for i in 0..MAX_ATTEMPT_KEYS - 2 {
+            full.by_key.insert(format!("a:{i}"), VecDeque::from([t0]));
+        }
+        assert!(full.reserve([("a:0", 5), ("i:9", 20)], t0, window));
+        assert!(!full.reserve([("a:new", 5), ("i:new", 20)], t0, window));
+        assert_eq!(full.count("a:0", t0, window), 2, "counts survive");
+        let later = t0 + window + Duration::from_secs(1);
+        assert!(full.reserve([("a:new", 5), ("i:new", 20)], later, window));
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_guesses_stay_under_the_limit() {
+        let (l, _) = login().await;
+        let l = Arc::new(l);
+        let token = l
+            .sign_up("g@example.com", "correct horse battery staple")
+            .await
+            .unwrap()
+            .unwrap();
+        l.verify_email(token.expose()).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..12 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                l.login(
+                    "g@example.com",
+                    "wrong wrong wrong!",
+                    ip(),
+                    &DeviceBinding::new("d", b"m"),
+                )
+                .await
+                .unwrap_err()
+            }));
+        }
+        let mut checked = 0;
+        for task in tasks {
+            if task.await.unwrap() == LoginError::InvalidCredentials {
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 5, "only five guesses reach the password check");
+        // Successful logins do not count as failures.
+        let (l, _) = login().await;
+        let token = l
+            .sign_up("h@example.com", "correct horse battery staple")
+            .await
+            .unwrap()
+            .unwrap();
+        l.verify_email(token.expose()).await.unwrap();
+        for _ in 0..8 {
+            l.login(
+                "h@example.com",
+                "correct horse battery staple",
+                ip(),
+                &DeviceBinding::new("d", b"m"),
+            )
+            .await
+            .unwrap();
+        }
     }
 
     #[tokio::test]
