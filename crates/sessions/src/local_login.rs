@@ -139,11 +139,14 @@ pub trait AccountStore: Send + Sync + 'static {
     fn create(&self, account: &Account) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// The account of `email` (lowercase), if any.
     fn get(&self, email: &str) -> impl Future<Output = Result<Option<Account>, StoreError>> + Send;
-    /// Replaces the password hash; `false` for an unknown account.
+    /// Replaces the password hash; `false` for an unknown account or, with `expected`, when
+    /// the stored hash is no longer `expected` (compare-and-set: a re-hash at login must not
+    /// undo a password reset that landed meanwhile).
     fn set_password_hash(
         &self,
         email: &str,
         hash: &str,
+        expected: Option<&str>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Marks the email verified; `false` for an unknown account.
     fn mark_verified(&self, email: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
@@ -182,10 +185,16 @@ impl AccountStore for MemoryAccounts {
         Ok(self.lock()?.get(email).cloned())
     }
 
-    async fn set_password_hash(&self, email: &str, hash: &str) -> Result<bool, StoreError> {
+    async fn set_password_hash(
+        &self,
+        email: &str,
+        hash: &str,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
         Ok(self
             .lock()?
             .get_mut(email)
+            .filter(|a| expected.is_none_or(|e| a.password_hash == e))
             .map(|a| a.password_hash = hash.to_owned())
             .is_some())
     }
@@ -518,7 +527,7 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             .await?
             .ok_or(LoginError::Unavailable)?
         };
-        let Some(mut account) = account.filter(|_| verified) else {
+        let Some(account) = account.filter(|_| verified) else {
             return Err(LoginError::InvalidCredentials);
         };
         self.attempts
@@ -530,9 +539,10 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         }
         // Re-hash when the stored parameters are not the current ones.
         if stale {
-            account.password_hash = self.hash_blocking(password).await?;
+            let fresh = self.hash_blocking(password).await?;
+            // Only over the hash just verified: a reset landing meanwhile wins.
             self.accounts
-                .set_password_hash(&email, &account.password_hash)
+                .set_password_hash(&email, &fresh, Some(&account.password_hash))
                 .await?;
         }
         let (family, refresh_token) = self.sessions.start(&account.user_id, device).await?;
@@ -554,7 +564,7 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             .await?
             .ok_or(LoginError::InvalidCredentials)?;
         self.accounts
-            .set_password_hash(&email, &self.hash_blocking(password).await?)
+            .set_password_hash(&email, &self.hash_blocking(password).await?, None)
             .await?;
         self.tokens
             .revoke_subject(&email)

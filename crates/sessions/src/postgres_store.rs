@@ -460,13 +460,22 @@ impl crate::local_login::AccountStore for PostgresStore {
         }))
     }
 
-    async fn set_password_hash(&self, email: &str, hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE palisade_accounts SET password_hash = $2 WHERE email = $1")
-            .bind(email)
-            .bind(hash)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| err("update account", e))?;
+    async fn set_password_hash(
+        &self,
+        email: &str,
+        hash: &str,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE palisade_accounts SET password_hash = $2 WHERE email = $1 \
+             AND ($3::TEXT IS NULL OR password_hash = $3)",
+        )
+        .bind(email)
+        .bind(hash)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| err("update account", e))?;
         Ok(done.rows_affected() == 1)
     }
 

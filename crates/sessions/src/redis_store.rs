@@ -408,6 +408,7 @@ return 1
 #[cfg(feature = "local-login")]
 const UPDATE_ACCOUNT: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[3] and redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
@@ -448,13 +449,22 @@ impl RedisAccounts {
         format!("{}:acct:{{{email}}}", self.prefix)
     }
 
-    async fn update(&self, email: &str, field: &str, value: &str) -> Result<bool, StoreError> {
+    /// Sets `field` to `value` if the account exists (and, with `expected`, the field still
+    /// holds it).
+    async fn update(
+        &self,
+        email: &str,
+        field: &str,
+        value: &str,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let done: i64 = self
-            .update
-            .key(self.key(email))
-            .arg(field)
-            .arg(value)
+        let mut invocation = self.update.key(self.key(email));
+        invocation.arg(field).arg(value);
+        if let Some(expected) = expected {
+            invocation.arg(expected);
+        }
+        let done: i64 = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(|e| err("update account", e))?;
@@ -499,11 +509,16 @@ impl crate::local_login::AccountStore for RedisAccounts {
         }
     }
 
-    async fn set_password_hash(&self, email: &str, hash: &str) -> Result<bool, StoreError> {
-        self.update(email, "password_hash", hash).await
+    async fn set_password_hash(
+        &self,
+        email: &str,
+        hash: &str,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.update(email, "password_hash", hash, expected).await
     }
 
     async fn mark_verified(&self, email: &str) -> Result<bool, StoreError> {
-        self.update(email, "verified", "1").await
+        self.update(email, "verified", "1", None).await
     }
 }

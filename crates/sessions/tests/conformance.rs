@@ -709,17 +709,48 @@ mod accounts_suite {
         assert!(store.mark_verified("a@example.com").await.unwrap());
         assert!(
             store
-                .set_password_hash("a@example.com", "new-hash")
+                .set_password_hash("a@example.com", "new-hash", None)
                 .await
                 .unwrap()
         );
         let got = store.get("a@example.com").await.unwrap().unwrap();
         assert!(got.verified);
         assert_eq!(got.password_hash, "new-hash");
+        // Compare-and-set: a stale expectation changes nothing, a current one does.
+        assert!(
+            !store
+                .set_password_hash("a@example.com", "rehash", Some("old-hash"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .get("a@example.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            "new-hash"
+        );
+        assert!(
+            store
+                .set_password_hash("a@example.com", "rehash", Some("new-hash"))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .get("a@example.com")
+                .await
+                .unwrap()
+                .unwrap()
+                .password_hash,
+            "rehash"
+        );
         assert!(!store.mark_verified("nobody@example.com").await.unwrap());
         assert!(
             !store
-                .set_password_hash("nobody@example.com", "x")
+                .set_password_hash("nobody@example.com", "x", None)
                 .await
                 .unwrap()
         );
