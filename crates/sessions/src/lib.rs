@@ -58,8 +58,9 @@ pub use redis_store::RedisAccounts;
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use store::check_transport;
 pub use store::{
     DeviceBinding, Family, FamilyId, Grace, RefreshStore, Rotation, StoreError, TokenHash,
-    check_transport,
 };
 pub use token::RefreshToken;

@@ -215,32 +215,82 @@ pub trait RefreshStore: Send + Sync + 'static {
 }
 
 /// Records a finding when a store URL is plaintext to a host that is not this machine: in
-/// production that refuses the build (`rediss://` or `sslmode=verify-full` are required).
+/// production that refuses the build (`rediss://` without `#insecure`, or
+/// `sslmode=verify-full`, are required).
+///
+/// The URL is read by the driver's own parser (the one that will connect), so userinfo,
+/// fragments, repeated or `host=` query parameters cannot make a remote host look local. A
+/// URL the enabled drivers cannot read is a finding too.
+#[cfg(any(feature = "redis", feature = "postgres"))]
 pub fn check_transport(url: &str, posture: &mut palisade_core::Posture) {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host_port.split(':').next().unwrap_or(""),
-    };
-    let local = host.is_empty()
-        || host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    let query = url.split_once('?').map_or("", |(_, q)| q);
-    let encrypted = match scheme {
-        "rediss" => true,
-        "redis" => false,
-        "postgres" | "postgresql" => query.split('&').any(|p| p == "sslmode=verify-full"),
-        _ => false,
-    };
-    if !encrypted && !local {
-        posture.record(
+    match transport(url) {
+        Ok(Transport::Local) | Ok(Transport::Tcp { verified: true, .. }) => {}
+        Ok(Transport::Tcp { host, .. }) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let local = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !local {
+                posture.record(
+                    palisade_core::Severity::Deny,
+                    "store-plaintext",
+                    format!("session store at {host} is reached without verified TLS (use rediss:// or sslmode=verify-full)"),
+                );
+            }
+        }
+        Err(why) => posture.record(
             palisade_core::Severity::Deny,
-            "store-plaintext",
-            format!("session store at {host} is reached without verified TLS (use rediss:// or sslmode=verify-full)"),
-        );
+            "store-url",
+            format!("session store URL refused: {why}"),
+        ),
+    }
+}
+
+/// How a store URL connects, as its driver reads it.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+enum Transport {
+    /// A Unix socket on this machine.
+    Local,
+    /// TCP to `host`, with verified TLS or not.
+    Tcp { host: String, verified: bool },
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+fn transport(url: &str) -> Result<Transport, String> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" | "unix" => {
+            use redis::{ConnectionAddr, IntoConnectionInfo};
+            let info = url.into_connection_info().map_err(|e| e.to_string())?;
+            match info.addr() {
+                ConnectionAddr::Tcp(host, _) => Ok(Transport::Tcp {
+                    host: host.clone(),
+                    verified: false,
+                }),
+                ConnectionAddr::TcpTls { host, insecure, .. } => Ok(Transport::Tcp {
+                    host: host.clone(),
+                    verified: !insecure,
+                }),
+                ConnectionAddr::Unix(_) => Ok(Transport::Local),
+                _ => Err("unsupported Redis address".to_owned()),
+            }
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            use sqlx::postgres::{PgConnectOptions, PgSslMode};
+            let options: PgConnectOptions = url.parse().map_err(|e: sqlx::Error| e.to_string())?;
+            if options.get_socket().is_some() {
+                return Ok(Transport::Local);
+            }
+            Ok(Transport::Tcp {
+                host: options.get_host().to_owned(),
+                verified: matches!(options.get_ssl_mode(), PgSslMode::VerifyFull),
+            })
+        }
+        _ => Err(format!(
+            "scheme {scheme:?} is not one an enabled store feature reads"
+        )),
     }
 }

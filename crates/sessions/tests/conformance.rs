@@ -662,10 +662,26 @@ async fn an_unreachable_database_is_an_error_never_a_refresh() {
     );
 }
 
+#[cfg(all(feature = "redis", feature = "postgres"))]
 #[test]
 fn plaintext_stores_off_this_machine_are_refused_in_production() {
     use palisade_core::{Posture, Profile};
     let cases = [
+        // URLs written to fool a hand-rolled parser: the drivers connect to the remote host.
+        ("redis://evil.example#@localhost:6379", true),
+        ("redis://evil.example:6379/0?x=@127.0.0.1", true),
+        ("rediss://cache.internal:6380/#insecure", true),
+        (
+            "postgres://app@db.internal/prod?sslmode=verify-full&sslmode=disable",
+            true,
+        ),
+        ("postgres://app@127.0.0.1/prod?host=db.internal", true),
+        (
+            "postgres://app@localhost/prod?host=/var/run/postgresql",
+            false,
+        ),
+        ("memcached://127.0.0.1", true),
+        ("not a url", true),
         ("redis://10.0.0.5:6379", true),
         ("redis://user:pw@cache.internal:6379/0", true),
         ("rediss://cache.internal:6380", false),
