@@ -1,14 +1,17 @@
 //! `RedisStore`: one Lua script per refresh.
 //!
-//! Keys carry a configurable prefix and the family id as a `{hash tag}`, so every key of a
-//! family lives in one Redis Cluster slot and the script touches one slot:
+//! Needs Redis 7.0 or later (`EXPIREAT ... NX|GT`). One Redis server (a primary,
+//! whatever replicates it): Redis Cluster is not supported, since family creation updates the
+//! family and the user's index in one `MULTI`, across slots. Keys carry a configurable prefix
+//! and the family id as a `{hash tag}`:
 //!
 //! - `<prefix>:{<family>}:f`: hash (user, device, absolute expiry, idle timeout, last use,
 //!   revoked flag, current token hash),
 //! - `<prefix>:{<family>}:c`: set of consumed token hashes,
 //! - `<prefix>:u:<user>`: set of the user's family ids (for "log out everywhere").
 //!
-//! Every key expires with the family's absolute lifetime. Times are whole Unix seconds passed
+//! Every key expires with the family's absolute lifetime; the user's index keeps the latest
+//! expiry of its families (it is only ever extended). Times are whole Unix seconds passed
 //! by the caller, so the script does no float arithmetic.
 
 use std::sync::Arc;
@@ -90,6 +93,22 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Sets an index key's expiry to `at` or keeps a later one: the index must outlive every
+/// member, and a member with a shorter lifetime (after a policy change) must not cut it short.
+/// `NX` gives a fresh key its first expiry, then `GT` only ever extends it (Redis 7.0+).
+fn extend_expiry(pipe: &mut redis::Pipeline, key: &str, at: i64) {
+    pipe.cmd("EXPIREAT")
+        .arg(key)
+        .arg(at)
+        .arg("NX")
+        .ignore()
+        .cmd("EXPIREAT")
+        .arg(key)
+        .arg(at)
+        .arg("GT")
+        .ignore();
+}
+
 fn err(message: &str, e: redis::RedisError) -> StoreError {
     StoreError::new(message, Some(Arc::new(e)))
 }
@@ -160,8 +179,8 @@ impl RefreshStore for RedisStore {
         let key = self.family_key(&family.id);
         let user_key = self.user_key(&family.user_id);
         let expiry = i64::try_from(family.absolute_expiry).unwrap_or(i64::MAX);
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset_multiple(
                 &key,
                 &[
@@ -178,10 +197,9 @@ impl RefreshStore for RedisStore {
             .expire_at(&key, expiry)
             .ignore()
             .sadd(&user_key, family.id.as_str())
-            .ignore()
-            .expire_at(&user_key, expiry)
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .ignore();
+        extend_expiry(&mut pipe, &user_key, expiry);
+        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| err("cannot create family", e))
     }
@@ -320,8 +338,8 @@ impl crate::single_use::SingleUseStore for RedisSingleUseStore {
         let key = self.token_key(hash);
         let index = self.subject_key(subject);
         let at = i64::try_from(expires).unwrap_or(i64::MAX);
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .hset_multiple(
                 &key,
                 &[
@@ -334,10 +352,9 @@ impl crate::single_use::SingleUseStore for RedisSingleUseStore {
             .expire_at(&key, at)
             .ignore()
             .sadd(&index, hash.to_hex())
-            .ignore()
-            .expire_at(&index, at)
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .ignore();
+        extend_expiry(&mut pipe, &index, at);
+        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| err("cannot store token", e))
     }

@@ -571,6 +571,43 @@ async fn redis_single_use_store() -> (palisade_sessions::RedisSingleUseStore, Re
 #[cfg(feature = "redis")]
 single_use_conformance!(redis_single_use, redis_single_use_store().await);
 
+/// A family created later with a shorter lifetime (the policy changed) must not cut the
+/// user's index short: "log out everywhere" has to find the older, longer-lived family.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_redis_user_index_outlives_every_family() {
+    use palisade_sessions::{Family, FamilyId, TokenHash};
+    let (store, cleanup) = redis_store().await;
+    let family = |id: &str, absolute_expiry: u64| Family {
+        id: FamilyId::parse(id).unwrap(),
+        user_id: "alice".to_owned(),
+        device: phone(),
+        absolute_expiry,
+        idle_timeout: 86_400,
+        created_at: T0,
+    };
+    let long = T0 + 90 * 86_400;
+    store
+        .create(&family("AAAAAAAAAAAAAAAAAAAAAA", long), &TokenHash([1; 32]))
+        .await
+        .unwrap();
+    store
+        .create(
+            &family("BBBBBBBBBBBBBBBBBBBBBB", T0 + 3600),
+            &TokenHash([2; 32]),
+        )
+        .await
+        .unwrap();
+    let client = ::redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let at: i64 = ::redis::cmd("EXPIRETIME")
+        .arg(format!("{}:u:alice", cleanup.0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(at, i64::try_from(long).unwrap());
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_never_a_refresh() {
