@@ -51,6 +51,15 @@ impl std::fmt::Debug for TokenHash {
 
 /// The device a family is bound to: an id and a fingerprint of the client metadata the caller
 /// supplies (user agent, app version, ...), and optionally a DPoP key thumbprint.
+///
+/// # What it proves
+///
+/// A device id and metadata are whatever the client sends: they stop a stolen token from being
+/// replayed by someone who does not also know (or guess) them, and they make a token copied to
+/// another browser or app stand out, but an attacker who stole the token from the device's
+/// storage can usually read the id too. Only [`with_dpop_jkt`](Self::with_dpop_jkt) binds the
+/// family to a private key the client never reveals; use it where clients can do DPoP
+/// (RFC 9449), after verifying the request's DPoP proof.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceBinding {
     pub(crate) device_id: String,
