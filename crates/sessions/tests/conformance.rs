@@ -619,6 +619,71 @@ async fn the_redis_user_index_outlives_every_family() {
     assert_eq!(at, i64::try_from(long).unwrap());
 }
 
+/// A loopback TCP relay in front of a real server: `cut` drops the listener and every
+/// relayed connection, as a network partition or a server crash would.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+struct Relay {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(any(feature = "redis", feature = "postgres"))]
+impl Relay {
+    async fn to(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { port, task }
+    }
+
+    /// Aborting the accept loop drops its `JoinSet`, which aborts every relayed connection.
+    async fn cut(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn redis_going_down_mid_session_fails_closed() {
+    let info = ::redis::IntoConnectionInfo::into_connection_info(redis_url().as_str()).unwrap();
+    let ::redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
+        panic!("the test Redis is reached over plain TCP");
+    };
+    let relay = Relay::to(format!("{host}:{port}")).await;
+    let prefix = prefix();
+    let _cleanup = RedisCleanup(prefix.clone());
+    let store = palisade_sessions::RedisStore::connect(
+        &format!("redis://127.0.0.1:{}", relay.port),
+        &prefix,
+    )
+    .await
+    .unwrap();
+    let clock = ManualClock::at_unix(T0);
+    let s = sessions(store, &clock);
+    let (family, token) = s.start("alice", &phone()).await.unwrap();
+    relay.cut().await;
+    assert_eq!(
+        s.refresh(token.expose(), &phone()).await.unwrap_err(),
+        SessionError::Unavailable
+    );
+    assert!(
+        s.is_revoked(&family).await.is_err(),
+        "no answer is not 'live'"
+    );
+    assert!(s.logout(token.expose()).await.is_err());
+}
+
 #[cfg(feature = "redis")]
 #[tokio::test]
 async fn an_unreachable_redis_is_an_error_never_a_refresh() {
@@ -664,6 +729,12 @@ impl Drop for PgCleanup {
 
 #[cfg(feature = "postgres")]
 async fn postgres_store() -> (palisade_sessions::PostgresStore, PgCleanup) {
+    postgres_store_on(None).await
+}
+
+/// A store in a fresh schema, connecting to the real server directly or through a relay port.
+#[cfg(feature = "postgres")]
+async fn postgres_store_on(relay: Option<u16>) -> (palisade_sessions::PostgresStore, PgCleanup) {
     use sqlx::Connection as _;
     use std::str::FromStr as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -679,9 +750,12 @@ async fn postgres_store() -> (palisade_sessions::PostgresStore, PgCleanup) {
         .await
         .unwrap();
     let cleanup = PgCleanup(schema.clone());
-    let options = sqlx::postgres::PgConnectOptions::from_str(&database_url())
+    let mut options = sqlx::postgres::PgConnectOptions::from_str(&database_url())
         .unwrap()
         .options([("search_path", schema.as_str())]);
+    if let Some(port) = relay {
+        options = options.host("127.0.0.1").port(port);
+    }
     let store = palisade_sessions::PostgresStore::connect(options)
         .await
         .unwrap();
@@ -707,6 +781,29 @@ async fn an_unreachable_database_is_an_error_never_a_refresh() {
         palisade_sessions::PostgresStore::connect(options)
             .await
             .is_err()
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn postgres_going_down_mid_session_fails_closed() {
+    use std::str::FromStr as _;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&database_url()).unwrap();
+    let target = format!("{}:{}", options.get_host(), options.get_port());
+    let relay = Relay::to(target).await;
+    let port = relay.port;
+    let (store, _cleanup) = postgres_store_on(Some(port)).await;
+    let clock = ManualClock::at_unix(T0);
+    let s = sessions(store, &clock);
+    let (family, token) = s.start("alice", &phone()).await.unwrap();
+    relay.cut().await;
+    assert_eq!(
+        s.refresh(token.expose(), &phone()).await.unwrap_err(),
+        SessionError::Unavailable
+    );
+    assert!(
+        s.is_revoked(&family).await.is_err(),
+        "no answer is not 'live'"
     );
 }
 
