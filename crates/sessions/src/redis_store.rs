@@ -1,9 +1,10 @@
 //! `RedisStore`: one Lua script per refresh.
 //!
-//! Needs Redis 7.0 or later (`EXPIREAT ... NX|GT`). One Redis server (a primary,
-//! whatever replicates it): Redis Cluster is not supported, since family creation updates the
-//! family and the user's index in one `MULTI`, across slots. Keys carry a configurable prefix
-//! and the family id as a `{hash tag}`:
+//! Needs Redis 7.0 or later (`EXPIREAT ... NX|GT`). Every command and script touches one slot
+//! (the user's index is written before, and apart from, the family's keys), but the store
+//! talks to one server over a `MultiplexedConnection`: Redis Cluster needs a cluster-aware
+//! connection, which this store does not take yet. Keys carry a configurable prefix and the
+//! family id as a `{hash tag}`:
 //!
 //! - `<prefix>:{<family>}:f`: hash (user, device, absolute expiry, idle timeout, last use,
 //!   revoked flag, current token hash),
@@ -179,6 +180,15 @@ impl RefreshStore for RedisStore {
         let key = self.family_key(&family.id);
         let user_key = self.user_key(&family.user_id);
         let expiry = i64::try_from(family.absolute_expiry).unwrap_or(i64::MAX);
+        // The index first, in its own slot: a family always has its index entry (a dangling
+        // entry, if the second step fails, is harmless), and no command spans two slots.
+        let mut index = redis::pipe();
+        index.atomic().sadd(&user_key, family.id.as_str()).ignore();
+        extend_expiry(&mut index, &user_key, expiry);
+        index
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| err("cannot index family", e))?;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset_multiple(
@@ -196,10 +206,7 @@ impl RefreshStore for RedisStore {
             .ignore()
             .expire_at(&key, expiry)
             .ignore()
-            .sadd(&user_key, family.id.as_str())
-            .ignore();
-        extend_expiry(&mut pipe, &user_key, expiry);
-        pipe.query_async::<()>(&mut conn)
+            .query_async::<()>(&mut conn)
             .await
             .map_err(|e| err("cannot create family", e))
     }
@@ -338,6 +345,14 @@ impl crate::single_use::SingleUseStore for RedisSingleUseStore {
         let key = self.token_key(hash);
         let index = self.subject_key(subject);
         let at = i64::try_from(expires).unwrap_or(i64::MAX);
+        // The subject's index first (its own slot), then the token: see `RedisStore::create`.
+        let mut indexing = redis::pipe();
+        indexing.atomic().sadd(&index, hash.to_hex()).ignore();
+        extend_expiry(&mut indexing, &index, at);
+        indexing
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| err("cannot index token", e))?;
         let mut pipe = redis::pipe();
         pipe.atomic()
             .hset_multiple(
@@ -351,10 +366,7 @@ impl crate::single_use::SingleUseStore for RedisSingleUseStore {
             .ignore()
             .expire_at(&key, at)
             .ignore()
-            .sadd(&index, hash.to_hex())
-            .ignore();
-        extend_expiry(&mut pipe, &index, at);
-        pipe.query_async::<()>(&mut conn)
+            .query_async::<()>(&mut conn)
             .await
             .map_err(|e| err("cannot store token", e))
     }
