@@ -1,19 +1,23 @@
 //! Local password login, locked down and off unless enabled (`LOCAL_AUTH_ENABLED`).
 //!
 //! - argon2id at OWASP's current minimum (19 MiB, 2 passes, 1 lane), run on Tokio's blocking
-//!   pool, as many at a time as there are cores; a stored hash with other parameters is
+//!   pool, as many at a time as there are cores (a request that waits more than 2 s for a slot
+//!   is refused as unavailable; sign-up has no attempt limit of its own: put a rate limit in
+//!   front of it); a stored hash with other parameters is
 //!   re-hashed at the next successful login.
 //! - A password policy in the style of NIST SP 800-63B: 12 to 128 characters, no composition
 //!   rules, refused when it is (or is built on) a common password from the bundled list, or
 //!   contains the account's email name, or follows a pattern (runs, repeats, few characters).
 //! - The email must be verified (with a single-use token) before the first login.
-//! - Attempts are limited per account and per client address (IPv6 by /64) in a sliding
-//!   window. Each attempt is counted before its password is checked (concurrent guesses cannot
+//! - Attempts are limited per account, per client address (IPv6 by /64) and per IPv6 /48 in a
+//!   sliding window. Each attempt is counted before its password is checked (concurrent guesses cannot
 //!   slip past the limit) and given back when it succeeds. The counter holds at most 100,000
 //!   keys: when full of live keys it refuses attempts under new keys (fail closed). The counter
 //!   lives in the process: several replicas each count on their own.
 //! - Unknown accounts cost the same time and get the same answer as a wrong password.
-//! - A successful login starts a refresh family; the caller issues the access token.
+//! - A successful login starts a refresh family; the caller issues the access token. A
+//!   password reset that lands while a login is under way wins: the login re-reads the hash
+//!   after starting its family and drops the family if the hash changed.
 //!
 //! The bundled list is Django's `common-passwords.txt` (BSD-3-Clause, 19,640 entries compiled
 //! by Royce Williams).
@@ -260,6 +264,9 @@ pub struct LoggedIn {
     pub refresh_token: RefreshToken,
 }
 
+/// An IPv6 /48 may make this many times the per-address attempts.
+const PER_NETWORK_FACTOR: usize = 5;
+
 /// Most keys the attempt counter holds. Past it (after dropping idle keys), attempts under
 /// new keys are refused: an attacker flooding distinct keys cannot reset everyone's counts.
 const MAX_ATTEMPT_KEYS: usize = 100_000;
@@ -286,19 +293,19 @@ impl Attempts {
 
     /// Counts an attempt under each key unless one is at `limit` (checked and recorded under
     /// one lock, so concurrent guesses cannot all slip under the limit); `false` to refuse.
-    fn reserve(&mut self, keys: [(&str, usize); 2], now: SystemTime, window: Duration) -> bool {
+    fn reserve(&mut self, keys: &[(&str, usize)], now: SystemTime, window: Duration) -> bool {
         for (key, limit) in keys {
-            if self.count(key, now, window) >= limit {
+            if self.count(key, now, window) >= *limit {
                 return false;
             }
         }
-        if self.by_key.len() + 2 > MAX_ATTEMPT_KEYS {
+        if self.by_key.len() + keys.len() > MAX_ATTEMPT_KEYS {
             self.by_key.retain(|_, q| {
                 q.back()
                     .is_some_and(|t| now.duration_since(*t).unwrap_or_default() <= window)
             });
             if keys.iter().any(|(k, _)| !self.by_key.contains_key(*k))
-                && self.by_key.len() + 2 > MAX_ATTEMPT_KEYS
+                && self.by_key.len() + keys.len() > MAX_ATTEMPT_KEYS
             {
                 tracing::warn!(target: "palisade::sessions", "login attempt table full: refusing new keys");
                 return false;
@@ -306,23 +313,38 @@ impl Attempts {
         }
         for (key, _) in keys {
             self.by_key
-                .entry(key.to_owned())
+                .entry((*key).to_owned())
                 .or_default()
                 .push_back(now);
         }
         true
     }
 
-    /// Takes back the attempt `reserve` counted (a successful login is not a failure).
-    fn forgive(&mut self, keys: [&str; 2]) {
-        for key in keys {
-            if let Some(q) = self.by_key.get_mut(key) {
-                q.pop_back();
+    /// Takes back the attempt `reserve` counted at `at` (a successful login is not a
+    /// failure): that entry, not a newer one another request added meanwhile.
+    fn forgive(&mut self, keys: &[(&str, usize)], at: SystemTime) {
+        for (key, _) in keys {
+            if let Some(q) = self.by_key.get_mut(*key) {
+                if let Some(i) = q.iter().rposition(|t| *t == at) {
+                    q.remove(i);
+                }
                 if q.is_empty() {
-                    self.by_key.remove(key);
+                    self.by_key.remove(*key);
                 }
             }
         }
+    }
+}
+
+/// The network key for IPv6 clients: their /48, a site's allocation (one tunnel-broker
+/// account hands out a /48 of /64s). `None` for IPv4.
+fn network_key(client: IpAddr) -> Option<String> {
+    match client {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            Some(format!("n:{:x}:{:x}:{:x}::/48", s[0], s[1], s[2]))
+        }
+        _ => None,
     }
 }
 
@@ -341,18 +363,30 @@ fn client_key(client: IpAddr) -> String {
     }
 }
 
-/// Runs argon2 off the async workers, a bounded number at a time.
+/// How long a hash waits for a free slot before the request is refused as unavailable.
+const HASH_QUEUE_WAIT: Duration = Duration::from_secs(2);
+
+/// Runs argon2 off the async workers, a bounded number at a time. The permit moves into the
+/// blocking task, so a cancelled request does not free its slot while its hash still runs;
+/// a request that cannot get a slot within [`HASH_QUEUE_WAIT`] is refused.
 async fn blocking<R: Send + 'static>(
-    permits: &tokio::sync::Semaphore,
+    permits: &Arc<tokio::sync::Semaphore>,
     work: impl FnOnce() -> R + Send + 'static,
 ) -> Result<R, LoginError> {
-    let _permit = permits
-        .acquire()
+    let permit = tokio::time::timeout(HASH_QUEUE_WAIT, permits.clone().acquire_owned())
         .await
+        .map_err(|_| {
+            tracing::warn!(target: "palisade::sessions", "password hashing saturated");
+            LoginError::Unavailable
+        })?
         .map_err(|_| LoginError::Unavailable)?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| LoginError::Unavailable)
+    tokio::task::spawn_blocking(move || {
+        let out = work();
+        drop(permit);
+        out
+    })
+    .await
+    .map_err(|_| LoginError::Unavailable)
 }
 
 /// Local password login (see the module docs).
@@ -363,7 +397,7 @@ pub struct LocalLogin<S, T, A = MemoryAccounts> {
     tokens: Arc<SingleUseTokens<T>>,
     clock: SharedClock,
     attempts: Mutex<Attempts>,
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
     dummy_hash: String,
     window: Duration,
     per_account: usize,
@@ -426,9 +460,9 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             attempts: Mutex::new(Attempts::default()),
             // Argon2 at these parameters takes 19 MiB and tens of milliseconds: as many at a
             // time as there are cores.
-            hashing: tokio::sync::Semaphore::new(
+            hashing: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, usize::from),
-            ),
+            )),
             dummy_hash: hash("palisade dummy password for timing")?,
             window: Duration::from_secs(15 * 60),
             per_account: 5,
@@ -498,16 +532,20 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         let email = email.trim().to_lowercase();
         let now = self.clock.now();
         let (account_key, ip_key) = (format!("a:{email}"), client_key(client));
+        let net_key = network_key(client);
+        let mut keys = vec![
+            (account_key.as_str(), self.per_account),
+            (ip_key.as_str(), self.per_ip),
+        ];
+        if let Some(net) = &net_key {
+            keys.push((net.as_str(), self.per_ip * PER_NETWORK_FACTOR));
+        }
         // Every attempt counts before the password is checked; a success is forgiven after.
         let reserved = self
             .attempts
             .lock()
             .map_err(|_| LoginError::Unavailable)?
-            .reserve(
-                [(&account_key, self.per_account), (&ip_key, self.per_ip)],
-                now,
-                self.window,
-            );
+            .reserve(&keys, now, self.window);
         if !reserved {
             return Err(LoginError::TooManyAttempts);
         }
@@ -533,19 +571,34 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         self.attempts
             .lock()
             .map_err(|_| LoginError::Unavailable)?
-            .forgive([&account_key, &ip_key]);
+            .forgive(&keys, now);
         if !account.verified {
             return Err(LoginError::Unverified);
         }
+        // The hash this login stands on; a reset that replaces it must win (below).
+        let mut standing = account.password_hash.clone();
         // Re-hash when the stored parameters are not the current ones.
         if stale {
             let fresh = self.hash_blocking(password).await?;
-            // Only over the hash just verified: a reset landing meanwhile wins.
-            self.accounts
+            // Only over the hash just verified: `false` means a reset landed meanwhile.
+            if !self
+                .accounts
                 .set_password_hash(&email, &fresh, Some(&account.password_hash))
-                .await?;
+                .await?
+            {
+                return Err(LoginError::InvalidCredentials);
+            }
+            standing = fresh;
         }
         let (family, refresh_token) = self.sessions.start(&account.user_id, device).await?;
+        // A reset changes the hash, then logs the account out everywhere. Reading the hash
+        // after starting the family closes the race: either this read sees the new hash (and
+        // the family is dropped here) or the family existed before the reset's logout.
+        let still = self.accounts.get(&email).await?;
+        if still.is_none_or(|a| a.password_hash != standing) {
+            let _ = self.sessions.logout(refresh_token.expose()).await;
+            return Err(LoginError::InvalidCredentials);
+        }
         Ok(LoggedIn {
             user_id: account.user_id,
             family,
@@ -658,30 +711,113 @@ mod tests {
         "192.0.2.1".parse().unwrap()
     }
 
+    /// Accounts whose hash a "reset" replaces right after login verified the old one.
+    struct ResetDuringLogin {
+        inner: MemoryAccounts,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    impl AccountStore for ResetDuringLogin {
+        async fn create(&self, account: &Account) -> Result<bool, StoreError> {
+            self.inner.create(account).await
+        }
+        async fn get(&self, email: &str) -> Result<Option<Account>, StoreError> {
+            // The second read is login's check after starting the family.
+            if self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                self.inner
+                    .set_password_hash(email, "reset-hash", None)
+                    .await?;
+            }
+            self.inner.get(email).await
+        }
+        async fn set_password_hash(
+            &self,
+            email: &str,
+            hash: &str,
+            expected: Option<&str>,
+        ) -> Result<bool, StoreError> {
+            self.inner.set_password_hash(email, hash, expected).await
+        }
+        async fn mark_verified(&self, email: &str) -> Result<bool, StoreError> {
+            self.inner.mark_verified(email).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reset_during_login_wins() {
+        let clock = ManualClock::at_unix(1_800_000_000);
+        let ring = KeyRing::parse("k 1 AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=").unwrap();
+        let store = MemoryStore::new();
+        let sessions =
+            Arc::new(RefreshSessions::new(store.clone(), ring.clone()).with_clock(clock.shared()));
+        let tokens = Arc::new(
+            SingleUseTokens::new(MemorySingleUseStore::new(), ring).with_clock(clock.shared()),
+        );
+        let accounts = ResetDuringLogin {
+            inner: MemoryAccounts::new(),
+            gets: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let hash = hash("correct horse battery staple").unwrap();
+        accounts
+            .inner
+            .create(&Account {
+                user_id: "local:r@example.com".into(),
+                email: "r@example.com".into(),
+                password_hash: hash,
+                verified: true,
+            })
+            .await
+            .unwrap();
+        let l = LocalLogin::new(true, accounts, sessions.clone(), tokens, clock.shared()).unwrap();
+        assert_eq!(
+            l.login(
+                "r@example.com",
+                "correct horse battery staple",
+                ip(),
+                &DeviceBinding::new("d", b"m"),
+            )
+            .await
+            .unwrap_err(),
+            LoginError::InvalidCredentials
+        );
+        // The family the login started is revoked, not left behind.
+        assert_eq!(
+            sessions
+                .logout_everywhere("local:r@example.com")
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
     #[test]
     fn attempts_reserve_forgive_and_bound() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let window = Duration::from_secs(900);
         let mut a = Attempts::default();
         // Reserved under one lock: the sixth is refused however the five end.
-        for _ in 0..5 {
-            assert!(a.reserve([("a:x", 5), ("i:1", 20)], t0, window));
+        let keys = [("a:x", 5), ("i:1", 20)];
+        let t1 = t0 + Duration::from_secs(1);
+        for _ in 0..4 {
+            assert!(a.reserve(&keys, t0, window));
         }
-        assert!(!a.reserve([("a:x", 5), ("i:1", 20)], t0, window));
-        // A success gives its attempt back.
-        a.forgive(["a:x", "i:1"]);
-        assert!(a.reserve([("a:x", 5), ("i:1", 20)], t0, window));
+        assert!(a.reserve(&keys, t1, window));
+        assert!(!a.reserve(&keys, t1, window));
+        // A success gives back its own attempt (made at t0), not the newer one at t1.
+        a.forgive(&keys, t0);
+        assert!(a.reserve(&keys, t1, window));
+        assert_eq!(a.by_key["a:x"].iter().filter(|t| **t == t1).count(), 2);
         // Past the window the keys are idle and make room; a full table refuses new keys
         // instead of forgetting everyone's counts.
         let mut full = Attempts::default();
         for i in 0..MAX_ATTEMPT_KEYS - 2 {
             full.by_key.insert(format!("a:{i}"), VecDeque::from([t0]));
         }
-        assert!(full.reserve([("a:0", 5), ("i:9", 20)], t0, window));
-        assert!(!full.reserve([("a:new", 5), ("i:new", 20)], t0, window));
+        assert!(full.reserve(&[("a:0", 5), ("i:9", 20)], t0, window));
+        assert!(!full.reserve(&[("a:new", 5), ("i:new", 20)], t0, window));
         assert_eq!(full.count("a:0", t0, window), 2, "counts survive");
         let later = t0 + window + Duration::from_secs(1);
-        assert!(full.reserve([("a:new", 5), ("i:new", 20)], later, window));
+        assert!(full.reserve(&[("a:new", 5), ("i:new", 20)], later, window));
     }
 
     #[test]
@@ -691,6 +827,11 @@ mod tests {
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
         assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        let net = |s: &str| network_key(s.parse().unwrap());
+        assert_eq!(net("2001:db8:1:2::1"), net("2001:db8:1:ffff::1"));
+        assert_ne!(net("2001:db8:1::1"), net("2001:db8:2::1"));
+        assert_eq!(net("192.0.2.7"), None);
+        assert_eq!(net("::ffff:192.0.2.7"), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

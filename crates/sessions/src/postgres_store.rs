@@ -325,20 +325,26 @@ impl RefreshStore for PostgresStore {
         presented: &[TokenHash],
     ) -> Result<bool, StoreError> {
         let hashes: Vec<Vec<u8>> = presented.iter().map(|h| h.0.to_vec()).collect();
-        // One statement. A rotation of the same token committing meanwhile can make this
-        // answer `false` (the re-check sees the new current hash, not yet the consumed row);
-        // the caller then holds a token that is no longer current and may retry.
-        let done = sqlx::query(
-            "UPDATE palisade_refresh_families f SET revoked = TRUE WHERE f.id = $1 \
-             AND (f.current_hash = ANY ($2) OR EXISTS (SELECT 1 FROM palisade_refresh_consumed c \
-             WHERE c.family_id = f.id AND c.hash = ANY ($2)))",
-        )
-        .bind(family.as_str())
-        .bind(&hashes)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| err("revoke family", e))?;
-        Ok(done.rows_affected() == 1)
+        // A rotation of the same token committing while this statement waits on the row lock
+        // makes the re-check see the new current hash but not yet the consumed row (it belongs
+        // to the statement's older snapshot). A second statement has a fresh snapshot that
+        // sees it, so a `false` is only final after two tries.
+        for _ in 0..2 {
+            let done = sqlx::query(
+                "UPDATE palisade_refresh_families f SET revoked = TRUE WHERE f.id = $1 \
+                 AND (f.current_hash = ANY ($2) OR EXISTS (SELECT 1 FROM palisade_refresh_consumed c \
+                 WHERE c.family_id = f.id AND c.hash = ANY ($2)))",
+            )
+            .bind(family.as_str())
+            .bind(&hashes)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| err("revoke family", e))?;
+            if done.rows_affected() == 1 {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn revoke_user(&self, user_id: &str) -> Result<usize, StoreError> {
