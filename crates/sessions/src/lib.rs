@@ -12,8 +12,8 @@
 //! - N concurrent refreshes of one token yield at most one valid successor, on every store.
 //!
 //! Stores implement [`RefreshStore`]: [`MemoryStore`] (one process); with the `redis`
-//! feature, `RedisStore` (one Lua script per refresh, Redis Cluster hash tags, TTLs on every
-//! key); with the `postgres` feature, `PostgresStore` (one transaction per refresh, embedded
+//! feature, `RedisStore` (one Lua script per refresh, TTLs on every key, Redis 7+; with the
+//! `redis-cluster` feature also on a Redis Cluster, every command within one slot); with the `postgres` feature, `PostgresStore` (one transaction per refresh, embedded
 //! migrations applied by `migrate()`). A store that cannot be reached is an error ([`SessionError::Unavailable`]), never a
 //! successful refresh.
 //!

@@ -1,10 +1,10 @@
 //! `RedisStore`: one Lua script per refresh.
 //!
-//! Needs Redis 7.0 or later (`EXPIREAT ... NX|GT`). Every command and script touches one slot
-//! (the user's index is written before, and apart from, the family's keys), but the store
-//! talks to one server over a `MultiplexedConnection`: Redis Cluster needs a cluster-aware
-//! connection, which this store does not take yet. Keys carry a configurable prefix and the
-//! family id as a `{hash tag}`:
+//! Needs Redis 7.0 or later (`EXPIREAT ... NX|GT`). Works with one server
+//! ([`RedisStore::connect`]) or a Redis Cluster (`redis-cluster` feature,
+//! `RedisStore::connect_cluster`): every command and script touches one slot, since the
+//! user's index is written before, and apart from, the family's keys. Keys carry a
+//! configurable prefix and the family id as a `{hash tag}`:
 //!
 //! - `<prefix>:{<family>}:f`: hash (user, device, absolute expiry, idle timeout, last use,
 //!   revoked flag, current token hash),
@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Script};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::store::{
     DeviceBinding, Family, FamilyId, RefreshStore, Rotation, StoreError, TokenHash,
@@ -80,7 +81,7 @@ return 1
 /// Families in Redis (see the module docs).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: MultiplexedConnection,
+    conn: Conn,
     prefix: Arc<str>,
     rotate: Arc<Script>,
     revoke: Arc<Script>,
@@ -110,6 +111,45 @@ fn extend_expiry(pipe: &mut redis::Pipeline, key: &str, at: i64) {
         .ignore();
 }
 
+/// The connection the stores share: one server, or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 fn err(message: &str, e: redis::RedisError) -> StoreError {
     StoreError::new(message, Some(Arc::new(e)))
 }
@@ -137,12 +177,41 @@ impl RedisStore {
             .get_multiplexed_async_connection()
             .await
             .map_err(|e| err("cannot connect to Redis", e))?;
-        Ok(Self {
+        Ok(Self::with_conn(Conn::Single(conn), prefix))
+    }
+
+    fn with_conn(conn: Conn, prefix: &str) -> Self {
+        Self {
             conn,
             prefix: prefix.into(),
             rotate: Arc::new(Script::new(ROTATE)),
             revoke: Arc::new(Script::new(REVOKE)),
-        })
+        }
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://` or `rediss://` URLs);
+    /// keys start with `prefix`. Each URL passes the same transport check as
+    /// [`connect_checked`](Self::connect_checked) under `profile`.
+    #[cfg(feature = "redis-cluster")]
+    pub async fn connect_cluster(
+        nodes: &[&str],
+        prefix: &str,
+        profile: palisade_core::Profile,
+    ) -> Result<Self, StoreError> {
+        let mut posture = palisade_core::Posture::new(profile, "redis-store");
+        for url in nodes {
+            crate::check_transport(url, &mut posture);
+        }
+        posture
+            .finish()
+            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        let client = redis::cluster::ClusterClient::new(nodes.iter().copied())
+            .map_err(|e| err("invalid Redis Cluster URLs", e))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| err("cannot connect to Redis Cluster", e))?;
+        Ok(Self::with_conn(Conn::Cluster(conn), prefix))
     }
 
     /// Revokes atomically, and only if the family still exists (never a key without a TTL);
@@ -301,7 +370,7 @@ return {v[2], v[3]}
 /// `<prefix>:sus:<subject>` indexing a subject's tokens; consumption is one Lua script.
 #[derive(Clone)]
 pub struct RedisSingleUseStore {
-    conn: MultiplexedConnection,
+    conn: Conn,
     prefix: Arc<str>,
     take: Arc<Script>,
 }
@@ -447,7 +516,7 @@ return 1
 #[cfg(feature = "local-login")]
 #[derive(Clone)]
 pub struct RedisAccounts {
-    conn: MultiplexedConnection,
+    conn: Conn,
     prefix: Arc<str>,
     create: Arc<Script>,
     update: Arc<Script>,

@@ -976,3 +976,145 @@ accounts_conformance!(redis_accounts_suite, redis_accounts().await);
 
 #[cfg(all(feature = "local-login", feature = "postgres"))]
 accounts_conformance!(postgres_accounts, postgres_store().await);
+
+/// A real three-node Redis Cluster from this machine's `redis-server`, started once per test
+/// process on free loopback ports. Each node runs under `sh`, which kills it when the test
+/// process ends (its stdin pipe closes), so no node outlives the tests.
+#[cfg(feature = "redis-cluster")]
+mod cluster {
+    use std::io::Write as _;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::{Duration, Instant};
+
+    pub(super) struct Cluster {
+        pub(super) urls: Vec<String>,
+        _nodes: Mutex<Vec<Child>>,
+        _dir: std::path::PathBuf,
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready() {
+            assert!(Instant::now() < deadline, "Redis Cluster: {what} timed out");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("palisade-cluster-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        let mut urls = Vec::new();
+        for _ in 0..3 {
+            let (port, bus) = (free_port(), free_port());
+            let script = format!(
+                "redis-server --bind 127.0.0.1 --port {port} --cluster-enabled yes \
+                 --cluster-port {bus} --cluster-config-file nodes-{port}.conf --dir '{dir}' \
+                 --save '' --appendonly no --protected-mode no & NODE=$!; read _; kill $NODE; \
+                 wait $NODE; rm -f '{dir}/nodes-{port}.conf'; rmdir '{dir}' 2>/dev/null",
+                dir = dir.display()
+            );
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server runs");
+            nodes.push(child);
+            urls.push(format!("redis://127.0.0.1:{port}"));
+        }
+        for url in &urls {
+            wait_for("node start", || {
+                ::redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+            });
+        }
+        let addresses: Vec<String> = urls
+            .iter()
+            .map(|u| u.trim_start_matches("redis://").to_owned())
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for url in &urls {
+            wait_for("cluster_state:ok", || {
+                ::redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| ::redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+        }
+        Cluster {
+            urls,
+            _nodes: Mutex::new(nodes),
+            _dir: dir,
+        }
+    }
+
+    pub(super) fn get() -> &'static Cluster {
+        static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+        CLUSTER.get_or_init(start)
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            if let Ok(mut nodes) = self._nodes.lock() {
+                for node in nodes.iter_mut() {
+                    if let Some(stdin) = node.stdin.as_mut() {
+                        let _ = stdin.write_all(b"\n");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(feature = "redis-cluster")]
+async fn redis_cluster_store() -> (palisade_sessions::RedisStore, NoCleanup) {
+    let cluster = tokio::task::spawn_blocking(cluster::get).await.unwrap();
+    let urls: Vec<&str> = cluster.urls.iter().map(String::as_str).collect();
+    let store = palisade_sessions::RedisStore::connect_cluster(
+        &urls,
+        &prefix(),
+        palisade_core::Profile::Production,
+    )
+    .await
+    .unwrap();
+    // The cluster lives as long as the test process: its keys go with it.
+    (store, NoCleanup)
+}
+
+#[cfg(feature = "redis-cluster")]
+conformance!(redis_cluster, redis_cluster_store().await);
+
+#[cfg(feature = "redis-cluster")]
+single_use_conformance!(redis_cluster_single_use, {
+    let (store, cleanup) = redis_cluster_store().await;
+    (palisade_sessions::RedisSingleUseStore::new(&store), cleanup)
+});
+
+#[cfg(all(feature = "redis-cluster", feature = "local-login"))]
+accounts_conformance!(redis_cluster_accounts, {
+    let (store, cleanup) = redis_cluster_store().await;
+    (palisade_sessions::RedisAccounts::new(&store), cleanup)
+});
