@@ -23,7 +23,9 @@ use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
-use palisade::sessions::local_login::{LocalLogin, LoginError, MemoryAccounts, check_password};
+use palisade::sessions::local_login::{
+    LocalLogin, LoginError, MemoryAccounts, SignUp, check_password,
+};
 use palisade::sessions::single_use::{Purpose, SingleUseToken, SingleUseTokens};
 use palisade::sessions::{
     DeviceBinding, MemorySingleUseStore, MemoryStore, RefreshSessions, SessionError,
@@ -406,8 +408,11 @@ async fn signup(
     match local.login.sign_up(email, password).await {
         // The same answer whether the address was free or taken: only its owner's mailbox
         // learns which.
-        Ok(Some(token)) => (StatusCode::ACCEPTED, Json(mail(&local, &token))).into_response(),
-        Ok(None) => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
+        // (Production would queue the verification mail or the notice to the owner here.)
+        Ok(SignUp::Created(token)) => {
+            (StatusCode::ACCEPTED, Json(mail(&local, &token))).into_response()
+        }
+        Ok(_) => (StatusCode::ACCEPTED, Json(json!({}))).into_response(),
         Err(e) => login_error(e),
     }
 }
@@ -502,6 +507,20 @@ async fn reset_confirm(
     {
         Ok(email) => match local.login.set_password(&email, password).await {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            // Refused for containing the address (known only now): the link is spent, so a
+            // fresh one goes to the mailbox.
+            Err(LoginError::Password(e)) => {
+                let fresh = local
+                    .tokens
+                    .issue(&Purpose::password_reset(), &email)
+                    .await
+                    .ok();
+                let mut body = fresh
+                    .as_ref()
+                    .map_or_else(|| json!({}), |t| mail(&local, t));
+                body["error"] = json!(LoginError::Password(e).to_string());
+                (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+            }
             Err(e) => login_error(e),
         },
         Err(e) => login_error(LoginError::Token(e)),

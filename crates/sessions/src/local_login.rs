@@ -253,6 +253,18 @@ impl From<SessionError> for LoginError {
     }
 }
 
+/// What a sign-up produced: one mail to send either way, and the same store work, so neither
+/// the answer nor its timing tells a caller whether the address was free.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SignUp {
+    /// A new, unverified account: mail this email-verification token.
+    Created(SingleUseToken),
+    /// The address has an account already: mail its owner that someone tried to sign up,
+    /// with this password-reset token in case it was them. The account is unchanged.
+    Exists(SingleUseToken),
+}
+
 /// A successful login.
 #[derive(Debug)]
 pub struct LoggedIn {
@@ -476,14 +488,10 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         blocking(&self.hashing, move || hash(&password)).await?
     }
 
-    /// Creates an unverified account and returns the email-verification token to send; `None`
-    /// when the address is taken (answer the caller the same way in both cases, and tell the
-    /// address's owner by mail instead).
-    pub async fn sign_up(
-        &self,
-        email: &str,
-        password: &str,
-    ) -> Result<Option<SingleUseToken>, LoginError> {
+    /// Creates an unverified account, or, when the address is taken, prepares a notice to its
+    /// owner (see [`SignUp`]). Answer the caller the same way in both cases and send both
+    /// kinds of mail through the same queue.
+    pub async fn sign_up(&self, email: &str, password: &str) -> Result<SignUp, LoginError> {
         if !self.enabled {
             return Err(LoginError::Disabled);
         }
@@ -496,12 +504,17 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
             verified: false,
         };
         if !self.accounts.create(&account).await? {
-            return Ok(None);
+            return self
+                .tokens
+                .issue(&Purpose::password_reset(), &account.email)
+                .await
+                .map(SignUp::Exists)
+                .map_err(LoginError::Token);
         }
         self.tokens
             .issue(&Purpose::email_verification(), &account.email)
             .await
-            .map(Some)
+            .map(SignUp::Created)
             .map_err(LoginError::Token)
     }
 
@@ -711,6 +724,19 @@ mod tests {
         "192.0.2.1".parse().unwrap()
     }
 
+    trait Created {
+        fn created(self) -> SingleUseToken;
+    }
+
+    impl Created for SignUp {
+        fn created(self) -> SingleUseToken {
+            match self {
+                SignUp::Created(token) => token,
+                SignUp::Exists(_) => panic!("the address was free"),
+            }
+        }
+    }
+
     /// Accounts whose hash a "reset" replaces right after login verified the old one.
     struct ResetDuringLogin {
         inner: MemoryAccounts,
@@ -842,7 +868,7 @@ mod tests {
             .sign_up("g@example.com", "correct horse battery staple")
             .await
             .unwrap()
-            .unwrap();
+            .created();
         l.verify_email(token.expose()).await.unwrap();
         let mut tasks = Vec::new();
         for _ in 0..12 {
@@ -871,7 +897,7 @@ mod tests {
             .sign_up("h@example.com", "correct horse battery staple")
             .await
             .unwrap()
-            .unwrap();
+            .created();
         l.verify_email(token.expose()).await.unwrap();
         for _ in 0..8 {
             l.login(
@@ -898,15 +924,20 @@ mod tests {
         let token = l
             .sign_up("A@Example.com", "correct horse battery staple")
             .await
-            .unwrap()
-            .expect("a new address gets a verification token");
-        // Taken: no token, and no error the caller could turn into an enumeration oracle.
-        assert!(
+            .unwrap();
+        let SignUp::Created(token) = token else {
+            panic!("a new address gets a verification token")
+        };
+        // Taken: no error the caller could turn into an enumeration oracle; the owner gets a
+        // reset link instead, and the account is unchanged.
+        let before = l.stored_hash("a@example.com").await.unwrap();
+        assert!(matches!(
             l.sign_up("a@example.com", "another fine passphrase")
                 .await
-                .unwrap()
-                .is_none()
-        );
+                .unwrap(),
+            SignUp::Exists(_)
+        ));
+        assert_eq!(l.stored_hash("a@example.com").await.unwrap(), before);
         // Right password, unverified email.
         assert_eq!(
             l.login(
@@ -951,7 +982,7 @@ mod tests {
             .sign_up("b@example.com", "correct horse battery staple")
             .await
             .unwrap()
-            .unwrap();
+            .created();
         l.verify_email(token.expose()).await.unwrap();
         let wrong = l
             .login("b@example.com", "wrong wrong wrong!", ip(), &device)
