@@ -510,11 +510,13 @@ async fn reset_confirm(
             // Refused for containing the address (known only now): the link is spent, so a
             // fresh one goes to the mailbox.
             Err(LoginError::Password(e)) => {
-                let fresh = local
-                    .tokens
-                    .issue(&Purpose::password_reset(), &email)
-                    .await
-                    .ok();
+                let fresh = match local.tokens.issue(&Purpose::password_reset(), &email).await {
+                    Ok(token) => Some(token),
+                    Err(err) => {
+                        tracing::error!(%err, "could not re-issue a reset link");
+                        None
+                    }
+                };
                 let mut body = fresh
                     .as_ref()
                     .map_or_else(|| json!({}), |t| mail(&local, t));

@@ -261,7 +261,8 @@ pub enum SignUp {
     /// A new, unverified account: mail this email-verification token.
     Created(SingleUseToken),
     /// The address has an account already: mail its owner that someone tried to sign up,
-    /// with this password-reset token in case it was them. The account is unchanged.
+    /// with this [`Purpose::sign_up_notice`] token (a link on to a password reset, in case it
+    /// was them). The account is unchanged, and its pending reset links stay valid.
     Exists(SingleUseToken),
 }
 
@@ -277,7 +278,7 @@ pub struct LoggedIn {
 }
 
 /// An IPv6 /48 may make this many times the per-address attempts.
-const PER_NETWORK_FACTOR: usize = 5;
+const PER_NETWORK_FACTOR: usize = 50;
 
 /// Most keys the attempt counter holds. Past it (after dropping idle keys), attempts under
 /// new keys are refused: an attacker flooding distinct keys cannot reset everyone's counts.
@@ -482,6 +483,19 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         })
     }
 
+    /// Whether `password` matches `stored`, checked off the async workers.
+    async fn verifies(&self, password: &str, stored: String) -> Result<bool, LoginError> {
+        let password = Zeroizing::new(password.to_owned());
+        blocking(&self.hashing, move || {
+            PasswordHash::new(&stored).is_ok_and(|parsed| {
+                hasher()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        })
+        .await
+    }
+
     /// Hashes a password off the async workers.
     async fn hash_blocking(&self, password: &str) -> Result<String, LoginError> {
         let password = Zeroizing::new(password.to_owned());
@@ -506,7 +520,7 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         if !self.accounts.create(&account).await? {
             return self
                 .tokens
-                .issue(&Purpose::password_reset(), &account.email)
+                .issue(&Purpose::sign_up_notice(), &account.email)
                 .await
                 .map(SignUp::Exists)
                 .map_err(LoginError::Token);
@@ -594,21 +608,28 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         if stale {
             let fresh = self.hash_blocking(password).await?;
             // Only over the hash just verified: `false` means a reset landed meanwhile.
-            if !self
+            if self
                 .accounts
                 .set_password_hash(&email, &fresh, Some(&account.password_hash))
                 .await?
             {
-                return Err(LoginError::InvalidCredentials);
+                standing = fresh;
             }
-            standing = fresh;
+            // Otherwise another login re-hashed or a reset landed: the check below decides.
         }
         let (family, refresh_token) = self.sessions.start(&account.user_id, device).await?;
         // A reset changes the hash, then logs the account out everywhere. Reading the hash
         // after starting the family closes the race: either this read sees the new hash (and
         // the family is dropped here) or the family existed before the reset's logout.
         let still = self.accounts.get(&email).await?;
-        if still.is_none_or(|a| a.password_hash != standing) {
+        let holds = match still {
+            Some(a) if a.password_hash == standing => true,
+            // Changed meanwhile: a concurrent re-hash of the same password still verifies; a
+            // reset to another password does not.
+            Some(a) => self.verifies(password, a.password_hash).await?,
+            None => false,
+        };
+        if !holds {
             let _ = self.sessions.logout(refresh_token.expose()).await;
             return Err(LoginError::InvalidCredentials);
         }
@@ -632,11 +653,12 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
         self.accounts
             .set_password_hash(&email, &self.hash_blocking(password).await?, None)
             .await?;
-        self.tokens
-            .revoke_subject(&email)
-            .await
-            .map_err(LoginError::Token)?;
-        self.sessions.logout_everywhere(&account.user_id).await?;
+        // Both run whatever the other's outcome: a failed token revocation must not leave the
+        // sessions alive (the login race check relies on this logout).
+        let sessions = self.sessions.logout_everywhere(&account.user_id).await;
+        let tokens = self.tokens.revoke_subject(&email).await;
+        sessions?;
+        tokens.map_err(LoginError::Token)?;
         Ok(())
     }
 
@@ -1073,6 +1095,23 @@ mod tests {
             .unwrap()
         );
         let device = DeviceBinding::new("d", b"m");
+        // Two logins at once both re-hash; the one whose compare-and-set loses still gets in
+        // (the new hash verifies the same password).
+        let (a, b) = tokio::join!(
+            l.login(
+                "c@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device
+            ),
+            l.login(
+                "c@example.com",
+                "correct horse battery staple",
+                ip(),
+                &device
+            ),
+        );
+        assert!(a.is_ok() && b.is_ok(), "{:?} {:?}", a.err(), b.err());
         assert!(
             l.login(
                 "c@example.com",

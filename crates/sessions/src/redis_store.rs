@@ -191,7 +191,9 @@ impl RedisStore {
 
     /// Connects to a Redis Cluster through any of `nodes` (`redis://` or `rediss://` URLs);
     /// keys start with `prefix`. Each URL passes the same transport check as
-    /// [`connect_checked`](Self::connect_checked) under `profile`.
+    /// [`connect_checked`](Self::connect_checked) under `profile`, and in production only
+    /// `rediss://` seeds are accepted, even on loopback (the cluster hands out the addresses
+    /// of its other nodes).
     #[cfg(feature = "redis-cluster")]
     pub async fn connect_cluster(
         nodes: &[&str],
@@ -201,6 +203,15 @@ impl RedisStore {
         let mut posture = palisade_core::Posture::new(profile, "redis-store");
         for url in nodes {
             crate::check_transport(url, &mut posture);
+            // The client goes on to the node addresses the cluster reports, which a loopback
+            // seed says nothing about: plaintext is refused whatever the seed's host.
+            if !url.starts_with("rediss://") {
+                posture.record(
+                    palisade_core::Severity::Deny,
+                    "store-plaintext",
+                    "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
+                );
+            }
         }
         posture
             .finish()

@@ -38,6 +38,11 @@ impl Purpose {
     pub fn invitation() -> Self {
         Self("invitation".into())
     }
+    /// The notice mailed to an address's owner when someone signs up with it: following it
+    /// (consume under this purpose) can lead on to a reset. Issuing one revokes nothing.
+    pub fn sign_up_notice() -> Self {
+        Self("sign-up-notice".to_owned())
+    }
     /// A purpose of your own: 1 to 32 characters of `a-z0-9-`.
     pub fn custom(name: &str) -> Option<Self> {
         let ok = !name.is_empty()

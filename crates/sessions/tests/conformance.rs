@@ -982,7 +982,6 @@ accounts_conformance!(postgres_accounts, postgres_store().await);
 /// process ends (its stdin pipe closes), so no node outlives the tests.
 #[cfg(feature = "redis-cluster")]
 mod cluster {
-    use std::io::Write as _;
     use std::process::{Child, Command, Stdio};
     use std::sync::{Mutex, OnceLock};
     use std::time::{Duration, Instant};
@@ -1001,46 +1000,66 @@ mod cluster {
             .port()
     }
 
-    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ready() {
-            assert!(Instant::now() < deadline, "Redis Cluster: {what} timed out");
+            if Instant::now() >= deadline {
+                return Err(format!("Redis Cluster: {what} timed out"));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
-    fn start() -> Cluster {
+    /// A synchronous connection that gives up quickly (a port taken by something else must
+    /// not hang the tests).
+    fn connect(url: &str) -> ::redis::RedisResult<::redis::Connection> {
+        let timeout = Duration::from_millis(500);
+        let conn = ::redis::Client::open(url)?.get_connection_with_timeout(timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        Ok(conn)
+    }
+
+    fn start() -> Result<Cluster, String> {
         let dir = std::env::temp_dir().join(format!("palisade-cluster-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
         let mut urls = Vec::new();
         for _ in 0..3 {
             let (port, bus) = (free_port(), free_port());
+            let log = std::fs::File::create(dir.join(format!("node-{port}.log")))
+                .map_err(|e| e.to_string())?;
             let script = format!(
                 "redis-server --bind 127.0.0.1 --port {port} --cluster-enabled yes \
                  --cluster-port {bus} --cluster-config-file nodes-{port}.conf --dir '{dir}' \
                  --save '' --appendonly no --protected-mode no & NODE=$!; read _; kill $NODE; \
-                 wait $NODE; rm -f '{dir}/nodes-{port}.conf'; rmdir '{dir}' 2>/dev/null",
+                 wait $NODE; rm -f '{dir}/nodes-{port}.conf' '{dir}/node-{port}.log'; \
+                 rmdir '{dir}' 2>/dev/null",
                 dir = dir.display()
             );
             let child = Command::new("sh")
                 .arg("-c")
                 .arg(script)
                 .stdin(Stdio::piped())
-                .stdout(Stdio::null())
+                .stdout(log)
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("redis-server runs");
+                .map_err(|e| format!("redis-server: {e}"))?;
             nodes.push(child);
             urls.push(format!("redis://127.0.0.1:{port}"));
         }
         for url in &urls {
             wait_for("node start", || {
-                ::redis::Client::open(url.as_str())
-                    .and_then(|c| c.get_connection())
+                connect(url)
                     .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c))
                     .is_ok()
-            });
+            })
+            .map_err(|why| {
+                let port = url.rsplit(':').next().unwrap_or_default();
+                let log = std::fs::read_to_string(dir.join(format!("node-{port}.log")))
+                    .unwrap_or_default();
+                format!("{why}; {url} logged:\n{log}")
+            })?;
         }
         let addresses: Vec<String> = urls
             .iter()
@@ -1054,37 +1073,32 @@ mod cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .expect("redis-cli runs");
-        assert!(created.success(), "redis-cli --cluster create failed");
+            .map_err(|e| format!("redis-cli: {e}"))?;
+        if !created.success() {
+            return Err("redis-cli --cluster create failed".to_owned());
+        }
         for url in &urls {
             wait_for("cluster_state:ok", || {
-                ::redis::Client::open(url.as_str())
-                    .and_then(|c| c.get_connection())
+                connect(url)
                     .and_then(|mut c| ::redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
-            });
+            })?;
         }
-        Cluster {
+        Ok(Cluster {
             urls,
             _nodes: Mutex::new(nodes),
             _dir: dir,
-        }
+        })
     }
 
+    /// The cluster, started on first use. A failed start is remembered, so every later test
+    /// fails at once with the same reason instead of starting nodes again. (Statics are not
+    /// dropped: the nodes stop when the test process's end closes their stdin.)
     pub(super) fn get() -> &'static Cluster {
-        static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-        CLUSTER.get_or_init(start)
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            if let Ok(mut nodes) = self._nodes.lock() {
-                for node in nodes.iter_mut() {
-                    if let Some(stdin) = node.stdin.as_mut() {
-                        let _ = stdin.write_all(b"\n");
-                    }
-                }
-            }
+        static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+        match CLUSTER.get_or_init(start) {
+            Ok(cluster) => cluster,
+            Err(why) => panic!("{why}"),
         }
     }
 }
@@ -1093,10 +1107,21 @@ mod cluster {
 async fn redis_cluster_store() -> (palisade_sessions::RedisStore, NoCleanup) {
     let cluster = tokio::task::spawn_blocking(cluster::get).await.unwrap();
     let urls: Vec<&str> = cluster.urls.iter().map(String::as_str).collect();
+    // Production refuses plaintext cluster seeds even on loopback; the test cluster has no
+    // TLS, so it runs in development.
+    assert!(
+        palisade_sessions::RedisStore::connect_cluster(
+            &urls,
+            "x",
+            palisade_core::Profile::Production
+        )
+        .await
+        .is_err()
+    );
     let store = palisade_sessions::RedisStore::connect_cluster(
         &urls,
         &prefix(),
-        palisade_core::Profile::Production,
+        palisade_core::Profile::Development,
     )
     .await
     .unwrap();
