@@ -174,11 +174,7 @@ impl PostgresStore {
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
         use std::str::FromStr as _;
-        let mut posture = palisade_core::Posture::new(profile, "postgres-store");
-        crate::check_transport(url, &mut posture);
-        posture
-            .finish()
-            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        crate::store::require_transport(url, profile, "postgres-store", |_| {})?;
         let options =
             PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
         Self::connect(options).await

@@ -162,11 +162,7 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        let mut posture = palisade_core::Posture::new(profile, "redis-store");
-        crate::check_transport(url, &mut posture);
-        posture
-            .finish()
-            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        crate::store::require_transport(url, profile, "redis-store", |_| {})?;
         Self::connect(url, prefix).await
     }
 
@@ -200,22 +196,19 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        let mut posture = palisade_core::Posture::new(profile, "redis-store");
         for url in nodes {
-            crate::check_transport(url, &mut posture);
-            // The client goes on to the node addresses the cluster reports, which a loopback
-            // seed says nothing about: plaintext is refused whatever the seed's host.
-            if !url.starts_with("rediss://") {
-                posture.record(
-                    palisade_core::Severity::Deny,
-                    "store-plaintext",
-                    "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
-                );
-            }
+            crate::store::require_transport(url, profile, "redis-store", |posture| {
+                // The client goes on to the node addresses the cluster reports, which a
+                // loopback seed says nothing about: plaintext is refused whatever its host.
+                if !url.starts_with("rediss://") {
+                    posture.record(
+                        palisade_core::Severity::Deny,
+                        "store-plaintext",
+                        "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
+                    );
+                }
+            })?;
         }
-        posture
-            .finish()
-            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
         let client = redis::cluster::ClusterClient::new(nodes.iter().copied())
             .map_err(|e| err("invalid Redis Cluster URLs", e))?;
         let conn = client

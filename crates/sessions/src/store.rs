@@ -256,6 +256,24 @@ pub fn check_transport(url: &str, posture: &mut palisade_core::Posture) {
     }
 }
 
+/// Runs [`check_transport`] on one store URL (plus any `extra` findings) under `profile` and
+/// turns a refusal into a [`StoreError`].
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn require_transport(
+    url: &str,
+    profile: palisade_core::Profile,
+    component: &'static str,
+    extra: impl FnOnce(&mut palisade_core::Posture),
+) -> Result<(), StoreError> {
+    let mut posture = palisade_core::Posture::new(profile, component);
+    check_transport(url, &mut posture);
+    extra(&mut posture);
+    posture
+        .finish()
+        .map(|_| ())
+        .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))
+}
+
 /// How a store URL connects, as its driver reads it.
 #[cfg(any(feature = "redis", feature = "postgres"))]
 enum Transport {
