@@ -295,24 +295,10 @@ impl RefreshStore for PostgresStore {
             .try_get("r_outcome")
             .map_err(|e| err("decode rotate", e))?;
         let user: Option<String> = row.try_get("r_user").map_err(|e| err("decode rotate", e))?;
-        let user_id = user.unwrap_or_default();
-        Ok(match outcome.as_str() {
-            "rotated" => Rotation::Rotated { user_id },
-            "reused" => Rotation::Reused { user_id },
-            "grace" => Rotation::Grace {
-                user_id,
-                sealed: row
-                    .try_get::<Option<String>, _>("r_sealed")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default(),
-            },
-            "revoked" => Rotation::Revoked,
-            "expired" => Rotation::Expired,
-            "device" => Rotation::DeviceMismatch,
-            "unknown" => Rotation::Unknown,
-            _ => return Err(StoreError::new("unexpected rotate outcome", None)),
-        })
+        let sealed: Option<String> = row
+            .try_get("r_sealed")
+            .map_err(|e| err("decode rotate", e))?;
+        crate::store::rotation_from_outcome(&outcome, user.unwrap_or_default(), sealed)
     }
 
     async fn revoke_family(

@@ -309,20 +309,10 @@ impl RefreshStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(|e| err("rotate script failed", e))?;
-        let user = || reply.get(1).cloned().unwrap_or_default();
-        Ok(match reply.first().map(String::as_str) {
-            Some("rotated") => Rotation::Rotated { user_id: user() },
-            Some("reused") => Rotation::Reused { user_id: user() },
-            Some("grace") => Rotation::Grace {
-                user_id: user(),
-                sealed: reply.get(2).cloned().unwrap_or_default(),
-            },
-            Some("revoked") => Rotation::Revoked,
-            Some("expired") => Rotation::Expired,
-            Some("device") => Rotation::DeviceMismatch,
-            Some("unknown") => Rotation::Unknown,
-            _ => return Err(StoreError::new("unexpected rotate reply", None)),
-        })
+        let mut reply = reply.into_iter();
+        let outcome = reply.next().unwrap_or_default();
+        let user_id = reply.next().unwrap_or_default();
+        crate::store::rotation_from_outcome(&outcome, user_id, reply.next())
     }
 
     async fn revoke_family(

@@ -274,6 +274,29 @@ pub(crate) fn require_transport(
         .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))
 }
 
+/// Reads the outcome word the Redis script and the PostgreSQL function answer a rotation
+/// with (one vocabulary for both); an unknown word is an error, never a rotation.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn rotation_from_outcome(
+    outcome: &str,
+    user_id: String,
+    sealed: Option<String>,
+) -> Result<Rotation, StoreError> {
+    Ok(match outcome {
+        "rotated" => Rotation::Rotated { user_id },
+        "reused" => Rotation::Reused { user_id },
+        "grace" => Rotation::Grace {
+            user_id,
+            sealed: sealed.unwrap_or_default(),
+        },
+        "revoked" => Rotation::Revoked,
+        "expired" => Rotation::Expired,
+        "device" => Rotation::DeviceMismatch,
+        "unknown" => Rotation::Unknown,
+        _ => return Err(StoreError::new("unexpected rotation outcome", None)),
+    })
+}
+
 /// How a store URL connects, as its driver reads it.
 #[cfg(any(feature = "redis", feature = "postgres"))]
 enum Transport {
