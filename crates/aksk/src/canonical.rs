@@ -1,0 +1,535 @@
+//! AWS Signature Version 4 canonicalization: the canonical request, the string to sign, the
+//! signing key and the signature.
+//!
+//! These functions are pure and allocation-light; the verifier and the client signer share
+//! them, and the public SigV4 test suite checks them case by case.
+//!
+//! ```
+//! use palisade_aksk::canonical::{self, CanonicalOptions};
+//!
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("host", "example.amazonaws.com".parse()?);
+//! headers.insert("x-amz-date", "20150830T123600Z".parse()?);
+//! let mut out = Vec::new();
+//! canonical::canonical_request(
+//!     &mut out,
+//!     "GET",
+//!     b"/",
+//!     b"",
+//!     &headers,
+//!     None,
+//!     "host;x-amz-date",
+//!     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+//!     CanonicalOptions::default(),
+//! )?;
+//! assert!(out.starts_with(b"GET\n/\n\nhost:example.amazonaws.com\n"));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt::Write as _;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+/// The signing algorithm name.
+pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+/// The hex SHA-256 of an empty body.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+/// The most query parameters canonicalized.
+pub const MAX_QUERY_PARAMS: usize = 128;
+/// The most signed headers.
+pub const MAX_SIGNED_HEADERS: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Why a request could not be canonicalized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CanonicalError {
+    /// The query has an invalid percent escape or decodes to invalid UTF-8.
+    #[error("the query string is not validly percent-encoded UTF-8")]
+    BadQueryEncoding,
+    /// The path has an invalid percent escape (single-encoding mode).
+    #[error("the path is not validly percent-encoded")]
+    BadPathEncoding,
+    /// More than [`MAX_QUERY_PARAMS`] query parameters.
+    #[error("too many query parameters")]
+    TooManyQueryParams,
+    /// The signed-header list is empty, not lowercase, not sorted, repeats a name or is too long.
+    #[error("the signed-header list must be non-empty, lowercase, sorted and without repeats")]
+    BadSignedHeaders,
+    /// A header named in the signed-header list is absent from the request.
+    #[error("a signed header is missing from the request")]
+    MissingSignedHeader,
+}
+
+/// How the path is encoded in the canonical request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathEncoding {
+    /// The path as received (already percent-encoded) is encoded once more: what non-S3 AWS
+    /// services and the `aws-sigv4` crate do by default.
+    #[default]
+    Double,
+    /// The path is decoded and encoded once (S3 style).
+    Single,
+}
+
+/// Whether dot segments and repeated slashes are removed before encoding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PathNormalization {
+    /// Remove `.` and `..` segments and collapse repeated slashes (the `aws-sigv4` default).
+    #[default]
+    Enabled,
+    /// Use the path as is.
+    Disabled,
+}
+
+/// Canonicalization options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CanonicalOptions {
+    /// Path encoding.
+    pub path_encoding: PathEncoding,
+    /// Path normalization.
+    pub path_normalization: PathNormalization,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn encode_into(out: &mut Vec<u8>, bytes: &[u8], keep_slash: bool) {
+    for &b in bytes {
+        if is_unreserved(b) || (keep_slash && b == b'/') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[
+                b'%',
+                HEX_UPPER[usize::from(b >> 4)],
+                HEX_UPPER[usize::from(b & 15)],
+            ]);
+        }
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes `bytes`; `plus_is_space` applies form decoding. `None` on a bad escape.
+fn decode(bytes: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hi = hex_val(*bytes.get(i + 1)?)?;
+                let lo = hex_val(*bytes.get(i + 2)?)?;
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            b'+' if plus_is_space => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Whether `path` has `.`/`..` segments or empty segments (`//`) that normalization changes.
+pub fn path_needs_normalization(path: &[u8]) -> bool {
+    if path.is_empty() {
+        return false;
+    }
+    let body = path.strip_prefix(b"/").unwrap_or(path);
+    let segments: Vec<&[u8]> = body.split(|&b| b == b'/').collect();
+    let last = segments.len() - 1;
+    segments
+        .iter()
+        .enumerate()
+        .any(|(i, seg)| matches!(*seg, b"." | b"..") || (seg.is_empty() && i != last))
+        || path.first() != Some(&b'/')
+}
+
+/// Removes dot segments and collapses repeated slashes.
+fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut stack: Vec<&[u8]> = Vec::new();
+    let segments: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
+    let mut trailing = false;
+    for (i, seg) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *seg {
+            b"" => trailing = last && i > 0,
+            b"." => trailing = last,
+            b".." => {
+                stack.pop();
+                trailing = last;
+            }
+            s => {
+                stack.push(s);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for seg in &stack {
+        out.push(b'/');
+        out.extend_from_slice(seg);
+    }
+    if out.is_empty() || trailing {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Writes the canonical URI of `path` (as received on the wire, without the query).
+pub fn canonical_uri(
+    out: &mut Vec<u8>,
+    path: &[u8],
+    options: CanonicalOptions,
+) -> Result<(), CanonicalError> {
+    let path: &[u8] = if path.is_empty() { b"/" } else { path };
+    match (options.path_encoding, options.path_normalization) {
+        (PathEncoding::Double, PathNormalization::Disabled) => encode_into(out, path, true),
+        (PathEncoding::Double, PathNormalization::Enabled) => {
+            if path_needs_normalization(path) {
+                encode_into(out, &normalize(path), true);
+            } else {
+                encode_into(out, path, true);
+            }
+        }
+        (PathEncoding::Single, normalization) => {
+            let decoded = decode(path, false).ok_or(CanonicalError::BadPathEncoding)?;
+            let decoded = match normalization {
+                PathNormalization::Enabled => normalize(&decoded),
+                PathNormalization::Disabled => decoded,
+            };
+            encode_into(out, &decoded, true);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the canonical query of `query` (the raw text after `?`, without it).
+///
+/// Parameters are form-decoded (`+` is a space, as the `aws-sigv4` crate and form decoders read
+/// it), strictly re-encoded, and sorted by encoded name then value. A bad escape or a value that
+/// is not UTF-8 is refused rather than replaced, so two different queries never share a form.
+pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalError> {
+    if query.is_empty() {
+        return Ok(());
+    }
+    let mut params: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for pair in query.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        if params.len() == MAX_QUERY_PARAMS {
+            return Err(CanonicalError::TooManyQueryParams);
+        }
+        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let encoded = |raw: &[u8]| -> Result<Vec<u8>, CanonicalError> {
+            let decoded = decode(raw, true).ok_or(CanonicalError::BadQueryEncoding)?;
+            std::str::from_utf8(&decoded).map_err(|_| CanonicalError::BadQueryEncoding)?;
+            let mut enc = Vec::with_capacity(decoded.len());
+            encode_into(&mut enc, &decoded, false);
+            Ok(enc)
+        };
+        let name = encoded(name)?;
+        let value = encoded(value)?;
+        params.push((name, value));
+    }
+    params.sort_unstable();
+    for (i, (name, value)) in params.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(name);
+        out.push(b'=');
+        out.extend_from_slice(value);
+    }
+    Ok(())
+}
+
+/// Checks a signed-header list: 1 to [`MAX_SIGNED_HEADERS`] names of lowercase token
+/// characters, separated by `;`, strictly ascending.
+pub fn check_signed_headers(list: &str) -> Result<(), CanonicalError> {
+    let mut previous: Option<&str> = None;
+    let mut count = 0;
+    for name in list.split(';') {
+        count += 1;
+        let valid = !name.is_empty()
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+            });
+        if !valid || count > MAX_SIGNED_HEADERS || previous.is_some_and(|p| p >= name) {
+            return Err(CanonicalError::BadSignedHeaders);
+        }
+        previous = Some(name);
+    }
+    Ok(())
+}
+
+/// Writes one header value trimmed, with runs of spaces and tabs collapsed to one space.
+fn write_trimmed(out: &mut Vec<u8>, value: &[u8]) {
+    let mut in_space = false;
+    let start = out.len();
+    for &b in value.trim_ascii() {
+        if b == b' ' || b == b'\t' || b == b'\r' || b == b'\n' {
+            in_space = true;
+        } else {
+            if in_space && out.len() > start {
+                out.push(b' ');
+            }
+            in_space = false;
+            out.push(b);
+        }
+    }
+}
+
+/// Writes the canonical headers (each `name:value\n`) for `signed` (already checked with
+/// [`check_signed_headers`]). Repeated headers are joined with `,`. `host_fallback` answers for
+/// `host` when the map has none (HTTP/2 carries it as `:authority`).
+pub fn canonical_headers(
+    out: &mut Vec<u8>,
+    headers: &http::HeaderMap,
+    host_fallback: Option<&str>,
+    signed: &str,
+) -> Result<(), CanonicalError> {
+    for name in signed.split(';') {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        let mut values = headers.get_all(name).iter().peekable();
+        if values.peek().is_none() {
+            match (name, host_fallback) {
+                ("host", Some(host)) => write_trimmed(out, host.as_bytes()),
+                _ => return Err(CanonicalError::MissingSignedHeader),
+            }
+        }
+        for (i, value) in values.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_trimmed(out, value.as_bytes());
+        }
+        out.push(b'\n');
+    }
+    Ok(())
+}
+
+/// Writes the whole canonical request.
+#[allow(clippy::too_many_arguments)]
+pub fn canonical_request(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &[u8],
+    query: &[u8],
+    headers: &http::HeaderMap,
+    host_fallback: Option<&str>,
+    signed_headers: &str,
+    payload_hash: &str,
+    options: CanonicalOptions,
+) -> Result<(), CanonicalError> {
+    check_signed_headers(signed_headers)?;
+    out.extend_from_slice(method.as_bytes());
+    out.push(b'\n');
+    canonical_uri(out, path, options)?;
+    out.push(b'\n');
+    canonical_query(out, query)?;
+    out.push(b'\n');
+    canonical_headers(out, headers, host_fallback, signed_headers)?;
+    out.push(b'\n');
+    out.extend_from_slice(signed_headers.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(payload_hash.as_bytes());
+    Ok(())
+}
+
+/// The credential scope `<yyyymmdd>/<region>/<service>/aws4_request`.
+pub fn credential_scope(date: &str, region: &str, service: &str) -> String {
+    format!("{date}/{region}/{service}/aws4_request")
+}
+
+/// The string to sign for a canonical request, written into `out`.
+pub fn string_to_sign(out: &mut String, amz_date: &str, scope: &str, canonical_request: &[u8]) {
+    let digest = Sha256::digest(canonical_request);
+    out.push_str(ALGORITHM);
+    out.push('\n');
+    out.push_str(amz_date);
+    out.push('\n');
+    out.push_str(scope);
+    out.push('\n');
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// A derived SigV4 signing key.
+#[derive(Clone, zeroize::ZeroizeOnDrop)]
+pub struct SigningKey([u8; 32]);
+
+impl SigningKey {
+    /// Derives the key for `secret` on `date` (`yyyymmdd`) in `region` for `service`.
+    pub fn derive(secret: &[u8], date: &str, region: &str, service: &str) -> Self {
+        let mut prefixed = zeroize::Zeroizing::new(Vec::with_capacity(4 + secret.len()));
+        prefixed.extend_from_slice(b"AWS4");
+        prefixed.extend_from_slice(secret);
+        let mut key = mac(&prefixed, date.as_bytes());
+        for part in [region.as_bytes(), service.as_bytes(), b"aws4_request"] {
+            key = mac(&key, part);
+        }
+        Self(key)
+    }
+
+    /// The signature of `string_to_sign`.
+    pub fn sign(&self, string_to_sign: &[u8]) -> [u8; 32] {
+        mac(&self.0, string_to_sign)
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey([redacted])")
+    }
+}
+
+fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// Lowercase hex of SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(path: &str, options: CanonicalOptions) -> String {
+        let mut out = Vec::new();
+        canonical_uri(&mut out, path.as_bytes(), options).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn paths() {
+        let d = CanonicalOptions::default();
+        assert_eq!(uri("", d), "/");
+        assert_eq!(uri("/a%20b", d), "/a%2520b");
+        assert_eq!(uri("//example//", d), "/example/");
+        assert_eq!(uri("/example/..", d), "/");
+        assert_eq!(uri("/./example", d), "/example");
+        assert_eq!(uri("/a/b/../c/./", d), "/a/c/");
+        let raw = CanonicalOptions {
+            path_normalization: PathNormalization::Disabled,
+            ..d
+        };
+        assert_eq!(uri("//example//", raw), "//example//");
+        let single = CanonicalOptions {
+            path_encoding: PathEncoding::Single,
+            path_normalization: PathNormalization::Disabled,
+        };
+        assert_eq!(uri("/a%20b/%E1%88%B4", single), "/a%20b/%E1%88%B4");
+        let mut out = Vec::new();
+        assert_eq!(
+            canonical_uri(&mut out, b"/a%zz", single),
+            Err(CanonicalError::BadPathEncoding)
+        );
+        assert!(path_needs_normalization(b"/a//b"));
+        assert!(path_needs_normalization(b"/a/./b"));
+        assert!(path_needs_normalization(b"/a/.."));
+        assert!(path_needs_normalization(b"a"));
+        assert!(!path_needs_normalization(b"/a/b/"));
+        assert!(!path_needs_normalization(b"/"));
+        assert!(!path_needs_normalization(b"/a.b/..c"));
+    }
+
+    fn query(q: &str) -> Result<String, CanonicalError> {
+        let mut out = Vec::new();
+        canonical_query(&mut out, q.as_bytes())?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(query("b=2&a=1&a=0").unwrap(), "a=0&a=1&b=2");
+        assert_eq!(query("k").unwrap(), "k=");
+        assert_eq!(query("a+b=c%2Bd").unwrap(), "a%20b=c%2Bd");
+        assert_eq!(query("&&x=1&").unwrap(), "x=1");
+        assert_eq!(query("x=%7e").unwrap(), "x=~");
+        assert_eq!(query("x=%zz"), Err(CanonicalError::BadQueryEncoding));
+        assert_eq!(query("x=%FF"), Err(CanonicalError::BadQueryEncoding));
+        let many = vec!["a=1"; MAX_QUERY_PARAMS + 1].join("&");
+        assert_eq!(query(&many), Err(CanonicalError::TooManyQueryParams));
+    }
+
+    #[test]
+    fn signed_header_lists() {
+        assert!(check_signed_headers("host;x-amz-date").is_ok());
+        for bad in [
+            "",
+            "Host;x-amz-date",
+            "x-amz-date;host",
+            "host;host",
+            "host;",
+            ";host",
+            "ho st",
+        ] {
+            assert_eq!(
+                check_signed_headers(bad),
+                Err(CanonicalError::BadSignedHeaders),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_values_are_trimmed_and_joined() {
+        let mut headers = http::HeaderMap::new();
+        headers.append("my-header", "  a   b  ".parse().unwrap());
+        headers.append("my-header", "c".parse().unwrap());
+        let mut out = Vec::new();
+        canonical_headers(&mut out, &headers, Some("h.example"), "host;my-header").unwrap();
+        assert_eq!(out, b"host:h.example\nmy-header:a b,c\n");
+        let mut out = Vec::new();
+        assert_eq!(
+            canonical_headers(&mut out, &headers, None, "host"),
+            Err(CanonicalError::MissingSignedHeader)
+        );
+    }
+
+    /// The documented example from the AWS General Reference (signing key derivation).
+    #[test]
+    fn signing_key_example() {
+        let key = SigningKey::derive(
+            b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830",
+            "us-east-1",
+            "iam",
+        );
+        assert_eq!(
+            hex::encode(key.0),
+            "c4afb1cc5771d871763a393e44b703571b55cc28424d1a5e86da6ed3c154a4b9"
+        );
+    }
+}

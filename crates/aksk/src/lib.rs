@@ -1,0 +1,107 @@
+//! Replay-proof access-key request signing for Tower services.
+//!
+//! Machine clients sign requests with an access key id and a secret key using AWS Signature
+//! Version 4: any standard SigV4 signer (the `aws-sigv4` crate, botocore, the AWS SDKs) can
+//! call a Palisade service, with the service name and region of the credential scope set by
+//! the server. On top of SigV4, Palisade's verifier enforces:
+//!
+//! - `host`, `x-amz-date`, `x-amz-content-sha256` and a nonce header (`x-palisade-nonce`, at
+//!   least 128 bits) must be signed; duplicate `Authorization`, date, nonce or host headers and
+//!   signed-header lists that are not lowercase and sorted are refused;
+//! - the body hash must be present and match the body actually received, which is read up to a
+//!   limit and hashed as it streams in; `UNSIGNED-PAYLOAD` only on routes that opt in,
+//!   `STREAMING-*` never;
+//! - the timestamp is inside a short window (default 120 s each way, at most 300 s in
+//!   Production) and the credential-scope date is the timestamp's date;
+//! - a (key id, nonce) pair is accepted once, inserted atomically only after the signature
+//!   verified; an unreachable store refuses the request.
+//!
+//! Failures are typed ([`VerifyError`]) for logs and metrics; the client sees one generic 401.
+//! Signatures are compared in constant time; derived signing keys are cached per (key, secret
+//! version, date) for the verifier's region and service.
+//!
+//! Credentials ([`AccessKeys`]) belong to an org and carry roles and scopes; the secret is
+//! returned once at issue and stored sealed with [`palisade_field_crypto`].
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`canonical`] | SigV4 canonical request, string to sign, signing key |
+//! | [`verifier`] | [`Verifier`], its policy and [`VerifyError`] |
+//! | [`server`] | [`AccessKeyLayer`]: the Tower layer for servers |
+//! | [`client`] | [`client::Signer`] and [`client::SigningLayer`] for outgoing requests |
+//! | [`credential`] | [`AccessKeys`], [`CredentialStore`], [`MemoryCredentialStore`] |
+//! | [`nonce`] | [`NonceStore`], [`MemoryNonceStore`] |
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `redis` | [`RedisNonceStore`] (`SET NX PX`, prefixed, hash-tagged per key) |
+//! | `postgres` | [`PostgresCredentialStore`] (`sqlx`) |
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::sync::Arc;
+
+pub mod canonical;
+pub mod client;
+pub mod credential;
+pub mod nonce;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres_store;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis_store;
+pub mod server;
+pub mod verifier;
+
+pub use credential::{
+    AccessKeys, CredentialError, CredentialRecord, CredentialStore, IssuedCredential, KeyMetadata,
+    KeyStatus, MemoryCredentialStore, NewCredential, StoredSecret,
+};
+pub use nonce::{MemoryNonceStore, NonceStore};
+#[cfg(feature = "postgres")]
+pub use postgres_store::PostgresCredentialStore;
+#[cfg(feature = "redis")]
+pub use redis_store::RedisNonceStore;
+pub use server::{AccessKey, AccessKeyLayer, VerifiedBody};
+pub use verifier::{Malformed, Verified, Verifier, VerifierBuilder, VerifyError};
+
+/// A credential or nonce store failed (unreachable, timed out, refused). The request it served
+/// is refused.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("access-key store error: {message}")]
+pub struct StoreError {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A store error with a message and the backend's error.
+    pub fn new(
+        message: impl Into<String>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source,
+        }
+    }
+}
+
+/// Runs the store-URL transport check of `palisade-sessions` under `profile`.
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) fn require_transport(
+    url: &str,
+    profile: palisade_core::Profile,
+    component: &'static str,
+) -> Result<(), StoreError> {
+    let mut posture = palisade_core::Posture::new(profile, component);
+    palisade_sessions::check_transport(url, &mut posture);
+    posture
+        .finish()
+        .map(|_| ())
+        .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))
+}

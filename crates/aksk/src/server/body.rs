@@ -1,0 +1,93 @@
+//! The request body the inner service receives.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// A boxed body error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The body of a request that passed the access-key layer: the verified bytes (the body was
+    /// read, hashed and compared before the inner service ran), or, on a route that opted into
+    /// `UNSIGNED-PAYLOAD` or a request another authenticator handles, the original stream.
+    pub struct VerifiedBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Verified { data: Option<Bytes> },
+        Unverified { #[pin] body: B },
+    }
+}
+
+impl<B> std::fmt::Debug for VerifiedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> VerifiedBody<B> {
+    /// A verified, complete body.
+    pub fn verified(data: Bytes) -> Self {
+        Self {
+            kind: Kind::Verified {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+
+    /// The original stream, not checked against the signature.
+    pub fn unverified(body: B) -> Self {
+        Self {
+            kind: Kind::Unverified { body },
+        }
+    }
+
+    /// Whether the bytes were checked against the signed hash.
+    pub fn is_verified(&self) -> bool {
+        matches!(self.kind, Kind::Verified { .. })
+    }
+}
+
+impl<B> Body for VerifiedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProj::Verified { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Unverified { body } => body.poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Verified { data } => data.is_none(),
+            Kind::Unverified { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Verified { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Unverified { body } => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The server side: [`AccessKeyLayer`] verifies signed requests and puts the caller's
+//! [`Identity`](palisade_core::Identity) in the request extensions.
+//!
+//! Per request, in this order:
+//! 1. the cheap checks ([`Verifier::precheck`]): headers, scope, signed-header policy, window,
+//!    declared length; nothing is hashed yet;
+//! 2. the credential lookup (unknown, disabled and expired keys stop here);
+//! 3. the body is read up to the limit and hashed as it streams in;
+//! 4. the body hash and the signature are compared in constant time;
+//! 5. only then is the (key id, nonce) pair inserted, atomically: unauthenticated traffic never
+//!    reaches the nonce store;
+//! 6. the inner service gets the verified bytes as a [`VerifiedBody`].
+//!
+//! Every failure answers one generic `401` (a store failure answers `503`), with the typed
+//! [`VerifyError`] in the response extensions and the logs.
+
+mod body;
+pub mod future;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt as _;
+use palisade_core::{Rejection, RejectionKind, ResponseBody};
+use sha2::{Digest as _, Sha256};
+use tower_layer::Layer;
+use tower_service::Service;
+
+pub use body::{BoxError, VerifiedBody};
+use future::ResponseFuture;
+
+use crate::credential::{CredentialStore, KeyStatus};
+use crate::nonce::NonceStore;
+use crate::verifier::{Verifier, VerifyError};
+
+/// What the layer does with requests that carry no SigV4 `Authorization` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Others {
+    Refuse,
+    PassThrough,
+}
+
+/// Verifies access-key (SigV4) signed requests.
+///
+/// ```
+/// use palisade_aksk::{AccessKeyLayer, MemoryCredentialStore, MemoryNonceStore, Verifier};
+/// use palisade_core::{KeyRing, SystemClock};
+/// use palisade_field_crypto::FieldCipher;
+///
+/// let ring = KeyRing::parse("f1 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
+/// let cipher = FieldCipher::new(ring, SystemClock::shared());
+/// let verifier = Verifier::builder("palisade", "eu-west-1").build(cipher, SystemClock::shared())?;
+/// let layer = AccessKeyLayer::new(verifier, MemoryCredentialStore::new(), MemoryNonceStore::new());
+/// # let _ = layer;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[must_use]
+pub struct AccessKeyLayer<C, N> {
+    shared: Arc<Shared<C, N>>,
+    others: Others,
+}
+
+struct Shared<C, N> {
+    verifier: Verifier,
+    credentials: C,
+    nonces: N,
+}
+
+impl<C, N> Clone for AccessKeyLayer<C, N> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            others: self.others,
+        }
+    }
+}
+
+impl<C, N> fmt::Debug for AccessKeyLayer<C, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKeyLayer")
+            .field("verifier", &self.shared.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, N> AccessKeyLayer<C, N> {
+    /// Verifies with `verifier`, looking keys up in `credentials` and nonces in `nonces`.
+    /// Requests without a SigV4 `Authorization` header are refused.
+    pub fn new(verifier: Verifier, credentials: C, nonces: N) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                verifier,
+                credentials,
+                nonces,
+            }),
+            others: Others::Refuse,
+        }
+    }
+
+    /// Lets requests whose `Authorization` is not `AWS4-HMAC-SHA256 …` (a bearer token, or
+    /// none) through untouched, without an identity, for another authenticator further in.
+    /// A request that claims SigV4 is always verified.
+    pub fn pass_through_other_schemes(mut self) -> Self {
+        self.others = Others::PassThrough;
+        self
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier {
+        &self.shared.verifier
+    }
+}
+
+impl<S, C, N> Layer<S> for AccessKeyLayer<C, N> {
+    type Service = AccessKey<S, C, N>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessKey {
+            inner,
+            shared: self.shared.clone(),
+            others: self.others,
+        }
+    }
+}
+
+/// The service of [`AccessKeyLayer`].
+pub struct AccessKey<S, C, N> {
+    inner: S,
+    shared: Arc<Shared<C, N>>,
+    others: Others,
+}
+
+impl<S: Clone, C, N> Clone for AccessKey<S, C, N> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            others: self.others,
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, N> fmt::Debug for AccessKey<S, C, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+fn claims_sigv4<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(b"AWS4-"))
+}
+
+impl<S, C, N, B, ResBody> Service<Request<B>> for AccessKey<S, C, N>
+where
+    S: Service<Request<VerifiedBody<B>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    C: CredentialStore,
+    N: NonceStore,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if self.others == Others::PassThrough && !claims_sigv4(&request) {
+            return ResponseFuture::inner(self.inner.call(request.map(VerifiedBody::unverified)));
+        }
+        // The ready service moves into the future; a clone stays for the next call.
+        let clone = self.inner.clone();
+        let service = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        ResponseFuture::authenticating(Box::pin(authenticate(shared, request)), service)
+    }
+}
+
+fn reject(error: VerifyError, key_id: Option<&str>) -> Rejection {
+    let kind = match error {
+        VerifyError::Unavailable(_) => {
+            tracing::error!(reason = %error, key_id, "access-key request refused: store unavailable");
+            RejectionKind::Unavailable
+        }
+        _ => {
+            tracing::warn!(reason = %error, key_id, "access-key request refused");
+            RejectionKind::Unauthenticated
+        }
+    };
+    Rejection::new(kind, error)
+}
+
+async fn authenticate<B, C, N>(
+    shared: Arc<Shared<C, N>>,
+    request: Request<B>,
+) -> Result<Request<VerifiedBody<B>>, Rejection>
+where
+    C: CredentialStore,
+    N: NonceStore,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let verifier = &shared.verifier;
+    let (mut parts, body) = request.into_parts();
+    let check = verifier.precheck(&parts).map_err(|e| reject(e, None))?;
+    let key_id = check.key_id();
+    let record = match shared.credentials.get(key_id).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return Err(reject(VerifyError::UnknownKey, Some(key_id))),
+        Err(e) => return Err(reject(VerifyError::Unavailable(e), Some(key_id))),
+    };
+    // Disabled keys stop before the body is read.
+    if record.status != KeyStatus::Active {
+        return Err(reject(VerifyError::DisabledKey, Some(key_id)));
+    }
+    let (body, hash) = if check.body_is_signed() {
+        let (bytes, hash) = read_hashed(body, verifier.max_body())
+            .await
+            .map_err(|e| reject(e, Some(key_id)))?;
+        (VerifiedBody::verified(bytes), Some(hash))
+    } else {
+        (VerifiedBody::unverified(body), None)
+    };
+    let verified = verifier
+        .verify_signature(&parts, &check, hash.as_ref(), &record)
+        .map_err(|e| reject(e, Some(key_id)))?;
+    let now = verifier.clock().now();
+    match shared
+        .nonces
+        .insert_once(key_id, check.nonce(), verifier.nonce_ttl(), now)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return Err(reject(VerifyError::Replay, Some(key_id))),
+        Err(e) => return Err(reject(VerifyError::Unavailable(e), Some(key_id))),
+    }
+    tracing::debug!(
+        key_id,
+        version = verified.secret_version,
+        "access-key request verified"
+    );
+    parts.extensions.insert(verified.identity);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Reads the body up to `limit` bytes, hashing each frame as it arrives.
+async fn read_hashed<B>(body: B, limit: usize) -> Result<(Bytes, [u8; 32]), VerifyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(VerifyError::BodyTooLarge);
+    }
+    let mut body = std::pin::pin!(body);
+    let mut hasher = Sha256::new();
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| VerifyError::Body)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(VerifyError::BodyTooLarge);
+        }
+        hasher.update(&data);
+        // One frame (the common case) is kept without copying.
+        match (&mut first, &mut joined) {
+            (None, None) => first = Some(data),
+            (Some(_), None) => {
+                let mut buf = BytesMut::with_capacity(total);
+                buf.extend_from_slice(&first.take().unwrap_or_default());
+                buf.extend_from_slice(&data);
+                joined = Some(buf);
+            }
+            (_, Some(buf)) => buf.extend_from_slice(&data),
+        }
+    }
+    let bytes = match joined {
+        Some(buf) => buf.freeze(),
+        None => first.unwrap_or_default(),
+    };
+    Ok((bytes, hasher.finalize().into()))
+}

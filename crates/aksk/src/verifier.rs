@@ -1,0 +1,844 @@
+//! The SigV4 verifier with Palisade's policy: what must be signed, the time window, the body
+//! hash, the signing-key cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderName;
+use http::header::{AUTHORIZATION, HOST};
+use http::request::Parts;
+use palisade_core::{
+    AuthMethod, Identity, Posture, PostureError, Profile, Severity, SharedClock, Surface,
+};
+use palisade_field_crypto::FieldCipher;
+use subtle::ConstantTimeEq as _;
+
+use crate::StoreError;
+use crate::canonical::{self, CanonicalError, CanonicalOptions, SigningKey};
+use crate::credential::{CredentialRecord, KeyStatus, StoredSecret, open_secret};
+
+/// The date header (the only one accepted; `Date` is not).
+pub const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+/// The body-hash header.
+pub const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+/// The default nonce header.
+pub const X_PALISADE_NONCE: HeaderName = HeaderName::from_static("x-palisade-nonce");
+/// The `x-amz-content-sha256` value of a route that opted out of body signing.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// The client role namespace scopes are put under in the [`Identity`].
+pub const SCOPE_CLIENT: &str = "access-key";
+/// The default time window, each way.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
+/// The largest window Production accepts, each way.
+pub const MAX_PRODUCTION_WINDOW: Duration = Duration::from_secs(300);
+/// The default body limit.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Signing keys kept in the cache before it is cleared.
+const CACHE_CAPACITY: usize = 4096;
+/// The longest access key id.
+pub const MAX_KEY_ID_LEN: usize = 64;
+
+/// Why a request's signature was not accepted. The client always sees one generic 401; the
+/// variant goes to logs and metrics (and the response extensions).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The request is not a well-formed signed request (see the reason).
+    #[error("malformed signed request: {0}")]
+    Malformed(#[from] Malformed),
+    /// No credential has this key id.
+    #[error("unknown access key")]
+    UnknownKey,
+    /// The key is disabled.
+    #[error("disabled access key")]
+    DisabledKey,
+    /// The key (or every one of its secrets) expired.
+    #[error("expired access key")]
+    ExpiredKey,
+    /// The timestamp is outside the window.
+    #[error("request timestamp outside the allowed window")]
+    Skew,
+    /// The (key id, nonce) pair was seen before.
+    #[error("replayed nonce")]
+    Replay,
+    /// The body does not hash to the signed `x-amz-content-sha256`.
+    #[error("body hash mismatch")]
+    BadBodyHash,
+    /// The signature does not match.
+    #[error("signature mismatch")]
+    BadSignature,
+    /// The body is larger than the configured limit.
+    #[error("body larger than the limit")]
+    BodyTooLarge,
+    /// `UNSIGNED-PAYLOAD` on a route that did not opt in, or `STREAMING-*` (never accepted).
+    #[error("unsigned or streaming payload refused")]
+    PayloadNotAllowed,
+    /// Reading the body failed.
+    #[error("the request body could not be read")]
+    Body,
+    /// A store was unreachable or failed: refused (fail closed).
+    #[error("access-key store unavailable")]
+    Unavailable(#[source] StoreError),
+}
+
+/// What is malformed about a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// No `Authorization` header.
+    #[error("no Authorization header")]
+    MissingAuthorization,
+    /// More than one `Authorization` header.
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    /// The `Authorization` header does not parse.
+    #[error("the Authorization header does not parse")]
+    BadAuthorization,
+    /// The credential scope does not parse, or names another region, service or terminator.
+    #[error("bad credential scope")]
+    BadScope,
+    /// The credential-scope date differs from the timestamp's date.
+    #[error("credential-scope date differs from x-amz-date")]
+    ScopeDate,
+    /// A header Palisade requires to be signed is not in the signed-header list.
+    #[error("required header not signed: {0}")]
+    Unsigned(&'static str),
+    /// No date header, or more than one.
+    #[error("missing or repeated x-amz-date")]
+    Date,
+    /// The date header does not parse.
+    #[error("x-amz-date does not parse")]
+    BadDate,
+    /// No nonce header, more than one, or shorter than 128 bits.
+    #[error("missing, repeated or weak nonce")]
+    Nonce,
+    /// No body hash header, more than one, or not 64 lowercase hex.
+    #[error("missing, repeated or malformed x-amz-content-sha256")]
+    ContentHash,
+    /// More than one `Host` header.
+    #[error("more than one Host header")]
+    DuplicateHost,
+    /// The path has dot segments or empty segments, which signers normalize differently.
+    #[error("path not normalized")]
+    Path,
+    /// Canonicalization failed.
+    #[error(transparent)]
+    Canonical(#[from] CanonicalError),
+}
+
+/// A request that passed the cheap checks, before the body and the credential are looked at.
+#[derive(Clone, Debug)]
+pub struct Precheck {
+    key_id: String,
+    scope: String,
+    amz_date: String,
+    signed_headers: String,
+    signature: [u8; 32],
+    nonce: String,
+    payload: Payload,
+}
+
+/// What the request says about its body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Payload {
+    Hash([u8; 32]),
+    Unsigned,
+}
+
+impl Precheck {
+    /// The access key id.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The nonce.
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+
+    /// Whether the body must be hashed and compared (false only for `UNSIGNED-PAYLOAD`).
+    pub fn body_is_signed(&self) -> bool {
+        matches!(self.payload, Payload::Hash(_))
+    }
+}
+
+/// The outcome of a verified signature.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The identity the request acts as.
+    pub identity: Identity,
+    /// The secret version that verified.
+    pub secret_version: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct CacheKey {
+    id: [u8; MAX_KEY_ID_LEN],
+    id_len: u8,
+    version: u32,
+    date: [u8; 8],
+    tag: [u8; 16],
+}
+
+/// Builds a [`Verifier`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct VerifierBuilder {
+    service: String,
+    region: String,
+    window: Duration,
+    nonce_header: HeaderName,
+    max_body: usize,
+    unsigned_prefixes: Vec<String>,
+    options: CanonicalOptions,
+    issuer: String,
+    surface: Surface,
+    profile: Profile,
+}
+
+impl VerifierBuilder {
+    /// The time window each way (default 120 s; Production refuses more than 300 s).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// The nonce header name (default `x-palisade-nonce`).
+    pub fn nonce_header(mut self, name: HeaderName) -> Self {
+        self.nonce_header = name;
+        self
+    }
+
+    /// The largest body accepted, checked before any hashing (default 1 MiB).
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Accept `UNSIGNED-PAYLOAD` on paths starting with `prefix` (for example large uploads
+    /// checked another way). Every other path requires the body hash.
+    pub fn allow_unsigned_payload_on(mut self, prefix: impl Into<String>) -> Self {
+        self.unsigned_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Canonicalization options (default: double-encoded path, as `aws-sigv4` signs).
+    pub fn canonical_options(mut self, options: CanonicalOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The issuer recorded in identities (default `palisade-aksk`).
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuer = issuer.into();
+        self
+    }
+
+    /// The surface identities are accepted for (default `api`).
+    pub fn surface(mut self, surface: Surface) -> Self {
+        self.surface = surface;
+        self
+    }
+
+    /// The profile whose posture rules apply.
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Checks the settings and builds the verifier.
+    pub fn build(self, cipher: FieldCipher, clock: SharedClock) -> Result<Verifier, PostureError> {
+        let mut posture = Posture::new(self.profile, "access-key-verifier");
+        if self.window > MAX_PRODUCTION_WINDOW {
+            posture.record(
+                Severity::Deny,
+                "aksk-window-too-long",
+                format!(
+                    "the signing window is {} s each way; production allows at most {} s",
+                    self.window.as_secs(),
+                    MAX_PRODUCTION_WINDOW.as_secs()
+                ),
+            );
+        }
+        if self.window.is_zero() {
+            posture.record(
+                Severity::Deny,
+                "aksk-window-zero",
+                "the signing window is zero",
+            );
+        }
+        let valid_part = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !valid_part(&self.service) || !valid_part(&self.region) {
+            posture.record(
+                Severity::Deny,
+                "aksk-scope-invalid",
+                "service and region are 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
+            );
+        }
+        if !self.unsigned_prefixes.is_empty() {
+            posture.record(
+                Severity::Warn,
+                "aksk-unsigned-payload-routes",
+                format!(
+                    "UNSIGNED-PAYLOAD accepted under {:?}",
+                    self.unsigned_prefixes
+                ),
+            );
+        }
+        if self.max_body == 0 {
+            posture.record(
+                Severity::Warn,
+                "aksk-no-body",
+                "the body limit is zero: every body is refused",
+            );
+        }
+        posture.finish()?;
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                service: self.service,
+                region: self.region,
+                window: self.window,
+                nonce_header: self.nonce_header,
+                max_body: self.max_body,
+                unsigned_prefixes: self.unsigned_prefixes,
+                options: self.options,
+                issuer: self.issuer,
+                surface: self.surface,
+                cipher,
+                clock,
+                cache: RwLock::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// Verifies SigV4-signed requests against Palisade's policy.
+///
+/// The verifier does the cheap checks ([`Verifier::precheck`]), then, with the credential and
+/// the body hash, the signature ([`Verifier::verify_signature`]). The layer
+/// ([`crate::AccessKeyLayer`]) adds the stores, the body and the nonce.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    service: String,
+    region: String,
+    window: Duration,
+    nonce_header: HeaderName,
+    max_body: usize,
+    unsigned_prefixes: Vec<String>,
+    options: CanonicalOptions,
+    issuer: String,
+    surface: Surface,
+    cipher: FieldCipher,
+    clock: SharedClock,
+    cache: RwLock<HashMap<CacheKey, SigningKey>>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("service", &self.inner.service)
+            .field("region", &self.inner.region)
+            .field("window", &self.inner.window)
+            .field("nonce_header", &self.inner.nonce_header)
+            .field("max_body", &self.inner.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Exactly one value of `name`, or an error.
+fn single<'a>(
+    parts: &'a Parts,
+    name: &HeaderName,
+    missing: Malformed,
+    many: Malformed,
+) -> Result<&'a [u8], Malformed> {
+    let mut values = parts.headers.get_all(name).iter();
+    let first = values.next().ok_or(missing)?;
+    if values.next().is_some() {
+        return Err(many);
+    }
+    Ok(first.as_bytes())
+}
+
+/// Parses `AWS4-HMAC-SHA256 Credential=<id>/<scope>, SignedHeaders=<list>, Signature=<hex>`.
+/// Each component exactly once, in any order; nothing else.
+pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]), Malformed> {
+    let value = std::str::from_utf8(value).map_err(|_| Malformed::BadAuthorization)?;
+    if value.len() > 4096 {
+        return Err(Malformed::BadAuthorization);
+    }
+    let rest = value
+        .strip_prefix(canonical::ALGORITHM)
+        .and_then(|r| r.strip_prefix(' '))
+        .ok_or(Malformed::BadAuthorization)?;
+    let (mut credential, mut signed, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim_start_matches(' ');
+        let (name, val) = part.split_once('=').ok_or(Malformed::BadAuthorization)?;
+        let slot = match name {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed,
+            "Signature" => &mut signature,
+            _ => return Err(Malformed::BadAuthorization),
+        };
+        if slot.replace(val).is_some() {
+            return Err(Malformed::BadAuthorization);
+        }
+    }
+    let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
+        return Err(Malformed::BadAuthorization);
+    };
+    let (key_id, scope) = credential.split_once('/').ok_or(Malformed::BadScope)?;
+    if scope.split('/').count() != 4 || !scope.ends_with("/aws4_request") {
+        return Err(Malformed::BadScope);
+    }
+    if key_id.is_empty()
+        || key_id.len() > MAX_KEY_ID_LEN
+        || !key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(Malformed::BadAuthorization);
+    }
+    if signature.len() != 64
+        || !signature
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(Malformed::BadAuthorization);
+    }
+    let mut sig = [0u8; 32];
+    hex::decode_to_slice(signature, &mut sig).map_err(|_| Malformed::BadAuthorization)?;
+    Ok((key_id, scope, signed, sig))
+}
+
+/// Parses `YYYYMMDDTHHMMSSZ` to unix seconds.
+pub fn parse_amz_date(value: &[u8]) -> Option<u64> {
+    if value.len() != 16 || value[8] != b'T' || value[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u64> {
+        value[r].iter().try_fold(0u64, |acc, &b| {
+            b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+        })
+    };
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    let days_in_month = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if y < 1970 || d == 0 || d > days_in_month || hh > 23 || mm > 59 || ss > 59 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), for years from 1970.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Formats unix seconds as `YYYYMMDDTHHMMSSZ`.
+pub fn format_amz_date(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+fn nonce_is_strong(nonce: &[u8]) -> bool {
+    let charset = nonce
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+    let all_hex = nonce.iter().all(u8::is_ascii_hexdigit);
+    // At least 128 bits whatever the encoding: 32 hex digits, or 22 base64url characters.
+    let min = if all_hex { 32 } else { 22 };
+    charset && nonce.len() >= min && nonce.len() <= 128
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Verifier {
+    /// A builder for credential scopes `<date>/<region>/<service>/aws4_request`.
+    pub fn builder(service: impl Into<String>, region: impl Into<String>) -> VerifierBuilder {
+        VerifierBuilder {
+            service: service.into(),
+            region: region.into(),
+            window: DEFAULT_WINDOW,
+            nonce_header: X_PALISADE_NONCE,
+            max_body: DEFAULT_MAX_BODY,
+            unsigned_prefixes: Vec::new(),
+            options: CanonicalOptions::default(),
+            issuer: "palisade-aksk".to_owned(),
+            surface: Surface::API,
+            profile: Profile::Production,
+        }
+    }
+
+    /// The body limit.
+    pub fn max_body(&self) -> usize {
+        self.inner.max_body
+    }
+
+    /// How long a nonce must be remembered: the whole window on both sides, plus a second.
+    pub fn nonce_ttl(&self) -> Duration {
+        self.inner.window * 2 + Duration::from_secs(1)
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
+    /// The cheap checks, before any hashing: header shape and count, algorithm, scope, signed
+    /// headers (host, date, nonce and body hash must be signed), nonce strength, date and
+    /// window, body-hash form and whether unsigned payloads are allowed here, declared length.
+    pub fn precheck(&self, parts: &Parts) -> Result<Precheck, VerifyError> {
+        let inner = &*self.inner;
+        let authorization = single(
+            parts,
+            &AUTHORIZATION,
+            Malformed::MissingAuthorization,
+            Malformed::DuplicateAuthorization,
+        )?;
+        let (key_id, scope, signed, signature) = parse_authorization(authorization)?;
+        canonical::check_signed_headers(signed).map_err(Malformed::from)?;
+        let nonce_name = inner.nonce_header.as_str();
+        for (required, label) in [
+            ("host", "host"),
+            ("x-amz-date", "x-amz-date"),
+            ("x-amz-content-sha256", "x-amz-content-sha256"),
+            (nonce_name, "nonce"),
+        ] {
+            if !signed.split(';').any(|n| n == required) {
+                return Err(Malformed::Unsigned(label).into());
+            }
+        }
+        let mut scope_parts = scope.split('/');
+        let (Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
+            scope_parts.next(),
+            scope_parts.next(),
+            scope_parts.next(),
+            scope_parts.next(),
+            scope_parts.next(),
+        ) else {
+            return Err(Malformed::BadScope.into());
+        };
+        if region != inner.region || service != inner.service || date.len() != 8 {
+            return Err(Malformed::BadScope.into());
+        }
+        if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+            return Err(Malformed::DuplicateHost.into());
+        }
+        let amz_date = single(parts, &X_AMZ_DATE, Malformed::Date, Malformed::Date)?;
+        if parts.headers.contains_key(http::header::DATE) && signed.split(';').any(|n| n == "date")
+        {
+            // Only x-amz-date carries the time; a signed Date could disagree with it.
+            return Err(Malformed::Date.into());
+        }
+        let timestamp = parse_amz_date(amz_date).ok_or(Malformed::BadDate)?;
+        if amz_date[..8] != *date.as_bytes() {
+            return Err(Malformed::ScopeDate.into());
+        }
+        let now = unix(inner.clock.now());
+        if timestamp.abs_diff(now) > inner.window.as_secs() {
+            return Err(VerifyError::Skew);
+        }
+        let nonce = single(
+            parts,
+            &inner.nonce_header,
+            Malformed::Nonce,
+            Malformed::Nonce,
+        )?;
+        if !nonce_is_strong(nonce) {
+            return Err(Malformed::Nonce.into());
+        }
+        let content = single(
+            parts,
+            &X_AMZ_CONTENT_SHA256,
+            Malformed::ContentHash,
+            Malformed::ContentHash,
+        )?;
+        let payload = if content == UNSIGNED_PAYLOAD.as_bytes() {
+            let path = parts.uri.path();
+            if !inner
+                .unsigned_prefixes
+                .iter()
+                .any(|p| path.starts_with(p.as_str()))
+            {
+                return Err(VerifyError::PayloadNotAllowed);
+            }
+            Payload::Unsigned
+        } else if content.starts_with(b"STREAMING-") {
+            return Err(VerifyError::PayloadNotAllowed);
+        } else if content.len() == 64
+            && content
+                .iter()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(content, &mut hash).map_err(|_| Malformed::ContentHash)?;
+            Payload::Hash(hash)
+        } else {
+            return Err(Malformed::ContentHash.into());
+        };
+        if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH) {
+            let length: u64 = std::str::from_utf8(length.as_bytes())
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(VerifyError::BodyTooLarge)?;
+            if length > inner.max_body as u64 && matches!(payload, Payload::Hash(_)) {
+                return Err(VerifyError::BodyTooLarge);
+            }
+        }
+        if canonical::path_needs_normalization(parts.uri.path().as_bytes()) {
+            return Err(Malformed::Path.into());
+        }
+        // Every byte is ASCII here: checked above.
+        Ok(Precheck {
+            key_id: key_id.to_owned(),
+            scope: scope.to_owned(),
+            amz_date: String::from_utf8_lossy(amz_date).into_owned(),
+            signed_headers: signed.to_owned(),
+            signature,
+            nonce: String::from_utf8_lossy(nonce).into_owned(),
+            payload,
+        })
+    }
+
+    /// Checks `body_hash` (SHA-256 of the body as received; ignored for `UNSIGNED-PAYLOAD`)
+    /// and the signature against `record`'s valid secrets, in constant time.
+    pub fn verify_signature(
+        &self,
+        parts: &Parts,
+        check: &Precheck,
+        body_hash: Option<&[u8; 32]>,
+        record: &CredentialRecord,
+    ) -> Result<Verified, VerifyError> {
+        let inner = &*self.inner;
+        let now = unix(inner.clock.now());
+        if record.key_id != check.key_id {
+            return Err(VerifyError::UnknownKey);
+        }
+        if record.status != KeyStatus::Active {
+            return Err(VerifyError::DisabledKey);
+        }
+        if record.expires_at.is_some_and(|at| now >= at) {
+            return Err(VerifyError::ExpiredKey);
+        }
+        let payload_hex = match (&check.payload, body_hash) {
+            (Payload::Hash(claimed), Some(actual)) => {
+                if !bool::from(claimed.ct_eq(actual)) {
+                    return Err(VerifyError::BadBodyHash);
+                }
+                hex::encode(claimed)
+            }
+            (Payload::Hash(_), None) => return Err(VerifyError::BadBodyHash),
+            (Payload::Unsigned, _) => UNSIGNED_PAYLOAD.to_owned(),
+        };
+        let mut creq = Vec::with_capacity(512);
+        canonical::canonical_request(
+            &mut creq,
+            parts.method.as_str(),
+            parts.uri.path().as_bytes(),
+            parts.uri.query().unwrap_or("").as_bytes(),
+            &parts.headers,
+            parts.uri.authority().map(|a| a.as_str()),
+            &check.signed_headers,
+            &payload_hex,
+            inner.options,
+        )
+        .map_err(Malformed::from)?;
+        let mut sts = String::with_capacity(160);
+        canonical::string_to_sign(&mut sts, &check.amz_date, &check.scope, &creq);
+        let date = &check.amz_date[..8];
+        let mut matched = None;
+        let mut any_valid = false;
+        for secret in &record.secrets {
+            if secret.not_after.is_some_and(|at| now >= at) {
+                continue;
+            }
+            any_valid = true;
+            let key = self.signing_key(&record.key_id, secret, date)?;
+            let expected = key.sign(sts.as_bytes());
+            // Both secrets are always computed and compared: no early exit on a match.
+            if bool::from(expected.ct_eq(&check.signature)) {
+                matched = Some(secret.version);
+            }
+        }
+        if !any_valid {
+            return Err(VerifyError::ExpiredKey);
+        }
+        let version = matched.ok_or(VerifyError::BadSignature)?;
+        let identity = Identity::new(
+            inner.issuer.clone(),
+            record.subject.clone(),
+            AuthMethod::AccessKey {
+                key_id: record.key_id.clone(),
+            },
+            inner.surface.clone(),
+        )
+        .with_org(record.org.clone())
+        .with_realm_roles(record.roles.iter().cloned())
+        .with_client_roles(SCOPE_CLIENT, record.scopes.iter().cloned());
+        Ok(Verified {
+            identity,
+            secret_version: version,
+        })
+    }
+
+    /// Precheck, body hash and signature over a buffered body: everything but the stores.
+    pub fn verify_buffered(
+        &self,
+        parts: &Parts,
+        body: &[u8],
+        record: &CredentialRecord,
+    ) -> Result<Verified, VerifyError> {
+        let check = self.precheck(parts)?;
+        if body.len() > self.inner.max_body && check.body_is_signed() {
+            return Err(VerifyError::BodyTooLarge);
+        }
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
+        self.verify_signature(parts, &check, Some(&hash), record)
+    }
+
+    /// The signing key for (key, secret version, date) under this verifier's region and
+    /// service, from the cache (no allocation on a hit) or derived and cached.
+    fn signing_key(
+        &self,
+        key_id: &str,
+        secret: &StoredSecret,
+        date: &str,
+    ) -> Result<SigningKey, VerifyError> {
+        let mut cache_key = CacheKey {
+            id: [0; MAX_KEY_ID_LEN],
+            id_len: key_id.len() as u8,
+            version: secret.version,
+            date: [0; 8],
+            tag: [0; 16],
+        };
+        cache_key.id[..key_id.len()].copy_from_slice(key_id.as_bytes());
+        cache_key.date.copy_from_slice(date.as_bytes());
+        let sealed = secret.sealed.as_bytes();
+        cache_key.tag.copy_from_slice(&sealed[sealed.len() - 16..]);
+        if let Ok(cache) = self.inner.cache.read() {
+            if let Some(key) = cache.get(&cache_key) {
+                return Ok(key.clone());
+            }
+        }
+        let plaintext = open_secret(&self.inner.cipher, key_id, secret).map_err(|e| {
+            tracing::error!(error = %e, key_id, "an access-key secret could not be opened");
+            VerifyError::Unavailable(StoreError::new("secret could not be opened", None))
+        })?;
+        let key = SigningKey::derive(&plaintext, date, &self.inner.region, &self.inner.service);
+        if let Ok(mut cache) = self.inner.cache.write() {
+            if cache.len() >= CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(cache_key, key.clone());
+        }
+        Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amz_dates() {
+        assert_eq!(parse_amz_date(b"20150830T123600Z"), Some(1_440_938_160));
+        assert_eq!(format_amz_date(1_440_938_160), "20150830T123600Z");
+        assert_eq!(
+            parse_amz_date(b"20240229T000000Z")
+                .map(format_amz_date)
+                .as_deref(),
+            Some("20240229T000000Z")
+        );
+        for bad in [
+            &b"20150830T123600"[..],
+            b"20150830 123600Z",
+            b"20150230T123600Z",
+            b"20230229T000000Z",
+            b"20151330T123600Z",
+            b"20150830T243600Z",
+            b"2015083aT123600Z",
+            b"19690101T000000Z",
+            b"",
+        ] {
+            assert_eq!(
+                parse_amz_date(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn authorization_headers() {
+        let good = b"AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/svc/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+        let (id, scope, signed, _) = parse_authorization(good).unwrap();
+        assert_eq!(
+            (id, scope, signed),
+            (
+                "AKID",
+                "20150830/us-east-1/svc/aws4_request",
+                "host;x-amz-date"
+            )
+        );
+        let text = std::str::from_utf8(good).unwrap();
+        for bad in [
+            text.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA1"),
+            text.replace(", Signature", ", Signature=x, Signature"),
+            text.replace("Signature=5f", "Signature=5F"),
+            text.replace("Credential=AKID", "Credential=AK/ID"),
+            text.replace("Credential=AKID", "Credential="),
+            text.replace(", SignedHeaders=host;x-amz-date", ""),
+            format!("{text}, Extra=1"),
+            text.replace("fbf31", "fbf3"),
+        ] {
+            assert!(parse_authorization(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nonce_strength() {
+        assert!(nonce_is_strong(b"AAAAAAAAAAAAAAAAAAAAAg"));
+        assert!(!nonce_is_strong(b"AAAAAAAAAAAAAAAAAAAAA"));
+        assert!(nonce_is_strong(b"0123456789abcdef0123456789abcdef"));
+        assert!(!nonce_is_strong(b"0123456789abcdef0123456789abcde"));
+        assert!(!nonce_is_strong(b"AAAAAAAAAAAAAAAAAAAAAAAA=="));
+        assert!(!nonce_is_strong(&[b'A'; 129]));
+    }
+}
