@@ -168,6 +168,42 @@ pub trait CredentialStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+impl<C: CredentialStore> CredentialStore for Arc<C> {
+    fn insert(
+        &self,
+        record: &CredentialRecord,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).insert(record)
+    }
+    fn get(
+        &self,
+        key_id: &str,
+    ) -> impl Future<Output = Result<Option<CredentialRecord>, StoreError>> + Send {
+        (**self).get(key_id)
+    }
+    fn list(
+        &self,
+        org: &str,
+    ) -> impl Future<Output = Result<Vec<CredentialRecord>, StoreError>> + Send {
+        (**self).list(org)
+    }
+    fn set_status(
+        &self,
+        key_id: &str,
+        status: KeyStatus,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).set_status(key_id, status)
+    }
+    fn replace_secrets(
+        &self,
+        key_id: &str,
+        expected_version: u32,
+        secrets: &[StoredSecret],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).replace_secrets(key_id, expected_version, secrets)
+    }
+}
+
 /// An in-memory [`CredentialStore`] for tests and single-process development.
 #[derive(Clone, Default)]
 pub struct MemoryCredentialStore {
@@ -405,6 +441,12 @@ impl<C: CredentialStore> AccessKeys<C> {
     /// The store.
     pub fn store(&self) -> &C {
         &self.store
+    }
+
+    /// The store, shared: hand it to [`crate::AccessKeyLayer`] so the layer sees what this
+    /// manager writes.
+    pub fn shared_store(&self) -> Arc<C> {
+        self.store.clone()
     }
 
     /// The cipher.

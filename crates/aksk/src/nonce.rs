@@ -22,6 +22,18 @@ pub trait NonceStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+impl<N: NonceStore> NonceStore for Arc<N> {
+    fn insert_once(
+        &self,
+        key_id: &str,
+        nonce: &str,
+        ttl: Duration,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).insert_once(key_id, nonce, ttl, now)
+    }
+}
+
 /// An in-memory [`NonceStore`] for a single process.
 ///
 /// It holds at most `capacity` live nonces (default 1,000,000); when full after dropping
