@@ -8,10 +8,11 @@
 //! | `csp-headers` (default) | [`csp_headers`] (`palisade-csp-headers`) | strict CSP with nonces, HSTS, explicit CORS, HTTPS enforcement, admin-host guard |
 //! | `authn` (default) | [`authn`] (`palisade-authn`) | Keycloak/OIDC access tokens: strict parsing, JWKS cache with rotation, per-surface audiences, roles, MFA |
 //! | `sessions` | `sessions` (`palisade-sessions`) | refresh-token families: rotation, reuse detection, family revocation |
-//! | `redis`, `postgres` | `sessions` | the Redis and PostgreSQL session stores |
+//! | `aksk` (default) | `aksk` (`palisade-aksk`) | replay-proof AWS SigV4-compatible access-key signing: verifier layer, client signer, encrypted credentials |
+//! | `field-crypto` | `field_crypto` (`palisade-field-crypto`) | XChaCha20-Poly1305 field encryption with key rotation and blind indexes |
+//! | `redis`, `postgres` | `sessions`, `aksk` | the Redis and PostgreSQL session stores, the Redis nonce store and the PostgreSQL credential store |
 //!
-//! Later releases add `aksk`, `authz-cerbos`, `throttle` and `impersonation` as their crates
-//! land.
+//! Later releases add `authz-cerbos`, `throttle` and `impersonation` as their crates land.
 //!
 //! ```
 //! # #[cfg(feature = "csp-headers")] {
@@ -36,3 +37,11 @@ pub use palisade_authn as authn;
 #[cfg(feature = "sessions")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sessions")))]
 pub use palisade_sessions as sessions;
+
+#[cfg(feature = "aksk")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aksk")))]
+pub use palisade_aksk as aksk;
+
+#[cfg(feature = "field-crypto")]
+#[cfg_attr(docsrs, doc(cfg(feature = "field-crypto")))]
+pub use palisade_field_crypto as field_crypto;

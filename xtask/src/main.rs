@@ -277,7 +277,7 @@ fn bench() -> Result<()> {
 
 fn fuzz(seconds: u64) -> Result<()> {
     let dir = workspace_root().join("fuzz");
-    for target in ["token", "jwks", "forwarded"] {
+    for target in ["token", "jwks", "forwarded", "sigv4"] {
         // cargo-fuzz passes unstable flags to rustc; the stable toolchain accepts them with
         // RUSTC_BOOTSTRAP (this is a test harness, not shipped code).
         run(

@@ -26,7 +26,7 @@
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -95,13 +95,88 @@ pub struct CanonicalOptions {
     pub path_normalization: PathNormalization,
 }
 
+/// Byte classes, looked up instead of tested: the signature path runs them on every byte.
+pub(crate) mod class {
+    /// `A-Za-z0-9-_.~`: kept as is by SigV4 encoding.
+    pub(crate) const UNRESERVED: u8 = 1;
+    /// Lowercase header-name token characters.
+    pub(crate) const TOKEN_LOWER: u8 = 2;
+    /// `A-Za-z0-9`.
+    pub(crate) const ALNUM: u8 = 4;
+    /// `A-Za-z0-9-_`: the nonce alphabet.
+    pub(crate) const NONCE: u8 = 8;
+    /// `0-9a-fA-F`.
+    pub(crate) const HEX: u8 = 16;
+
+    pub(crate) const TABLE: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            let alnum = c.is_ascii_alphanumeric();
+            let mut v = 0;
+            if alnum || c == b'-' || c == b'_' || c == b'.' || c == b'~' {
+                v |= UNRESERVED;
+            }
+            if c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+            {
+                v |= TOKEN_LOWER;
+            }
+            if alnum {
+                v |= ALNUM;
+            }
+            if alnum || c == b'-' || c == b'_' {
+                v |= NONCE;
+            }
+            if c.is_ascii_hexdigit() {
+                v |= HEX;
+            }
+            t[b] = v;
+            b += 1;
+        }
+        t
+    };
+
+    /// Whether every byte of `bytes` is in `class` (one branch-free pass).
+    pub(crate) fn all(bytes: &[u8], class: u8) -> bool {
+        bytes
+            .iter()
+            .fold(class, |acc, &b| acc & TABLE[usize::from(b)])
+            == class
+    }
+}
+
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~')
+    class::TABLE[usize::from(b)] & class::UNRESERVED != 0
 }
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn encode_into(out: &mut Vec<u8>, bytes: &[u8], keep_slash: bool) {
+    if bytes.iter().fold(true, |all, &b| {
+        all & (is_unreserved(b) || (keep_slash && b == b'/'))
+    }) {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         if is_unreserved(b) || (keep_slash && b == b'/') {
             out.push(b);
@@ -149,19 +224,23 @@ fn decode(bytes: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Whether `path` has `.`/`..` segments or empty segments (`//`) that normalization changes.
+/// Whether `path` has `.`/`..` segments or empty segments (`//`) that normalization changes,
+/// or does not start with `/`.
 pub fn path_needs_normalization(path: &[u8]) -> bool {
     if path.is_empty() {
         return false;
     }
-    let body = path.strip_prefix(b"/").unwrap_or(path);
-    let segments: Vec<&[u8]> = body.split(|&b| b == b'/').collect();
-    let last = segments.len() - 1;
-    segments
-        .iter()
-        .enumerate()
-        .any(|(i, seg)| matches!(*seg, b"." | b"..") || (seg.is_empty() && i != last))
-        || path.first() != Some(&b'/')
+    let Some(body) = path.strip_prefix(b"/") else {
+        return true;
+    };
+    let mut segments = body.split(|&b| b == b'/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if matches!(seg, b"." | b"..") || (seg.is_empty() && !last) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Removes dot segments and collapses repeated slashes.
@@ -232,7 +311,7 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
     if query.is_empty() {
         return Ok(());
     }
-    let mut params: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut params: Vec<Param<'_>> = Vec::with_capacity(8);
     for pair in query.split(|&b| b == b'&') {
         if pair.is_empty() {
             continue;
@@ -244,16 +323,7 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &b""[..]),
         };
-        let encoded = |raw: &[u8]| -> Result<Vec<u8>, CanonicalError> {
-            let decoded = decode(raw, true).ok_or(CanonicalError::BadQueryEncoding)?;
-            std::str::from_utf8(&decoded).map_err(|_| CanonicalError::BadQueryEncoding)?;
-            let mut enc = Vec::with_capacity(decoded.len());
-            encode_into(&mut enc, &decoded, false);
-            Ok(enc)
-        };
-        let name = encoded(name)?;
-        let value = encoded(value)?;
-        params.push((name, value));
+        params.push((query_component(name)?, query_component(value)?));
     }
     params.sort_unstable();
     for (i, (name, value)) in params.iter().enumerate() {
@@ -267,34 +337,56 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
     Ok(())
 }
 
+/// A canonically encoded query parameter (name, value).
+type Param<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// One query name or value, canonically encoded; borrowed when it is already canonical (only
+/// unreserved bytes), which is the common case.
+fn query_component(raw: &[u8]) -> Result<Cow<'_, [u8]>, CanonicalError> {
+    if class::all(raw, class::UNRESERVED) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let decoded = decode(raw, true).ok_or(CanonicalError::BadQueryEncoding)?;
+    std::str::from_utf8(&decoded).map_err(|_| CanonicalError::BadQueryEncoding)?;
+    let mut encoded = Vec::with_capacity(decoded.len() * 3);
+    encode_into(&mut encoded, &decoded, false);
+    Ok(Cow::Owned(encoded))
+}
+
 /// Checks a signed-header list: 1 to [`MAX_SIGNED_HEADERS`] names of lowercase token
 /// characters, separated by `;`, strictly ascending.
 pub fn check_signed_headers(list: &str) -> Result<(), CanonicalError> {
-    let mut previous: Option<&str> = None;
+    let mut previous: &[u8] = &[];
     let mut count = 0;
-    for name in list.split(';') {
+    for name in list.as_bytes().split(|&b| b == b';') {
         count += 1;
-        let valid = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
-            });
-        if !valid || count > MAX_SIGNED_HEADERS || previous.is_some_and(|p| p >= name) {
+        let valid = !name.is_empty() && class::all(name, class::TOKEN_LOWER);
+        if !valid || count > MAX_SIGNED_HEADERS || (count > 1 && previous >= name) {
             return Err(CanonicalError::BadSignedHeaders);
         }
-        previous = Some(name);
+        previous = name;
     }
     Ok(())
 }
 
 /// Writes one header value trimmed, with runs of spaces and tabs collapsed to one space.
 fn write_trimmed(out: &mut Vec<u8>, value: &[u8]) {
+    let value = value.trim_ascii();
+    // Fast path: nothing to collapse (the common case) is one copy.
+    let simple = !value
+        .windows(2)
+        .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
+        && !value.iter().any(|&b| b.is_ascii_whitespace() && b != b' ');
+    if simple {
+        out.extend_from_slice(value);
+        return;
+    }
     let mut in_space = false;
-    let start = out.len();
-    for &b in value.trim_ascii() {
-        if b == b' ' || b == b'\t' || b == b'\r' || b == b'\n' {
+    for &b in value {
+        if b.is_ascii_whitespace() {
             in_space = true;
         } else {
-            if in_space && out.len() > start {
+            if in_space {
                 out.push(b' ');
             }
             in_space = false;
@@ -312,25 +404,101 @@ pub fn canonical_headers(
     host_fallback: Option<&str>,
     signed: &str,
 ) -> Result<(), CanonicalError> {
-    for name in signed.split(';') {
+    // Find each signed name among the request's header names once (no re-parsing of names),
+    // then read the values in signed-list order.
+    let mut names: [&str; MAX_SIGNED_HEADERS] = [""; MAX_SIGNED_HEADERS];
+    let mut count = 0;
+    for name in split_ascii(signed, b';') {
+        if count == MAX_SIGNED_HEADERS {
+            return Err(CanonicalError::BadSignedHeaders);
+        }
+        names[count] = name;
+        count += 1;
+    }
+    let names = &names[..count];
+    let mut keys: [Option<&http::HeaderName>; MAX_SIGNED_HEADERS] = [None; MAX_SIGNED_HEADERS];
+    for key in headers.keys() {
+        if let Ok(i) = names.binary_search(&key.as_str()) {
+            keys[i] = Some(key);
+        }
+    }
+    for (name, key) in names.iter().zip(keys) {
         out.extend_from_slice(name.as_bytes());
         out.push(b':');
-        let mut values = headers.get_all(name).iter().peekable();
-        if values.peek().is_none() {
-            match (name, host_fallback) {
-                ("host", Some(host)) => write_trimmed(out, host.as_bytes()),
-                _ => return Err(CanonicalError::MissingSignedHeader),
+        match (key, *name, host_fallback) {
+            (Some(key), _, _) => {
+                for (i, value) in headers.get_all(key).iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_trimmed(out, value.as_bytes());
+                }
             }
-        }
-        for (i, value) in values.enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_trimmed(out, value.as_bytes());
+            (None, "host", Some(host)) => write_trimmed(out, host.as_bytes()),
+            (None, _, _) => return Err(CanonicalError::MissingSignedHeader),
         }
         out.push(b'\n');
     }
     Ok(())
+}
+
+/// Splits `text` at each ASCII `sep` byte (a plain byte loop: cheaper than a char searcher on
+/// the short strings of a signature).
+pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == sep)
+            .map_or(bytes.len(), |i| start + i);
+        // `sep` is ASCII, so both ends are character boundaries.
+        let piece = text.get(start..end).unwrap_or_default();
+        if end == bytes.len() {
+            done = true;
+        } else {
+            start = end + 1;
+        }
+        Some(piece)
+    })
+}
+
+/// Lowercase hex digit values; 0x10 marks every other byte.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes 64 lowercase hex digits (branch-free over the digits).
+pub(crate) fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let (hi, lo) = (
+            HEX_VALUES[usize::from(pair[0])],
+            HEX_VALUES[usize::from(pair[1])],
+        );
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
+    }
+    (bad & 0x10 == 0).then_some(out)
 }
 
 /// Writes the whole canonical request.
@@ -347,6 +515,32 @@ pub fn canonical_request(
     options: CanonicalOptions,
 ) -> Result<(), CanonicalError> {
     check_signed_headers(signed_headers)?;
+    write_request(
+        out,
+        method,
+        path,
+        query,
+        headers,
+        host_fallback,
+        signed_headers,
+        payload_hash,
+        options,
+    )
+}
+
+/// [`canonical_request`] for a signed-header list already checked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_request(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &[u8],
+    query: &[u8],
+    headers: &http::HeaderMap,
+    host_fallback: Option<&str>,
+    signed_headers: &str,
+    payload_hash: &str,
+    options: CanonicalOptions,
+) -> Result<(), CanonicalError> {
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
     canonical_uri(out, path, options)?;
@@ -368,16 +562,37 @@ pub fn credential_scope(date: &str, region: &str, service: &str) -> String {
 
 /// The string to sign for a canonical request, written into `out`.
 pub fn string_to_sign(out: &mut String, amz_date: &str, scope: &str, canonical_request: &[u8]) {
-    let digest = Sha256::digest(canonical_request);
+    let digest: [u8; 32] = Sha256::digest(canonical_request).into();
     out.push_str(ALGORITHM);
     out.push('\n');
     out.push_str(amz_date);
     out.push('\n');
     out.push_str(scope);
     out.push('\n');
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
+    out.push_str(hex32(&digest).as_str());
+}
+
+/// Lowercase hex of 32 bytes, on the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Hex32([u8; 64]);
+
+impl Hex32 {
+    /// The hex text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits are written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
+}
+
+/// Lowercase hex of `bytes` without allocating.
+pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    Hex32(out)
 }
 
 /// A derived SigV4 signing key.

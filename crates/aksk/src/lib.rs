@@ -66,7 +66,7 @@ pub use postgres_store::PostgresCredentialStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisNonceStore;
 pub use server::{AccessKey, AccessKeyLayer, VerifiedBody};
-pub use verifier::{Malformed, Verified, Verifier, VerifierBuilder, VerifyError};
+pub use verifier::{Malformed, Precheck, Verifier, VerifierBuilder, VerifyError};
 
 /// A credential or nonce store failed (unreachable, timed out, refused). The request it served
 /// is refused.

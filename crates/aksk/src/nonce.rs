@@ -104,10 +104,8 @@ impl MemoryNonceStore {
             .lock()
             .map_err(|_| StoreError::new("nonce store lock poisoned", None))?;
         let key = (Box::<str>::from(key_id), Box::<str>::from(nonce));
-        if let Some(&until) = seen.expiry.get(&key) {
-            if until > now {
-                return Ok(false);
-            }
+        if seen.expiry.get(&key).is_some_and(|&until| until > now) {
+            return Ok(false);
         }
         if seen.expiry.len() >= self.capacity || seen.next_sweep.is_some_and(|t| t <= now) {
             seen.expiry.retain(|_, until| *until > now);

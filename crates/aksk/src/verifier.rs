@@ -129,14 +129,15 @@ pub enum Malformed {
 }
 
 /// A request that passed the cheap checks, before the body and the credential are looked at.
+/// It borrows from the request's headers: nothing is copied.
 #[derive(Clone, Debug)]
-pub struct Precheck {
-    key_id: String,
-    scope: String,
-    amz_date: String,
-    signed_headers: String,
+pub struct Precheck<'a> {
+    key_id: &'a str,
+    scope: &'a str,
+    amz_date: &'a str,
+    signed_headers: &'a str,
     signature: [u8; 32],
-    nonce: String,
+    nonce: &'a str,
     payload: Payload,
 }
 
@@ -147,15 +148,15 @@ enum Payload {
     Unsigned,
 }
 
-impl Precheck {
+impl<'a> Precheck<'a> {
     /// The access key id.
-    pub fn key_id(&self) -> &str {
-        &self.key_id
+    pub fn key_id(&self) -> &'a str {
+        self.key_id
     }
 
     /// The nonce.
-    pub fn nonce(&self) -> &str {
-        &self.nonce
+    pub fn nonce(&self) -> &'a str {
+        self.nonce
     }
 
     /// Whether the body must be hashed and compared (false only for `UNSIGNED-PAYLOAD`).
@@ -164,22 +165,40 @@ impl Precheck {
     }
 }
 
-/// The outcome of a verified signature.
-#[derive(Clone, Debug)]
-pub struct Verified {
-    /// The identity the request acts as.
-    pub identity: Identity,
-    /// The secret version that verified.
-    pub secret_version: u32,
-}
-
+/// The signing-key cache key: the sealed secret's AEAD tag (unique per sealed secret, and
+/// bound to its key id and version by the associated data) and the scope date.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct CacheKey {
-    id: [u8; MAX_KEY_ID_LEN],
-    id_len: u8,
-    version: u32,
-    date: [u8; 8],
     tag: [u8; 16],
+    date: [u8; 8],
+}
+
+/// Hashes a [`CacheKey`] cheaply: its tag is already uniformly random, and keys only enter the
+/// cache for stored secrets inside the time window, so there is nothing to flood.
+#[derive(Default)]
+struct TagHasher(u64);
+
+impl std::hash::Hasher for TagHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
+type Cache = HashMap<CacheKey, SigningKey, std::hash::BuildHasherDefault<TagHasher>>;
+
+thread_local! {
+    /// Reused buffers for the canonical request and the string to sign.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, String)> =
+        std::cell::RefCell::new((Vec::with_capacity(1024), String::with_capacity(256)));
 }
 
 /// Builds a [`Verifier`].
@@ -313,7 +332,7 @@ impl VerifierBuilder {
                 surface: self.surface,
                 cipher,
                 clock,
-                cache: RwLock::new(HashMap::new()),
+                cache: RwLock::new(Cache::default()),
             }),
         })
     }
@@ -341,7 +360,7 @@ struct Inner {
     surface: Surface,
     cipher: FieldCipher,
     clock: SharedClock,
-    cache: RwLock<HashMap<CacheKey, SigningKey>>,
+    cache: RwLock<Cache>,
 }
 
 impl fmt::Debug for Verifier {
@@ -383,9 +402,13 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
         .and_then(|r| r.strip_prefix(' '))
         .ok_or(Malformed::BadAuthorization)?;
     let (mut credential, mut signed, mut signature) = (None, None, None);
-    for part in rest.split(',') {
+    for part in canonical::split_ascii(rest, b',') {
         let part = part.trim_start_matches(' ');
-        let (name, val) = part.split_once('=').ok_or(Malformed::BadAuthorization)?;
+        let eq = part
+            .bytes()
+            .position(|b| b == b'=')
+            .ok_or(Malformed::BadAuthorization)?;
+        let (name, val) = (&part[..eq], &part[eq + 1..]);
         let slot = match name {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed,
@@ -399,25 +422,21 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
         return Err(Malformed::BadAuthorization);
     };
-    let (key_id, scope) = credential.split_once('/').ok_or(Malformed::BadScope)?;
-    if scope.split('/').count() != 4 || !scope.ends_with("/aws4_request") {
+    let slash = credential
+        .bytes()
+        .position(|b| b == b'/')
+        .ok_or(Malformed::BadScope)?;
+    let (key_id, scope) = (&credential[..slash], &credential[slash + 1..]);
+    if scope.bytes().filter(|&b| b == b'/').count() != 3 || !scope.ends_with("/aws4_request") {
         return Err(Malformed::BadScope);
     }
     if key_id.is_empty()
         || key_id.len() > MAX_KEY_ID_LEN
-        || !key_id.bytes().all(|b| b.is_ascii_alphanumeric())
+        || !canonical::class::all(key_id.as_bytes(), canonical::class::ALNUM)
     {
         return Err(Malformed::BadAuthorization);
     }
-    if signature.len() != 64
-        || !signature
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return Err(Malformed::BadAuthorization);
-    }
-    let mut sig = [0u8; 32];
-    hex::decode_to_slice(signature, &mut sig).map_err(|_| Malformed::BadAuthorization)?;
+    let sig = canonical::decode_hex32(signature.as_bytes()).ok_or(Malformed::BadAuthorization)?;
     Ok((key_id, scope, signed, sig))
 }
 
@@ -475,10 +494,9 @@ pub fn format_amz_date(unix: u64) -> String {
 }
 
 fn nonce_is_strong(nonce: &[u8]) -> bool {
-    let charset = nonce
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-    let all_hex = nonce.iter().all(u8::is_ascii_hexdigit);
+    use canonical::class;
+    let charset = class::all(nonce, class::NONCE);
+    let all_hex = class::all(nonce, class::HEX);
     // At least 128 bits whatever the encoding: 32 hex digits, or 22 base64url characters.
     let min = if all_hex { 32 } else { 22 };
     charset && nonce.len() >= min && nonce.len() <= 128
@@ -523,7 +541,7 @@ impl Verifier {
     /// The cheap checks, before any hashing: header shape and count, algorithm, scope, signed
     /// headers (host, date, nonce and body hash must be signed), nonce strength, date and
     /// window, body-hash form and whether unsigned payloads are allowed here, declared length.
-    pub fn precheck(&self, parts: &Parts) -> Result<Precheck, VerifyError> {
+    pub fn precheck<'a>(&self, parts: &'a Parts) -> Result<Precheck<'a>, VerifyError> {
         let inner = &*self.inner;
         let authorization = single(
             parts,
@@ -533,27 +551,35 @@ impl Verifier {
         )?;
         let (key_id, scope, signed, signature) = parse_authorization(authorization)?;
         canonical::check_signed_headers(signed).map_err(Malformed::from)?;
-        let nonce_name = inner.nonce_header.as_str();
-        for (required, label) in [
-            ("host", "host"),
-            ("x-amz-date", "x-amz-date"),
-            ("x-amz-content-sha256", "x-amz-content-sha256"),
-            (nonce_name, "nonce"),
-        ] {
-            if !signed.split(';').any(|n| n == required) {
+        // One pass over the (sorted) list for the four names that must be in it.
+        let nonce_name = inner.nonce_header.as_str().as_bytes();
+        let mut seen = [false; 4];
+        for name in signed.as_bytes().split(|&b| b == b';') {
+            match name {
+                b"host" => seen[0] = true,
+                b"x-amz-date" => seen[1] = true,
+                b"x-amz-content-sha256" => seen[2] = true,
+                n if n == nonce_name => seen[3] = true,
+                b"date" if parts.headers.contains_key(http::header::DATE) => {
+                    // Only x-amz-date carries the time; a signed Date could disagree with it.
+                    return Err(Malformed::Date.into());
+                }
+                _ => {}
+            }
+        }
+        for (present, label) in
+            seen.into_iter()
+                .zip(["host", "x-amz-date", "x-amz-content-sha256", "nonce"])
+        {
+            if !present {
                 return Err(Malformed::Unsigned(label).into());
             }
         }
-        let mut scope_parts = scope.split('/');
-        let (Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
-            scope_parts.next(),
-            scope_parts.next(),
-            scope_parts.next(),
-            scope_parts.next(),
-            scope_parts.next(),
-        ) else {
-            return Err(Malformed::BadScope.into());
-        };
+        // The scope's shape was checked by the parser: date/region/service/aws4_request.
+        let mut scope_parts = canonical::split_ascii(scope, b'/');
+        let date = scope_parts.next().unwrap_or_default();
+        let region = scope_parts.next().unwrap_or_default();
+        let service = scope_parts.next().unwrap_or_default();
         if region != inner.region || service != inner.service || date.len() != 8 {
             return Err(Malformed::BadScope.into());
         }
@@ -561,11 +587,6 @@ impl Verifier {
             return Err(Malformed::DuplicateHost.into());
         }
         let amz_date = single(parts, &X_AMZ_DATE, Malformed::Date, Malformed::Date)?;
-        if parts.headers.contains_key(http::header::DATE) && signed.split(';').any(|n| n == "date")
-        {
-            // Only x-amz-date carries the time; a signed Date could disagree with it.
-            return Err(Malformed::Date.into());
-        }
         let timestamp = parse_amz_date(amz_date).ok_or(Malformed::BadDate)?;
         if amz_date[..8] != *date.as_bytes() {
             return Err(Malformed::ScopeDate.into());
@@ -601,16 +622,8 @@ impl Verifier {
             Payload::Unsigned
         } else if content.starts_with(b"STREAMING-") {
             return Err(VerifyError::PayloadNotAllowed);
-        } else if content.len() == 64
-            && content
-                .iter()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(content, &mut hash).map_err(|_| Malformed::ContentHash)?;
-            Payload::Hash(hash)
         } else {
-            return Err(Malformed::ContentHash.into());
+            Payload::Hash(canonical::decode_hex32(content).ok_or(Malformed::ContentHash)?)
         };
         if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH) {
             let length: u64 = std::str::from_utf8(length.as_bytes())
@@ -624,27 +637,28 @@ impl Verifier {
         if canonical::path_needs_normalization(parts.uri.path().as_bytes()) {
             return Err(Malformed::Path.into());
         }
-        // Every byte is ASCII here: checked above.
         Ok(Precheck {
-            key_id: key_id.to_owned(),
-            scope: scope.to_owned(),
-            amz_date: String::from_utf8_lossy(amz_date).into_owned(),
-            signed_headers: signed.to_owned(),
+            key_id,
+            scope,
+            // Both were checked to be ASCII above (date digits, nonce alphabet).
+            amz_date: std::str::from_utf8(amz_date).map_err(|_| Malformed::BadDate)?,
+            signed_headers: signed,
             signature,
-            nonce: String::from_utf8_lossy(nonce).into_owned(),
+            nonce: std::str::from_utf8(nonce).map_err(|_| Malformed::Nonce)?,
             payload,
         })
     }
 
     /// Checks `body_hash` (SHA-256 of the body as received; ignored for `UNSIGNED-PAYLOAD`)
-    /// and the signature against `record`'s valid secrets, in constant time.
+    /// and the signature against `record`'s valid secrets, in constant time. Answers the secret
+    /// version that verified.
     pub fn verify_signature(
         &self,
         parts: &Parts,
-        check: &Precheck,
+        check: &Precheck<'_>,
         body_hash: Option<&[u8; 32]>,
         record: &CredentialRecord,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<u32, VerifyError> {
         let inner = &*self.inner;
         let now = unix(inner.clock.now());
         if record.key_id != check.key_id {
@@ -656,74 +670,82 @@ impl Verifier {
         if record.expires_at.is_some_and(|at| now >= at) {
             return Err(VerifyError::ExpiredKey);
         }
-        let payload_hex = match (&check.payload, body_hash) {
+        let payload_hex;
+        let payload: &str = match (&check.payload, body_hash) {
             (Payload::Hash(claimed), Some(actual)) => {
                 if !bool::from(claimed.ct_eq(actual)) {
                     return Err(VerifyError::BadBodyHash);
                 }
-                hex::encode(claimed)
+                payload_hex = canonical::hex32(claimed);
+                payload_hex.as_str()
             }
             (Payload::Hash(_), None) => return Err(VerifyError::BadBodyHash),
-            (Payload::Unsigned, _) => UNSIGNED_PAYLOAD.to_owned(),
+            (Payload::Unsigned, _) => UNSIGNED_PAYLOAD,
         };
-        let mut creq = Vec::with_capacity(512);
-        canonical::canonical_request(
-            &mut creq,
-            parts.method.as_str(),
-            parts.uri.path().as_bytes(),
-            parts.uri.query().unwrap_or("").as_bytes(),
-            &parts.headers,
-            parts.uri.authority().map(|a| a.as_str()),
-            &check.signed_headers,
-            &payload_hex,
-            inner.options,
-        )
-        .map_err(Malformed::from)?;
-        let mut sts = String::with_capacity(160);
-        canonical::string_to_sign(&mut sts, &check.amz_date, &check.scope, &creq);
         let date = &check.amz_date[..8];
-        let mut matched = None;
-        let mut any_valid = false;
-        for secret in &record.secrets {
-            if secret.not_after.is_some_and(|at| now >= at) {
-                continue;
+        BUFFERS.with(|buffers| {
+            let mut buffers = buffers.borrow_mut();
+            let (creq, sts) = &mut *buffers;
+            creq.clear();
+            sts.clear();
+            canonical::write_request(
+                creq,
+                parts.method.as_str(),
+                parts.uri.path().as_bytes(),
+                parts.uri.query().unwrap_or("").as_bytes(),
+                &parts.headers,
+                parts.uri.authority().map(|a| a.as_str()),
+                check.signed_headers,
+                payload,
+                inner.options,
+            )
+            .map_err(Malformed::from)?;
+            canonical::string_to_sign(sts, check.amz_date, check.scope, creq);
+            let mut matched = None;
+            let mut any_valid = false;
+            for secret in &record.secrets {
+                if secret.not_after.is_some_and(|at| now >= at) {
+                    continue;
+                }
+                any_valid = true;
+                let key = self.signing_key(&record.key_id, secret, date)?;
+                let expected = key.sign(sts.as_bytes());
+                // Every valid secret is computed and compared: no early exit on a match.
+                if bool::from(expected.ct_eq(&check.signature)) {
+                    matched = Some(secret.version);
+                }
             }
-            any_valid = true;
-            let key = self.signing_key(&record.key_id, secret, date)?;
-            let expected = key.sign(sts.as_bytes());
-            // Both secrets are always computed and compared: no early exit on a match.
-            if bool::from(expected.ct_eq(&check.signature)) {
-                matched = Some(secret.version);
+            if !any_valid {
+                return Err(VerifyError::ExpiredKey);
             }
-        }
-        if !any_valid {
-            return Err(VerifyError::ExpiredKey);
-        }
-        let version = matched.ok_or(VerifyError::BadSignature)?;
-        let identity = Identity::new(
-            inner.issuer.clone(),
+            matched.ok_or(VerifyError::BadSignature)
+        })
+    }
+
+    /// The identity a request signed with `record`'s key acts as: the key's subject, org, roles
+    /// (realm roles) and scopes (client roles under [`SCOPE_CLIENT`]).
+    pub fn identity(&self, record: &CredentialRecord) -> Identity {
+        Identity::new(
+            self.inner.issuer.clone(),
             record.subject.clone(),
             AuthMethod::AccessKey {
                 key_id: record.key_id.clone(),
             },
-            inner.surface.clone(),
+            self.inner.surface.clone(),
         )
         .with_org(record.org.clone())
         .with_realm_roles(record.roles.iter().cloned())
-        .with_client_roles(SCOPE_CLIENT, record.scopes.iter().cloned());
-        Ok(Verified {
-            identity,
-            secret_version: version,
-        })
+        .with_client_roles(SCOPE_CLIENT, record.scopes.iter().cloned())
     }
 
     /// Precheck, body hash and signature over a buffered body: everything but the stores.
+    /// Answers the secret version that verified.
     pub fn verify_buffered(
         &self,
         parts: &Parts,
         body: &[u8],
         record: &CredentialRecord,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<u32, VerifyError> {
         let check = self.precheck(parts)?;
         if body.len() > self.inner.max_body && check.body_is_signed() {
             return Err(VerifyError::BodyTooLarge);
@@ -733,28 +755,27 @@ impl Verifier {
     }
 
     /// The signing key for (key, secret version, date) under this verifier's region and
-    /// service, from the cache (no allocation on a hit) or derived and cached.
-    fn signing_key(
+    /// service, from the cache (no allocation on a hit) or opened, derived and cached.
+    pub fn signing_key(
         &self,
         key_id: &str,
         secret: &StoredSecret,
         date: &str,
     ) -> Result<SigningKey, VerifyError> {
-        let mut cache_key = CacheKey {
-            id: [0; MAX_KEY_ID_LEN],
-            id_len: key_id.len() as u8,
-            version: secret.version,
-            date: [0; 8],
-            tag: [0; 16],
-        };
-        cache_key.id[..key_id.len()].copy_from_slice(key_id.as_bytes());
-        cache_key.date.copy_from_slice(date.as_bytes());
         let sealed = secret.sealed.as_bytes();
+        let mut cache_key = CacheKey {
+            tag: [0; 16],
+            date: [0; 8],
+        };
         cache_key.tag.copy_from_slice(&sealed[sealed.len() - 16..]);
-        if let Ok(cache) = self.inner.cache.read() {
-            if let Some(key) = cache.get(&cache_key) {
-                return Ok(key.clone());
-            }
+        if date.len() != 8 {
+            return Err(Malformed::BadScope.into());
+        }
+        cache_key.date.copy_from_slice(date.as_bytes());
+        if let Ok(cache) = self.inner.cache.read()
+            && let Some(key) = cache.get(&cache_key)
+        {
+            return Ok(key.clone());
         }
         let plaintext = open_secret(&self.inner.cipher, key_id, secret).map_err(|e| {
             tracing::error!(error = %e, key_id, "an access-key secret could not be opened");

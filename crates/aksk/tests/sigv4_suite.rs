@@ -2,6 +2,8 @@
 //! registry copy that the dev-dependency brings): every header-signed case must canonicalize,
 //! build the string to sign and sign exactly as the suite says.
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use palisade_aksk::canonical::{

@@ -5,6 +5,8 @@
 //! its own key prefix). The replay race (1,000 concurrent copies of one signed request) runs
 //! through the layer on both nonce stores, and a cut connection to Redis refuses (503).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! Palisade's client are accepted; every tampered element, policy breach and replay is refused
 //! with its typed reason and one generic 401.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -222,7 +224,8 @@ async fn every_signed_element_tampered_in_turn_is_refused() {
 
     type Edit = Box<dyn Fn(&mut http::Request<Full<Bytes>>) -> Bytes>;
     let body = Bytes::from_static(BODY);
-    let cases: Vec<(&str, Edit, fn(&VerifyError) -> bool)> = vec![
+    type Case = (&'static str, Edit, fn(&VerifyError) -> bool);
+    let cases: Vec<Case> = vec![
         (
             "method",
             Box::new(|r| {

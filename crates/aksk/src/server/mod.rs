@@ -233,7 +233,7 @@ where
     } else {
         (VerifiedBody::unverified(body), None)
     };
-    let verified = verifier
+    let version = verifier
         .verify_signature(&parts, &check, hash.as_ref(), &record)
         .map_err(|e| reject(e, Some(key_id)))?;
     let now = verifier.clock().now();
@@ -246,12 +246,9 @@ where
         Ok(false) => return Err(reject(VerifyError::Replay, Some(key_id))),
         Err(e) => return Err(reject(VerifyError::Unavailable(e), Some(key_id))),
     }
-    tracing::debug!(
-        key_id,
-        version = verified.secret_version,
-        "access-key request verified"
-    );
-    parts.extensions.insert(verified.identity);
+    tracing::debug!(key_id, version, "access-key request verified");
+    let identity = verifier.identity(&record);
+    parts.extensions.insert(identity);
     Ok(Request::from_parts(parts, body))
 }
 

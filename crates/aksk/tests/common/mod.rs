@@ -1,7 +1,7 @@
 //! Shared fixtures of the access-key tests: a key ring, a test clock, an issued credential,
 //! the layer in front of an echo service, and signing helpers (the `aws-sigv4` crate, and a
 //! raw signer for requests a well-behaved client would never send).
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
