@@ -11,6 +11,9 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http::StatusCode;
 use http::{HeaderName, Method, header};
+use palisade::aksk::{
+    AccessKeyLayer, AccessKeys, MemoryCredentialStore, MemoryNonceStore, NewCredential, Verifier,
+};
 use palisade::authn::KeySource;
 use palisade::authn::local::{LocalClaims, LocalJwtIssuer};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
@@ -23,6 +26,7 @@ use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
+use palisade::field_crypto::{FieldCipher, FieldCryptoError};
 use palisade::sessions::local_login::{
     LocalLogin, LoginError, MemoryAccounts, SignUp, check_password,
 };
@@ -191,6 +195,31 @@ pub(crate) async fn build(
         }
     }
 
+    // Access-key secrets are sealed at rest with FIELD_ENCRYPTION_KEYS; a throwaway key is
+    // accepted in development only.
+    let cipher = match &settings.field_keys {
+        Some(text) => Some(FieldCipher::new(
+            KeyRing::parse(text)?,
+            palisade::core::SystemClock::shared(),
+        )),
+        None => match FieldCipher::ephemeral_for_development(
+            profile,
+            palisade::core::SystemClock::shared(),
+        ) {
+            Ok(cipher) => {
+                tracing::warn!(
+                    "FIELD_ENCRYPTION_KEYS is not set: using a throwaway development key"
+                );
+                Some(cipher)
+            }
+            Err(FieldCryptoError::Posture(err)) => {
+                refused.extend_from_slice(err.findings());
+                None
+            }
+            Err(other) => return Err(other.into()),
+        },
+    };
+
     if !refused.is_empty() {
         // Report every finding of every layer, blocking or not, in one error.
         let mut all = Posture::new(profile, "hardened_api");
@@ -243,13 +272,28 @@ pub(crate) async fn build(
             MemoryAccounts::new(),
             sessions.clone(),
             tokens.clone(),
-            clock,
+            clock.clone(),
         )
         .map_err(|e| format!("local login: {e}"))?,
         tokens,
         jwt: local_jwt,
         outbox: settings.mail_outbox,
     });
+    // Access keys: SigV4-signed requests to /api/ are verified by the access-key layer (the
+    // bearer-token layer never sees them); admins manage keys under /admin/access-keys.
+    let cipher = cipher.ok_or("field encryption is not configured")?;
+    let access_keys = AccessKeys::new(MemoryCredentialStore::new(), cipher.clone(), clock.clone());
+    let verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION)
+        .profile(profile)
+        .build(cipher, clock.clone())?;
+    let signed_api = Router::new()
+        .route("/api/hello", get(hello))
+        .route("/api/echo", post(echo))
+        .route_layer(AccessKeyLayer::new(
+            verifier,
+            access_keys.shared_store(),
+            MemoryNonceStore::new(),
+        ));
     let api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
@@ -272,7 +316,13 @@ pub(crate) async fn build(
         .route("/admin/", get(admin_home))
         .route("/admin/status", get(admin_status))
         .route("/admin/users/{id}", get(admin_user))
-        .route_layer(admin_auth);
+        .route(
+            "/admin/orgs/{org}/access-keys",
+            post(issue_access_key).get(list_access_keys),
+        )
+        .route("/admin/access-keys/{id}/disable", post(disable_access_key))
+        .route_layer(admin_auth)
+        .layer(Extension(access_keys));
 
     let router = Router::new()
         .route("/", get(index))
@@ -298,6 +348,10 @@ pub(crate) async fn build(
             ),
             None => Router::new(),
         })
+        .layer(axum::middleware::from_fn_with_state(
+            signed_api,
+            route_signed_requests,
+        ))
         .layer(cors)
         .layer(admin)
         .layer(https)
@@ -348,6 +402,132 @@ async fn hello(Extension(id): Extension<Identity>) -> Json<Value> {
 
 async fn echo(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({ "echo": body }))
+}
+
+/// The credential scope of the demo's access keys.
+const AKSK_SERVICE: &str = "palisade-demo";
+const AKSK_REGION: &str = "local";
+
+type Keys = AccessKeys<MemoryCredentialStore>;
+
+/// Sends SigV4-signed `/api/` requests to the access-key stack; everything else goes on to
+/// the bearer-token stack.
+async fn route_signed_requests(
+    axum::extract::State(signed): axum::extract::State<Router>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let claims_sigv4 = request
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(b"AWS4-"));
+    if claims_sigv4 && request.uri().path().starts_with("/api/") {
+        use tower::ServiceExt as _;
+        match signed.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    } else {
+        next.run(request).await
+    }
+}
+
+/// Issues an access key for an org; the secret is in this answer and nowhere else.
+async fn issue_access_key(
+    Extension(keys): Extension<Keys>,
+    Path(org): Path<String>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let text = |k: &str| body[k].as_str().unwrap_or_default().to_owned();
+    let list = |k: &str| -> Vec<String> {
+        body[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let issued = keys
+        .issue(NewCredential {
+            org,
+            subject: text("subject"),
+            roles: list("roles"),
+            scopes: list("scopes"),
+            description: text("description"),
+            lifetime: None,
+        })
+        .await;
+    match issued {
+        Ok(issued) => {
+            use secrecy::ExposeSecret as _;
+            (
+                StatusCode::CREATED,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(json!({
+                    "key_id": issued.key_id,
+                    "secret": issued.secret.expose_secret(),
+                    "service": AKSK_SERVICE,
+                    "region": AKSK_REGION,
+                    "note": "the secret is shown once; the service keeps it sealed",
+                })),
+            )
+                .into_response()
+        }
+        Err(palisade::aksk::CredentialError::Invalid(field)) => {
+            (StatusCode::BAD_REQUEST, Json(json!({ "error": field }))).into_response()
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "access key issue failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Lists an org's keys: metadata only.
+async fn list_access_keys(
+    Extension(keys): Extension<Keys>,
+    Path(org): Path<String>,
+) -> axum::response::Response {
+    match keys.list(&org).await {
+        Ok(list) => Json(Value::Array(
+            list.into_iter()
+                .map(|m| {
+                    json!({
+                        "key_id": m.key_id,
+                        "subject": m.subject,
+                        "status": m.status.as_str(),
+                        "roles": m.roles,
+                        "scopes": m.scopes,
+                        "created_at": m.created_at,
+                        "secret_versions": m.secret_versions.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        ))
+        .into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "access key list failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+/// Disables a key: its requests are refused from the next one on.
+async fn disable_access_key(
+    Extension(keys): Extension<Keys>,
+    Path(id): Path<String>,
+) -> StatusCode {
+    match keys.disable(&id).await {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(palisade::aksk::CredentialError::UnknownKey) => StatusCode::NOT_FOUND,
+        Err(err) => {
+            tracing::error!(error = %err, "access key disable failed");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
 }
 
 async fn admin_home() -> Json<Value> {

@@ -21,6 +21,11 @@
 //! | `PALISADE_DEMO_MAIL_OUTBOX` | `false` | stand-in for email: answers carry the verification or reset token they would have mailed (tests only) |
 //! | `PALISADE_DEMO_TEST_CLOCK` | `false` | development only: a clock tests move with `POST /demo/clock/advance` |
 //! | `PALISADE_DEMO_SESSION_KEYS` | throwaway key in development | key ring (see `palisade_core::keyring`) hashing refresh tokens; required in production |
+//! | `FIELD_ENCRYPTION_KEYS` | throwaway key in development | key ring sealing access-key secrets at rest; required in production |
+//!
+//! Machine clients call `/api/` with access keys (AWS SigV4, service `palisade-demo`, region
+//! `local`, with a signed `x-palisade-nonce`); admins issue, list and disable keys under
+//! `/admin/orgs/{org}/access-keys`.
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
 //! It refuses to start when the configuration is insecure for the profile, printing every
@@ -53,6 +58,7 @@ pub(crate) struct Settings {
     pub(crate) api_clients: Vec<String>,
     pub(crate) admin_clients: Vec<String>,
     pub(crate) session_keys: Option<String>,
+    pub(crate) field_keys: Option<String>,
     pub(crate) local_auth_enabled: bool,
     pub(crate) mail_outbox: bool,
     pub(crate) test_clock: bool,
@@ -93,6 +99,7 @@ impl Settings {
                 "api-user,api-user-es,api-user-ed,multi-aud,other-tenant",
             )),
             session_keys: std::env::var("PALISADE_DEMO_SESSION_KEYS").ok(),
+            field_keys: std::env::var(palisade::field_crypto::FIELD_ENCRYPTION_KEYS).ok(),
             local_auth_enabled: env_or("LOCAL_AUTH_ENABLED", "false") == "true",
             mail_outbox: env_or("PALISADE_DEMO_MAIL_OUTBOX", "false") == "true",
             test_clock: env_or("PALISADE_DEMO_TEST_CLOCK", "false") == "true",

@@ -134,6 +134,11 @@ pub(crate) fn demo_env(
             "PALISADE_DEMO_SESSION_KEYS",
             "tour 1 dG91ci1vbmx5LXNlc3Npb24ta2V5LW5vdC1hLXNlY3JldCE=".to_owned(),
         ),
+        // A throwaway ring sealing access-key secrets (test material only).
+        (
+            "FIELD_ENCRYPTION_KEYS",
+            "tour-fields 1 dG91ci1vbmx5LWZpZWxkLWtleS1ub3QtYS1zZWNyZXQhIQ==".to_owned(),
+        ),
         ("PALISADE_DEMO_CORS_ORIGINS", ALLOWED_ORIGIN.to_owned()),
         // A proxy range the tour's client (127.0.0.1) is not in: its forwarded headers must be
         // ignored by the trust check, not merely because no proxy is configured.
@@ -207,6 +212,7 @@ pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::to
     match run_to_exit(binary, &envs) {
         Ok((status, stderr)) => {
             let codes = [
+                "field-crypto-ephemeral-key",
                 "cors-localhost-origin",
                 "cors-http-origin",
                 "admin-host-not-a-name",
