@@ -283,9 +283,12 @@ pub(crate) async fn build(
     // bearer-token layer never sees them); admins manage keys under /admin/access-keys.
     let cipher = cipher.ok_or("field encryption is not configured")?;
     let access_keys = AccessKeys::new(MemoryCredentialStore::new(), cipher.clone(), clock.clone());
-    let verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION)
-        .profile(profile)
-        .build(cipher, clock.clone())?;
+    let mut verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION).profile(profile);
+    if let Some(host) = &settings.public_host {
+        // Requests signed for another deployment (or another host) are refused here.
+        verifier = verifier.allowed_hosts([host.clone(), format!("{host}:{https_port}")]);
+    }
+    let verifier = verifier.build(cipher, clock.clone())?;
     let signed_api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))

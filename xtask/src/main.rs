@@ -223,6 +223,8 @@ fn bench() -> Result<()> {
         "authn",
         "--bench",
         "sessions",
+        "--bench",
+        "aksk",
     ]))?;
     let dir = target_dir()?.join("criterion");
     let median = |name: &str| -> Result<f64> {
@@ -263,6 +265,35 @@ fn bench() -> Result<()> {
                 m / bare
             );
         }
+    }
+    for case in ["get", "post_1k", "post_64k"] {
+        let floor = median(&format!("aksk/{case}/floor"))?;
+        let verify = median(&format!("aksk/{case}/verify"))?;
+        let aws = median(&format!("aksk/{case}/aws_sigv4_sign"))?;
+        println!(
+            "{:<36} {:>9.0} ns {:>9.2}x  (vs floor {:.0} ns; aws-sigv4 signing is {:.1}x slower)",
+            format!("aksk/{case}/verify"),
+            verify,
+            verify / floor,
+            floor,
+            aws / verify
+        );
+    }
+    let sha = median("aksk/post_64k/sha256")?;
+    let big = median("aksk/post_64k/verify")?;
+    println!(
+        "{:<36} {:>9.2}x  (64 KiB throughput vs raw SHA-256)",
+        "aksk/post_64k/throughput",
+        sha / big
+    );
+    for name in [
+        "signing_key/cache_hit",
+        "signing_key/derive",
+        "nonce/memory",
+        "nonce/redis",
+    ] {
+        let m = median(&format!("aksk/{name}"))?;
+        println!("{:<36} {:>9.0} ns", format!("aksk/{name}"), m);
     }
     let refuse = median("authn/unknown_kid/refuse")?;
     println!("{:<36} {:>9.0} ns", "authn/unknown_kid/refuse", refuse);

@@ -243,6 +243,24 @@ pub fn path_needs_normalization(path: &[u8]) -> bool {
     false
 }
 
+/// Whether the verifier and a router can only read `path` one way: no dot segments and no
+/// empty segments, and in single-encoding mode also none once decoded, and no encoded `/` or
+/// `.` (which that mode would turn into separators or dot segments).
+pub fn path_is_unambiguous(path: &[u8], options: CanonicalOptions) -> bool {
+    if path_needs_normalization(path) {
+        return false;
+    }
+    match options.path_encoding {
+        PathEncoding::Double => true,
+        PathEncoding::Single => {
+            let encoded_separator = path.windows(3).any(|w| {
+                w[0] == b'%' && (w[1] == b'2') && matches!(w[2], b'f' | b'F' | b'e' | b'E')
+            });
+            !encoded_separator && decode(path, false).is_some_and(|d| !path_needs_normalization(&d))
+        }
+    }
+}
+
 /// Removes dot segments and collapses repeated slashes.
 fn normalize(path: &[u8]) -> Vec<u8> {
     let mut stack: Vec<&[u8]> = Vec::new();
@@ -371,22 +389,19 @@ pub fn check_signed_headers(list: &str) -> Result<(), CanonicalError> {
 
 /// Writes one header value trimmed, with runs of spaces and tabs collapsed to one space.
 fn write_trimmed(out: &mut Vec<u8>, value: &[u8]) {
-    let value = value.trim_ascii();
-    // Fast path: nothing to collapse (the common case) is one copy.
-    let simple = !value
-        .windows(2)
-        .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
-        && !value.iter().any(|&b| b.is_ascii_whitespace() && b != b' ');
-    if simple {
+    // Fast path: no space or control byte at all (dates, hashes, nonces, hosts, media types)
+    // is one branch-free scan and one copy.
+    if value.iter().fold(0u8, |acc, &b| acc | u8::from(b <= b' ')) == 0 {
         out.extend_from_slice(value);
         return;
     }
     let mut in_space = false;
-    for &b in value {
+    let start = out.len();
+    for &b in value.trim_ascii() {
         if b.is_ascii_whitespace() {
             in_space = true;
         } else {
-            if in_space {
+            if in_space && out.len() > start {
                 out.push(b' ');
             }
             in_space = false;
@@ -683,6 +698,36 @@ mod tests {
         let mut out = Vec::new();
         canonical_query(&mut out, q.as_bytes())?;
         Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn single_encoding_refuses_encoded_separators() {
+        let single = CanonicalOptions {
+            path_encoding: PathEncoding::Single,
+            path_normalization: PathNormalization::Disabled,
+        };
+        for ambiguous in [
+            "/api/x/%2E%2E/admin",
+            "/api/a%2Fb",
+            "/api/a%2fb",
+            "/api/%2e/x",
+            "/a/%zz",
+        ] {
+            assert!(
+                !path_is_unambiguous(ambiguous.as_bytes(), single),
+                "{ambiguous}"
+            );
+        }
+        assert!(path_is_unambiguous(b"/api/a%20b/c", single));
+        // Double encoding keeps escapes literal: no ambiguity to refuse.
+        assert!(path_is_unambiguous(
+            b"/api/a%2Fb",
+            CanonicalOptions::default()
+        ));
+        assert!(!path_is_unambiguous(
+            b"/api/../x",
+            CanonicalOptions::default()
+        ));
     }
 
     #[test]

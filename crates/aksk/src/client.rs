@@ -46,6 +46,9 @@ pub enum SignError {
     /// The request has no host (neither a `Host` header nor an authority in its URI).
     #[error("the request has no host")]
     NoHost,
+    /// The URI carries user information (`user:pass@host`), which would end up in `Host`.
+    #[error("the request URI carries user information")]
+    UserInfo,
     /// The request could not be canonicalized.
     #[error(transparent)]
     Canonical(#[from] canonical::CanonicalError),
@@ -124,6 +127,10 @@ impl Signer {
     pub fn sign(&self, parts: &mut Parts, body: &[u8]) -> Result<(), SignError> {
         if !parts.headers.contains_key(HOST) {
             let authority = parts.uri.authority().ok_or(SignError::NoHost)?;
+            // Never put credentials from `user:pass@host` into a header.
+            if authority.as_str().contains('@') {
+                return Err(SignError::UserInfo);
+            }
             let host = HeaderValue::from_str(authority.as_str()).map_err(|_| SignError::Header)?;
             parts.headers.insert(HOST, host);
         }

@@ -47,7 +47,8 @@ pub struct MemoryNonceStore {
 }
 
 struct Seen {
-    expiry: HashMap<(Box<str>, Box<str>), SystemTime>,
+    /// SHA-256 of (key id, nonce): a fixed 32 bytes per entry whatever the lengths.
+    expiry: HashMap<[u8; 32], SystemTime>,
     next_sweep: Option<SystemTime>,
 }
 
@@ -103,7 +104,14 @@ impl MemoryNonceStore {
             .inner
             .lock()
             .map_err(|_| StoreError::new("nonce store lock poisoned", None))?;
-        let key = (Box::<str>::from(key_id), Box::<str>::from(nonce));
+        let key: [u8; 32] = {
+            use sha2::Digest as _;
+            let mut hasher = sha2::Sha256::new();
+            hasher.update((key_id.len() as u64).to_be_bytes());
+            hasher.update(key_id.as_bytes());
+            hasher.update(nonce.as_bytes());
+            hasher.finalize().into()
+        };
         if seen.expiry.get(&key).is_some_and(|&until| until > now) {
             return Ok(false);
         }

@@ -47,6 +47,16 @@ pub struct PostgresCredentialStore {
     pool: PgPool,
 }
 
+/// One column, decoded; a value that does not decode (a NULL array element, a wrong type) is a
+/// store error, never a panic.
+fn field<'r, T>(row: &'r sqlx::postgres::PgRow, name: &str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    row.try_get(name)
+        .map_err(|e| err("a stored access key does not decode", e))
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -103,9 +113,9 @@ impl PostgresCredentialStore {
         .map_err(|e| err("secret lookup failed", e))?;
         rows.into_iter()
             .map(|row| {
-                let version: i64 = row.get("version");
-                let sealed: Vec<u8> = row.get("sealed");
-                let not_after: Option<i64> = row.get("not_after");
+                let version: i64 = field(&row, "version")?;
+                let sealed: Vec<u8> = field(&row, "sealed")?;
+                let not_after: Option<i64> = field(&row, "not_after")?;
                 Ok(StoredSecret {
                     version: u32::try_from(version)
                         .map_err(|_| StoreError::new("bad secret version", None))?,
@@ -121,18 +131,18 @@ impl PostgresCredentialStore {
         row: &sqlx::postgres::PgRow,
         secrets: Vec<StoredSecret>,
     ) -> Result<CredentialRecord, StoreError> {
-        let status: String = row.get("status");
+        let status: String = field(row, "status")?;
         Ok(CredentialRecord {
-            key_id: row.get("key_id"),
-            org: row.get("org"),
-            subject: row.get("subject"),
-            roles: row.get("roles"),
-            scopes: row.get("scopes"),
-            description: row.get("description"),
+            key_id: field(row, "key_id")?,
+            org: field(row, "org")?,
+            subject: field(row, "subject")?,
+            roles: field(row, "roles")?,
+            scopes: field(row, "scopes")?,
+            description: field(row, "description")?,
             status: KeyStatus::parse(&status)
                 .ok_or_else(|| StoreError::new("bad key status", None))?,
-            created_at: to_u64(row.get("created_at")),
-            expires_at: row.get::<Option<i64>, _>("expires_at").map(to_u64),
+            created_at: to_u64(field(row, "created_at")?),
+            expires_at: field::<Option<i64>>(row, "expires_at")?.map(to_u64),
             secrets,
         })
     }
@@ -203,7 +213,7 @@ impl CredentialStore for PostgresCredentialStore {
         .map_err(|e| err("key list failed", e))?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let key_id: String = row.get("key_id");
+            let key_id: String = field(row, "key_id")?;
             out.push(Self::record(row, self.secrets(&key_id).await?)?);
         }
         Ok(out)

@@ -23,18 +23,24 @@ use crate::credential::{CredentialRecord, KeyStatus, StoredSecret, open_secret};
 pub const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
 /// The body-hash header.
 pub const X_AMZ_CONTENT_SHA256: HeaderName = HeaderName::from_static("x-amz-content-sha256");
+/// The longest nonce accepted.
+pub const MAX_NONCE_LEN: usize = 64;
 /// The default nonce header.
 pub const X_PALISADE_NONCE: HeaderName = HeaderName::from_static("x-palisade-nonce");
 /// The `x-amz-content-sha256` value of a route that opted out of body signing.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
-/// The client role namespace scopes are put under in the [`Identity`].
-pub const SCOPE_CLIENT: &str = "access-key";
+/// The client-role namespace a key's roles are put under in the [`Identity`].
+pub const ROLE_CLIENT: &str = "access-key";
+/// The client-role namespace a key's scopes are put under in the [`Identity`].
+pub const SCOPE_CLIENT: &str = "access-key-scope";
 /// The default time window, each way.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(120);
 /// The largest window Production accepts, each way.
 pub const MAX_PRODUCTION_WINDOW: Duration = Duration::from_secs(300);
 /// The default body limit.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+/// Added to a nonce's time to live beyond the window on both sides.
+pub const NONCE_TTL_MARGIN: Duration = Duration::from_secs(60);
 /// Signing keys kept in the cache before it is cleared.
 const CACHE_CAPACITY: usize = 4096;
 /// The longest access key id.
@@ -120,6 +126,9 @@ pub enum Malformed {
     /// More than one `Host` header.
     #[error("more than one Host header")]
     DuplicateHost,
+    /// The signed host is not one of the allowed hosts.
+    #[error("host not allowed")]
+    Host,
     /// The path has dot segments or empty segments, which signers normalize differently.
     #[error("path not normalized")]
     Path,
@@ -193,7 +202,16 @@ impl std::hash::Hasher for TagHasher {
     }
 }
 
-type Cache = HashMap<CacheKey, SigningKey, std::hash::BuildHasherDefault<TagHasher>>;
+/// A cached signing key and what it was derived for: a hit must match the key id, the secret
+/// version and the whole sealed secret, so a sealed row copied to another key never reuses it.
+struct CacheEntry {
+    key_id: Box<str>,
+    version: u32,
+    sealed: Box<[u8]>,
+    key: SigningKey,
+}
+
+type Cache = HashMap<CacheKey, CacheEntry, std::hash::BuildHasherDefault<TagHasher>>;
 
 thread_local! {
     /// Reused buffers for the canonical request and the string to sign.
@@ -210,7 +228,9 @@ pub struct VerifierBuilder {
     window: Duration,
     nonce_header: HeaderName,
     max_body: usize,
+    max_unsigned_body: Option<u64>,
     unsigned_prefixes: Vec<String>,
+    allowed_hosts: Vec<String>,
     options: CanonicalOptions,
     issuer: String,
     surface: Surface,
@@ -236,10 +256,34 @@ impl VerifierBuilder {
         self
     }
 
-    /// Accept `UNSIGNED-PAYLOAD` on paths starting with `prefix` (for example large uploads
-    /// checked another way). Every other path requires the body hash.
+    /// Accept `UNSIGNED-PAYLOAD` on `prefix` and the paths under it, matched by whole
+    /// segments (`/api/uploads` covers `/api/uploads/x`, not `/api/uploads-admin`). Every other
+    /// path requires the body hash. The unsigned body is streamed to the handler unverified,
+    /// within [`max_unsigned_body`](Self::max_unsigned_body).
     pub fn allow_unsigned_payload_on(mut self, prefix: impl Into<String>) -> Self {
         self.unsigned_prefixes.push(prefix.into());
+        self
+    }
+
+    /// The largest unsigned body streamed on opted-in routes (default: the body limit).
+    pub fn max_unsigned_body(mut self, bytes: u64) -> Self {
+        self.max_unsigned_body = Some(bytes);
+        self
+    }
+
+    /// The hosts signed requests may be addressed to (the signed `host` value, compared
+    /// case-insensitively, port included when sent). Without it a request signed for another
+    /// deployment that shares the credentials is accepted there; Production warns
+    /// (`aksk-any-host`).
+    pub fn allowed_hosts<I, H>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = H>,
+        H: Into<String>,
+    {
+        self.allowed_hosts = hosts
+            .into_iter()
+            .map(|h| h.into().to_ascii_lowercase())
+            .collect();
         self
     }
 
@@ -311,6 +355,13 @@ impl VerifierBuilder {
                 ),
             );
         }
+        if self.allowed_hosts.is_empty() {
+            posture.record(
+                Severity::Warn,
+                "aksk-any-host",
+                "signed requests are accepted for any host: set allowed_hosts",
+            );
+        }
         if self.max_body == 0 {
             posture.record(
                 Severity::Warn,
@@ -326,7 +377,9 @@ impl VerifierBuilder {
                 window: self.window,
                 nonce_header: self.nonce_header,
                 max_body: self.max_body,
+                max_unsigned_body: self.max_unsigned_body.unwrap_or(self.max_body as u64),
                 unsigned_prefixes: self.unsigned_prefixes,
+                allowed_hosts: self.allowed_hosts,
                 options: self.options,
                 issuer: self.issuer,
                 surface: self.surface,
@@ -354,7 +407,9 @@ struct Inner {
     window: Duration,
     nonce_header: HeaderName,
     max_body: usize,
+    max_unsigned_body: u64,
     unsigned_prefixes: Vec<String>,
+    allowed_hosts: Vec<String>,
     options: CanonicalOptions,
     issuer: String,
     surface: Surface,
@@ -493,13 +548,21 @@ pub fn format_amz_date(unix: u64) -> String {
     )
 }
 
+/// Whether `path` is `prefix` or under it, by whole segments.
+fn under_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 fn nonce_is_strong(nonce: &[u8]) -> bool {
     use canonical::class;
     let charset = class::all(nonce, class::NONCE);
     let all_hex = class::all(nonce, class::HEX);
     // At least 128 bits whatever the encoding: 32 hex digits, or 22 base64url characters.
     let min = if all_hex { 32 } else { 22 };
-    charset && nonce.len() >= min && nonce.len() <= 128
+    charset && nonce.len() >= min && nonce.len() <= MAX_NONCE_LEN
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -515,7 +578,9 @@ impl Verifier {
             window: DEFAULT_WINDOW,
             nonce_header: X_PALISADE_NONCE,
             max_body: DEFAULT_MAX_BODY,
+            max_unsigned_body: None,
             unsigned_prefixes: Vec::new(),
+            allowed_hosts: Vec::new(),
             options: CanonicalOptions::default(),
             issuer: "palisade-aksk".to_owned(),
             surface: Surface::API,
@@ -528,9 +593,15 @@ impl Verifier {
         self.inner.max_body
     }
 
-    /// How long a nonce must be remembered: the whole window on both sides, plus a second.
+    /// How long a nonce must be remembered: the whole window on both sides, plus a margin for
+    /// clock differences between replicas sharing the nonce store.
     pub fn nonce_ttl(&self) -> Duration {
-        self.inner.window * 2 + Duration::from_secs(1)
+        self.inner.window * 2 + NONCE_TTL_MARGIN
+    }
+
+    /// The largest unsigned body streamed on opted-in routes.
+    pub fn max_unsigned_body(&self) -> u64 {
+        self.inner.max_unsigned_body
     }
 
     /// The clock.
@@ -554,9 +625,11 @@ impl Verifier {
         // One pass over the (sorted) list for the four names that must be in it.
         let nonce_name = inner.nonce_header.as_str().as_bytes();
         let mut seen = [false; 4];
+        let mut content_type_signed = false;
         for name in signed.as_bytes().split(|&b| b == b';') {
             match name {
                 b"host" => seen[0] = true,
+                b"content-type" => content_type_signed = true,
                 b"x-amz-date" => seen[1] = true,
                 b"x-amz-content-sha256" => seen[2] = true,
                 n if n == nonce_name => seen[3] = true,
@@ -575,6 +648,10 @@ impl Verifier {
                 return Err(Malformed::Unsigned(label).into());
             }
         }
+        // A body's media type decides how it is parsed: when sent, it is signed.
+        if !content_type_signed && parts.headers.contains_key(http::header::CONTENT_TYPE) {
+            return Err(Malformed::Unsigned("content-type").into());
+        }
         // The scope's shape was checked by the parser: date/region/service/aws4_request.
         let mut scope_parts = canonical::split_ascii(scope, b'/');
         let date = scope_parts.next().unwrap_or_default();
@@ -583,8 +660,23 @@ impl Verifier {
         if region != inner.region || service != inner.service || date.len() != 8 {
             return Err(Malformed::BadScope.into());
         }
-        if parts.headers.get_all(HOST).iter().nth(1).is_some() {
+        let mut hosts = parts.headers.get_all(HOST).iter();
+        let host = hosts.next().map(|h| h.as_bytes());
+        if hosts.next().is_some() {
             return Err(Malformed::DuplicateHost.into());
+        }
+        if !inner.allowed_hosts.is_empty() {
+            // The signed host: the Host header, else the URI authority (HTTP/2).
+            let host = host.or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()));
+            let allowed = host.is_some_and(|h| {
+                inner
+                    .allowed_hosts
+                    .iter()
+                    .any(|a| a.as_bytes().eq_ignore_ascii_case(h))
+            });
+            if !allowed {
+                return Err(Malformed::Host.into());
+            }
         }
         let amz_date = single(parts, &X_AMZ_DATE, Malformed::Date, Malformed::Date)?;
         let timestamp = parse_amz_date(amz_date).ok_or(Malformed::BadDate)?;
@@ -615,7 +707,7 @@ impl Verifier {
             if !inner
                 .unsigned_prefixes
                 .iter()
-                .any(|p| path.starts_with(p.as_str()))
+                .any(|p| under_prefix(path, p))
             {
                 return Err(VerifyError::PayloadNotAllowed);
             }
@@ -634,7 +726,7 @@ impl Verifier {
                 return Err(VerifyError::BodyTooLarge);
             }
         }
-        if canonical::path_needs_normalization(parts.uri.path().as_bytes()) {
+        if !canonical::path_is_unambiguous(parts.uri.path().as_bytes(), inner.options) {
             return Err(Malformed::Path.into());
         }
         Ok(Precheck {
@@ -649,14 +741,14 @@ impl Verifier {
         })
     }
 
-    /// Checks `body_hash` (SHA-256 of the body as received; ignored for `UNSIGNED-PAYLOAD`)
-    /// and the signature against `record`'s valid secrets, in constant time. Answers the secret
-    /// version that verified.
+    /// Checks the signature against `record`'s valid secrets, in constant time, over the
+    /// *claimed* body hash (`x-amz-content-sha256` is signed). Runs before the body is read, so
+    /// a caller without the secret never gets a body buffered; [`Verifier::check_body`] then
+    /// compares the body actually received. Answers the secret version that verified.
     pub fn verify_signature(
         &self,
         parts: &Parts,
         check: &Precheck<'_>,
-        body_hash: Option<&[u8; 32]>,
         record: &CredentialRecord,
     ) -> Result<u32, VerifyError> {
         let inner = &*self.inner;
@@ -671,16 +763,12 @@ impl Verifier {
             return Err(VerifyError::ExpiredKey);
         }
         let payload_hex;
-        let payload: &str = match (&check.payload, body_hash) {
-            (Payload::Hash(claimed), Some(actual)) => {
-                if !bool::from(claimed.ct_eq(actual)) {
-                    return Err(VerifyError::BadBodyHash);
-                }
+        let payload: &str = match &check.payload {
+            Payload::Hash(claimed) => {
                 payload_hex = canonical::hex32(claimed);
                 payload_hex.as_str()
             }
-            (Payload::Hash(_), None) => return Err(VerifyError::BadBodyHash),
-            (Payload::Unsigned, _) => UNSIGNED_PAYLOAD,
+            Payload::Unsigned => UNSIGNED_PAYLOAD,
         };
         let date = &check.amz_date[..8];
         BUFFERS.with(|buffers| {
@@ -723,7 +811,8 @@ impl Verifier {
     }
 
     /// The identity a request signed with `record`'s key acts as: the key's subject, org, roles
-    /// (realm roles) and scopes (client roles under [`SCOPE_CLIENT`]).
+    /// (client roles under [`ROLE_CLIENT`], never realm roles, so a key cannot pass for a human
+    /// administrator) and scopes (client roles under [`SCOPE_CLIENT`]).
     pub fn identity(&self, record: &CredentialRecord) -> Identity {
         Identity::new(
             self.inner.issuer.clone(),
@@ -734,11 +823,21 @@ impl Verifier {
             self.inner.surface.clone(),
         )
         .with_org(record.org.clone())
-        .with_realm_roles(record.roles.iter().cloned())
+        .with_client_roles(ROLE_CLIENT, record.roles.iter().cloned())
         .with_client_roles(SCOPE_CLIENT, record.scopes.iter().cloned())
     }
 
-    /// Precheck, body hash and signature over a buffered body: everything but the stores.
+    /// Compares the SHA-256 of the body as received with the signed claim, in constant time
+    /// (nothing to compare for `UNSIGNED-PAYLOAD`).
+    pub fn check_body(&self, check: &Precheck<'_>, actual: &[u8; 32]) -> Result<(), VerifyError> {
+        match &check.payload {
+            Payload::Hash(claimed) if bool::from(claimed.ct_eq(actual)) => Ok(()),
+            Payload::Hash(_) => Err(VerifyError::BadBodyHash),
+            Payload::Unsigned => Ok(()),
+        }
+    }
+
+    /// Precheck, signature and body hash over a buffered body: everything but the stores.
     /// Answers the secret version that verified.
     pub fn verify_buffered(
         &self,
@@ -750,8 +849,10 @@ impl Verifier {
         if body.len() > self.inner.max_body && check.body_is_signed() {
             return Err(VerifyError::BodyTooLarge);
         }
+        let version = self.verify_signature(parts, &check, record)?;
         let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
-        self.verify_signature(parts, &check, Some(&hash), record)
+        self.check_body(&check, &hash)?;
+        Ok(version)
     }
 
     /// The signing key for (key, secret version, date) under this verifier's region and
@@ -773,9 +874,12 @@ impl Verifier {
         }
         cache_key.date.copy_from_slice(date.as_bytes());
         if let Ok(cache) = self.inner.cache.read()
-            && let Some(key) = cache.get(&cache_key)
+            && let Some(entry) = cache.get(&cache_key)
+            && entry.version == secret.version
+            && *entry.key_id == *key_id
+            && *entry.sealed == *sealed
         {
-            return Ok(key.clone());
+            return Ok(entry.key.clone());
         }
         let plaintext = open_secret(&self.inner.cipher, key_id, secret).map_err(|e| {
             tracing::error!(error = %e, key_id, "an access-key secret could not be opened");
@@ -786,7 +890,15 @@ impl Verifier {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
             }
-            cache.insert(cache_key, key.clone());
+            cache.insert(
+                cache_key,
+                CacheEntry {
+                    key_id: key_id.into(),
+                    version: secret.version,
+                    sealed: sealed.into(),
+                    key: key.clone(),
+                },
+            );
         }
         Ok(key)
     }

@@ -13,7 +13,7 @@ use common::*;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use palisade_aksk::client::{Signer, SigningLayer};
-use palisade_aksk::{Malformed, MemoryNonceStore, VerifyError};
+use palisade_aksk::{CredentialStore as _, Malformed, MemoryNonceStore, VerifyError};
 use palisade_core::Clock as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use tower::{Layer as _, ServiceExt as _};
@@ -345,7 +345,7 @@ async fn every_signed_element_tampered_in_turn_is_refused() {
                 );
                 Bytes::from_static(BODY)
             }),
-            |e| matches!(e, VerifyError::BadBodyHash),
+            |e| matches!(e, VerifyError::BadSignature),
         ),
         (
             "body",
@@ -879,5 +879,142 @@ fn production_refuses_long_windows() {
             .window(secs(300))
             .build(cipher(&clock), clock.shared())
             .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn review_hardening() {
+    let fx = fixture().await;
+    let record = fx
+        .keys
+        .store()
+        .get(&fx.issued.key_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let secret = fx.issued.secret.expose_secret().to_owned();
+
+    // A sent content-type must be signed.
+    let req = signed_raw(&fx, |r| {
+        r.signed = "host;x-amz-content-sha256;x-amz-date;x-custom;x-palisade-nonce"
+    });
+    expect_refused(&send(&fx, req).await, "unsigned content-type", |e| {
+        matches!(
+            e,
+            VerifyError::Malformed(Malformed::Unsigned("content-type"))
+        )
+    });
+
+    // Allowed hosts: the signed host must be one of them.
+    let clock = fx.clock.clone();
+    let strict = palisade_aksk::Verifier::builder(SERVICE, REGION)
+        .allowed_hosts(["api.example.com"])
+        .build(cipher(&clock), clock.shared())
+        .unwrap();
+    let (parts, _) = signed_raw(&fx, |_| {}).into_parts();
+    assert!(strict.verify_buffered(&parts, BODY, &record).is_ok());
+    let mut req = request("POST", URI, BODY);
+    req.headers_mut()
+        .insert("host", "staging.example.com".parse().unwrap());
+    Raw::new(&fx.issued.key_id, &secret, T0).sign(&mut req, BODY);
+    let (parts, _) = req.into_parts();
+    assert!(matches!(
+        strict.verify_buffered(&parts, BODY, &record),
+        Err(VerifyError::Malformed(Malformed::Host))
+    ));
+
+    // A sealed secret copied to another key id never reuses the cached signing key, even warm.
+    let warm = strict.verify_buffered(&signed_raw(&fx, |_| {}).into_parts().0, BODY, &record);
+    assert!(warm.is_ok());
+    let mut moved = record.clone();
+    moved.key_id = "PKVICTIMVICTIM00000".into();
+    let mut req = request("POST", URI, BODY);
+    Raw::new(&moved.key_id, &secret, T0).sign(&mut req, BODY);
+    let (parts, _) = req.into_parts();
+    assert!(matches!(
+        strict.verify_buffered(&parts, BODY, &moved),
+        Err(VerifyError::Unavailable(_))
+    ));
+
+    // The nonce is remembered beyond the window on both sides.
+    assert_eq!(strict.nonce_ttl(), secs(2 * 120 + 60));
+
+    // A wrong secret is refused before the body is read: a body that would fail to read is
+    // never touched.
+    let mut req = request("POST", URI, BODY);
+    Raw::new(&fx.issued.key_id, "not-the-secret", T0).sign(&mut req, BODY);
+    let (parts, _) = req.into_parts();
+    let echo = tower::service_fn(
+        |_req: http::Request<palisade_aksk::VerifiedBody<_>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        },
+    );
+    let reply = fx
+        .layer
+        .layer(echo)
+        .oneshot(http::Request::from_parts(parts, FailingBody))
+        .await
+        .unwrap();
+    let why = reply
+        .extensions()
+        .get::<palisade_core::Rejection>()
+        .unwrap();
+    assert!(matches!(
+        why.reason_as::<VerifyError>(),
+        Some(VerifyError::BadSignature)
+    ));
+}
+
+/// A body whose first read fails.
+struct FailingBody;
+
+impl http_body::Body for FailingBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(Some(Err(std::io::Error::other("read"))))
+    }
+}
+
+#[tokio::test]
+async fn unsigned_payload_routes_match_whole_segments_and_stay_bounded() {
+    let fx = fixture().await;
+    let secret = fx.issued.secret.expose_secret().to_owned();
+    // `/api/uploads/` opted in; `/api/uploads-admin/` did not.
+    let mut req = request("PUT", "https://api.example.com/api/uploads-admin/x", b"raw");
+    let mut raw = Raw::new(&fx.issued.key_id, &secret, T0);
+    raw.payload = Some("UNSIGNED-PAYLOAD");
+    raw.sign(&mut req, b"raw");
+    expect_refused(&send(&fx, req).await, "sibling prefix", |e| {
+        matches!(e, VerifyError::PayloadNotAllowed)
+    });
+    // The unsigned stream is cut off past the limit (4096 in the fixture).
+    static BIG: [u8; 5000] = [b'y'; 5000];
+    let mut req = request("PUT", "https://api.example.com/api/uploads/big.bin", b"");
+    let mut raw = Raw::new(&fx.issued.key_id, &secret, T0);
+    raw.payload = Some("UNSIGNED-PAYLOAD");
+    raw.sign(&mut req, b"");
+    let (parts, _) = req.into_parts();
+    let read = tower::service_fn(
+        |req: http::Request<palisade_aksk::VerifiedBody<Chunks>>| async move {
+            let outcome = req.into_body().collect().await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(format!("{}", outcome.is_err())))
+        },
+    );
+    let reply = fx
+        .layer
+        .layer(read)
+        .oneshot(http::Request::from_parts(parts, futures_stream(&BIG)))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(
+        body_text(reply).await,
+        "true",
+        "the oversized unsigned body must fail to read"
     );
 }

@@ -24,7 +24,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Verified { data: Option<Bytes> },
-        Unverified { #[pin] body: B },
+        Unverified { #[pin] body: B, remaining: u64 },
     }
 }
 
@@ -44,10 +44,14 @@ impl<B> VerifiedBody<B> {
         }
     }
 
-    /// The original stream, not checked against the signature.
-    pub fn unverified(body: B) -> Self {
+    /// The original stream, not checked against the signature, cut off with an error after
+    /// `limit` bytes.
+    pub fn unverified(body: B, limit: u64) -> Self {
         Self {
-            kind: Kind::Unverified { body },
+            kind: Kind::Unverified {
+                body,
+                remaining: limit,
+            },
         }
     }
 
@@ -71,14 +75,29 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Verified { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Unverified { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProj::Unverified { body, remaining } => {
+                let frame = std::task::ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|frame| {
+                    let frame = frame.map_err(Into::into)?;
+                    if let Some(data) = frame.data_ref() {
+                        let len = data.len() as u64;
+                        if len > *remaining {
+                            return Err(BoxError::from(
+                                "the unsigned body is larger than the limit",
+                            ));
+                        }
+                        *remaining -= len;
+                    }
+                    Ok(frame)
+                }))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Verified { data } => data.is_none(),
-            Kind::Unverified { body } => body.is_end_stream(),
+            Kind::Unverified { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -87,7 +106,7 @@ where
             Kind::Verified { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Kind::Unverified { body } => body.size_hint(),
+            Kind::Unverified { body, .. } => body.size_hint(),
         }
     }
 }

@@ -2,11 +2,12 @@
 //! [`Identity`](palisade_core::Identity) in the request extensions.
 //!
 //! Per request, in this order:
-//! 1. the cheap checks ([`Verifier::precheck`]): headers, scope, signed-header policy, window,
-//!    declared length; nothing is hashed yet;
-//! 2. the credential lookup (unknown, disabled and expired keys stop here);
-//! 3. the body is read up to the limit and hashed as it streams in;
-//! 4. the body hash and the signature are compared in constant time;
+//! 1. the cheap checks ([`Verifier::precheck`]): headers, scope, signed-header policy, host,
+//!    window, declared length; nothing is hashed yet;
+//! 2. the credential lookup (unknown keys stop here);
+//! 3. the signature, over the signed `x-amz-content-sha256` claim, compared in constant time
+//!    (disabled and expired keys and wrong secrets stop here, before any body is read);
+//! 4. the body is read up to the limit, hashed as it streams in, and compared with the claim;
 //! 5. only then is the (key id, nonce) pair inserted, atomically: unauthenticated traffic never
 //!    reaches the nonce store;
 //! 6. the inner service gets the verified bytes as a [`VerifiedBody`].
@@ -33,7 +34,7 @@ use tower_service::Service;
 pub use body::{BoxError, VerifiedBody};
 use future::ResponseFuture;
 
-use crate::credential::{CredentialStore, KeyStatus};
+use crate::credential::CredentialStore;
 use crate::nonce::NonceStore;
 use crate::verifier::{Verifier, VerifyError};
 
@@ -178,7 +179,10 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if self.others == Others::PassThrough && !claims_sigv4(&request) {
-            return ResponseFuture::inner(self.inner.call(request.map(VerifiedBody::unverified)));
+            return ResponseFuture::inner(
+                self.inner
+                    .call(request.map(|b| VerifiedBody::unverified(b, u64::MAX))),
+            );
         }
         // The ready service moves into the future; a clone stays for the next call.
         let clone = self.inner.clone();
@@ -221,21 +225,22 @@ where
         Ok(None) => return Err(reject(VerifyError::UnknownKey, Some(key_id))),
         Err(e) => return Err(reject(VerifyError::Unavailable(e), Some(key_id))),
     };
-    // Disabled keys stop before the body is read.
-    if record.status != KeyStatus::Active {
-        return Err(reject(VerifyError::DisabledKey, Some(key_id)));
-    }
-    let (body, hash) = if check.body_is_signed() {
+    // The signature covers the claimed body hash: it is checked before the body is read, so
+    // only a caller holding the secret gets a body buffered and hashed.
+    let version = verifier
+        .verify_signature(&parts, &check, &record)
+        .map_err(|e| reject(e, Some(key_id)))?;
+    let body = if check.body_is_signed() {
         let (bytes, hash) = read_hashed(body, verifier.max_body())
             .await
             .map_err(|e| reject(e, Some(key_id)))?;
-        (VerifiedBody::verified(bytes), Some(hash))
+        verifier
+            .check_body(&check, &hash)
+            .map_err(|e| reject(e, Some(key_id)))?;
+        VerifiedBody::verified(bytes)
     } else {
-        (VerifiedBody::unverified(body), None)
+        VerifiedBody::unverified(body, verifier.max_unsigned_body())
     };
-    let version = verifier
-        .verify_signature(&parts, &check, hash.as_ref(), &record)
-        .map_err(|e| reject(e, Some(key_id)))?;
     let now = verifier.clock().now();
     match shared
         .nonces
