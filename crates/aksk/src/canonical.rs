@@ -457,6 +457,40 @@ pub fn canonical_headers(
     Ok(())
 }
 
+/// Canonical headers where `known` answers for the names it holds (each single-valued, as the
+/// verifier's precheck made sure) and the map for the rest.
+fn known_headers(
+    out: &mut Vec<u8>,
+    headers: &http::HeaderMap,
+    host_fallback: Option<&str>,
+    signed: &str,
+    known: &[(&str, &[u8])],
+) -> Result<(), CanonicalError> {
+    for name in split_ascii(signed, b';') {
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
+        if let Some((_, value)) = known.iter().find(|(n, _)| *n == name) {
+            write_trimmed(out, value);
+        } else {
+            let mut values = headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                match (name, host_fallback) {
+                    ("host", Some(host)) => write_trimmed(out, host.as_bytes()),
+                    _ => return Err(CanonicalError::MissingSignedHeader),
+                }
+            }
+            for (i, value) in values.enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_trimmed(out, value.as_bytes());
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(())
+}
+
 /// Splits `text` at each ASCII `sep` byte (a plain byte loop: cheaper than a char searcher on
 /// the short strings of a signature).
 pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
@@ -482,38 +516,23 @@ pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Lowercase hex digit values; 0x10 marks every other byte.
-const HEX_VALUES: [u8; 256] = {
-    let mut table = [0x10u8; 256];
-    let mut i = 0;
-    while i < 10 {
-        table[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        table[b'a' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// Decodes 64 lowercase hex digits (branch-free over the digits).
+/// Decodes 64 lowercase hex digits: one validating pass and one arithmetic pass, both
+/// branch-free.
 pub(crate) fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
-    if text.len() != 64 {
+    let text: &[u8; 64] = text.try_into().ok()?;
+    let valid = text.iter().fold(true, |ok, &c| {
+        ok & (c.is_ascii_digit() | (c >= b'a') & (c <= b'f'))
+    });
+    if !valid {
         return None;
     }
+    // '0'..='9' are 0x30..0x39 and 'a'..='f' are 0x61..0x66: the low nibble, plus 9 for letters.
+    let nibble = |c: u8| (c & 0x0f) + 9 * (c >> 6);
     let mut out = [0u8; 32];
-    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        let (hi, lo) = (
-            HEX_VALUES[usize::from(pair[0])],
-            HEX_VALUES[usize::from(pair[1])],
-        );
-        bad |= hi | lo;
-        *o = (hi << 4) | (lo & 0x0f);
+        *o = (nibble(pair[0]) << 4) | nibble(pair[1]);
     }
-    (bad & 0x10 == 0).then_some(out)
+    Some(out)
 }
 
 /// Writes the whole canonical request.
@@ -556,13 +575,46 @@ pub(crate) fn write_request(
     payload_hash: &str,
     options: CanonicalOptions,
 ) -> Result<(), CanonicalError> {
+    write_request_known(
+        out,
+        method,
+        path,
+        query,
+        headers,
+        host_fallback,
+        signed_headers,
+        payload_hash,
+        options,
+        &[],
+    )
+}
+
+/// [`write_request`] with single-valued headers already read from the request (name, value):
+/// those are not looked up again.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_request_known(
+    out: &mut Vec<u8>,
+    method: &str,
+    path: &[u8],
+    query: &[u8],
+    headers: &http::HeaderMap,
+    host_fallback: Option<&str>,
+    signed_headers: &str,
+    payload_hash: &str,
+    options: CanonicalOptions,
+    known: &[(&str, &[u8])],
+) -> Result<(), CanonicalError> {
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
     canonical_uri(out, path, options)?;
     out.push(b'\n');
     canonical_query(out, query)?;
     out.push(b'\n');
-    canonical_headers(out, headers, host_fallback, signed_headers)?;
+    if known.is_empty() {
+        canonical_headers(out, headers, host_fallback, signed_headers)?;
+    } else {
+        known_headers(out, headers, host_fallback, signed_headers, known)?;
+    }
     out.push(b'\n');
     out.extend_from_slice(signed_headers.as_bytes());
     out.push(b'\n');

@@ -148,6 +148,10 @@ pub struct Precheck<'a> {
     signature: [u8; 32],
     nonce: &'a str,
     payload: Payload,
+    /// Single-valued headers already read, reused by the canonical request.
+    host: Option<&'a [u8]>,
+    content_type: Option<&'a [u8]>,
+    content_sha256: &'a [u8],
 }
 
 /// What the request says about its body.
@@ -430,69 +434,140 @@ impl fmt::Debug for Verifier {
     }
 }
 
-/// Exactly one value of `name`, or an error.
-fn single<'a>(
-    parts: &'a Parts,
-    name: &HeaderName,
-    missing: Malformed,
-    many: Malformed,
-) -> Result<&'a [u8], Malformed> {
-    let mut values = parts.headers.get_all(name).iter();
-    let first = values.next().ok_or(missing)?;
-    if values.next().is_some() {
-        return Err(many);
+/// One header's values as far as the policy cares: the first, and whether there were more.
+#[derive(Clone, Copy, Default)]
+struct Slot<'a> {
+    first: Option<&'a [u8]>,
+    many: bool,
+}
+
+impl<'a> Slot<'a> {
+    fn add(&mut self, value: &'a [u8]) {
+        if self.first.is_some() {
+            self.many = true;
+        } else {
+            self.first = Some(value);
+        }
     }
-    Ok(first.as_bytes())
+
+    /// Exactly one value, or `missing` / `many`.
+    fn single(self, missing: Malformed, many: Malformed) -> Result<&'a [u8], Malformed> {
+        match (self.first, self.many) {
+            (None, _) => Err(missing),
+            (Some(_), true) => Err(many),
+            (Some(v), false) => Ok(v),
+        }
+    }
+}
+
+/// The headers the policy reads, found in one pass over the map (no per-name hashing).
+#[derive(Default)]
+struct Found<'a> {
+    authorization: Slot<'a>,
+    host: Slot<'a>,
+    amz_date: Slot<'a>,
+    nonce: Slot<'a>,
+    content_sha256: Slot<'a>,
+    content_type: Slot<'a>,
+    content_length: Slot<'a>,
+    date: bool,
+}
+
+impl<'a> Found<'a> {
+    fn scan(headers: &'a http::HeaderMap, nonce_name: &HeaderName) -> Self {
+        let mut found = Self::default();
+        for (name, value) in headers {
+            let value = value.as_bytes();
+            let slot = if *name == AUTHORIZATION {
+                &mut found.authorization
+            } else if *name == HOST {
+                &mut found.host
+            } else if *name == http::header::CONTENT_TYPE {
+                &mut found.content_type
+            } else if *name == http::header::CONTENT_LENGTH {
+                &mut found.content_length
+            } else if *name == http::header::DATE {
+                found.date = true;
+                continue;
+            } else if *name == X_AMZ_DATE {
+                &mut found.amz_date
+            } else if name == nonce_name {
+                &mut found.nonce
+            } else if *name == X_AMZ_CONTENT_SHA256 {
+                &mut found.content_sha256
+            } else {
+                continue;
+            };
+            slot.add(value);
+        }
+        found
+    }
 }
 
 /// Parses `AWS4-HMAC-SHA256 Credential=<id>/<scope>, SignedHeaders=<list>, Signature=<hex>`.
 /// Each component exactly once, in any order; nothing else.
 pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]), Malformed> {
-    let value = std::str::from_utf8(value).map_err(|_| Malformed::BadAuthorization)?;
+    const PREFIX: &[u8] = b"AWS4-HMAC-SHA256 ";
     if value.len() > 4096 {
         return Err(Malformed::BadAuthorization);
     }
     let rest = value
-        .strip_prefix(canonical::ALGORITHM)
-        .and_then(|r| r.strip_prefix(' '))
+        .strip_prefix(PREFIX)
         .ok_or(Malformed::BadAuthorization)?;
-    let (mut credential, mut signed, mut signature) = (None, None, None);
-    for part in canonical::split_ascii(rest, b',') {
-        let part = part.trim_start_matches(' ');
-        let eq = part
-            .bytes()
-            .position(|b| b == b'=')
-            .ok_or(Malformed::BadAuthorization)?;
-        let (name, val) = (&part[..eq], &part[eq + 1..]);
-        let slot = match name {
-            "Credential" => &mut credential,
-            "SignedHeaders" => &mut signed,
-            "Signature" => &mut signature,
-            _ => return Err(Malformed::BadAuthorization),
+    let (mut credential, mut signed, mut signature): (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) =
+        (None, None, None);
+    let mut at = 0;
+    loop {
+        while rest.get(at) == Some(&b' ') {
+            at += 1;
+        }
+        let end = rest[at..]
+            .iter()
+            .position(|&b| b == b',')
+            .map_or(rest.len(), |p| at + p);
+        let part = &rest[at..end];
+        let (slot, text) = if let Some(v) = part.strip_prefix(b"Credential=") {
+            (&mut credential, v)
+        } else if let Some(v) = part.strip_prefix(b"SignedHeaders=") {
+            (&mut signed, v)
+        } else if let Some(v) = part.strip_prefix(b"Signature=") {
+            (&mut signature, v)
+        } else {
+            return Err(Malformed::BadAuthorization);
         };
-        if slot.replace(val).is_some() {
+        if slot.replace(text).is_some() {
             return Err(Malformed::BadAuthorization);
         }
+        if end == rest.len() {
+            break;
+        }
+        at = end + 1;
     }
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
         return Err(Malformed::BadAuthorization);
     };
     let slash = credential
-        .bytes()
-        .position(|b| b == b'/')
+        .iter()
+        .position(|&b| b == b'/')
         .ok_or(Malformed::BadScope)?;
     let (key_id, scope) = (&credential[..slash], &credential[slash + 1..]);
-    if scope.bytes().filter(|&b| b == b'/').count() != 3 || !scope.ends_with("/aws4_request") {
+    if scope.iter().filter(|&&b| b == b'/').count() != 3 || !scope.ends_with(b"/aws4_request") {
         return Err(Malformed::BadScope);
     }
     if key_id.is_empty()
         || key_id.len() > MAX_KEY_ID_LEN
-        || !canonical::class::all(key_id.as_bytes(), canonical::class::ALNUM)
+        || !canonical::class::all(key_id, canonical::class::ALNUM)
     {
         return Err(Malformed::BadAuthorization);
     }
-    let sig = canonical::decode_hex32(signature.as_bytes()).ok_or(Malformed::BadAuthorization)?;
-    Ok((key_id, scope, signed, sig))
+    let sig = canonical::decode_hex32(signature).ok_or(Malformed::BadAuthorization)?;
+    // The key id is ASCII (checked above); the scope and list are checked by their users.
+    Ok((ascii(key_id)?, ascii(scope)?, ascii(signed)?, sig))
+}
+
+/// `bytes` as text, or a malformed `Authorization`.
+fn ascii(bytes: &[u8]) -> Result<&str, Malformed> {
+    std::str::from_utf8(bytes).map_err(|_| Malformed::BadAuthorization)
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` to unix seconds.
@@ -614,9 +689,8 @@ impl Verifier {
     /// window, body-hash form and whether unsigned payloads are allowed here, declared length.
     pub fn precheck<'a>(&self, parts: &'a Parts) -> Result<Precheck<'a>, VerifyError> {
         let inner = &*self.inner;
-        let authorization = single(
-            parts,
-            &AUTHORIZATION,
+        let found = Found::scan(&parts.headers, &inner.nonce_header);
+        let authorization = found.authorization.single(
             Malformed::MissingAuthorization,
             Malformed::DuplicateAuthorization,
         )?;
@@ -633,7 +707,7 @@ impl Verifier {
                 b"x-amz-date" => seen[1] = true,
                 b"x-amz-content-sha256" => seen[2] = true,
                 n if n == nonce_name => seen[3] = true,
-                b"date" if parts.headers.contains_key(http::header::DATE) => {
+                b"date" if found.date => {
                     // Only x-amz-date carries the time; a signed Date could disagree with it.
                     return Err(Malformed::Date.into());
                 }
@@ -649,7 +723,9 @@ impl Verifier {
             }
         }
         // A body's media type decides how it is parsed: when sent, it is signed.
-        if !content_type_signed && parts.headers.contains_key(http::header::CONTENT_TYPE) {
+        let content_type = found.content_type.first;
+        let content_type_single = !found.content_type.many;
+        if !content_type_signed && content_type.is_some() {
             return Err(Malformed::Unsigned("content-type").into());
         }
         // The scope's shape was checked by the parser: date/region/service/aws4_request.
@@ -660,9 +736,8 @@ impl Verifier {
         if region != inner.region || service != inner.service || date.len() != 8 {
             return Err(Malformed::BadScope.into());
         }
-        let mut hosts = parts.headers.get_all(HOST).iter();
-        let host = hosts.next().map(|h| h.as_bytes());
-        if hosts.next().is_some() {
+        let host = found.host.first;
+        if found.host.many {
             return Err(Malformed::DuplicateHost.into());
         }
         if !inner.allowed_hosts.is_empty() {
@@ -678,7 +753,7 @@ impl Verifier {
                 return Err(Malformed::Host.into());
             }
         }
-        let amz_date = single(parts, &X_AMZ_DATE, Malformed::Date, Malformed::Date)?;
+        let amz_date = found.amz_date.single(Malformed::Date, Malformed::Date)?;
         let timestamp = parse_amz_date(amz_date).ok_or(Malformed::BadDate)?;
         if amz_date[..8] != *date.as_bytes() {
             return Err(Malformed::ScopeDate.into());
@@ -687,21 +762,13 @@ impl Verifier {
         if timestamp.abs_diff(now) > inner.window.as_secs() {
             return Err(VerifyError::Skew);
         }
-        let nonce = single(
-            parts,
-            &inner.nonce_header,
-            Malformed::Nonce,
-            Malformed::Nonce,
-        )?;
+        let nonce = found.nonce.single(Malformed::Nonce, Malformed::Nonce)?;
         if !nonce_is_strong(nonce) {
             return Err(Malformed::Nonce.into());
         }
-        let content = single(
-            parts,
-            &X_AMZ_CONTENT_SHA256,
-            Malformed::ContentHash,
-            Malformed::ContentHash,
-        )?;
+        let content = found
+            .content_sha256
+            .single(Malformed::ContentHash, Malformed::ContentHash)?;
         let payload = if content == UNSIGNED_PAYLOAD.as_bytes() {
             let path = parts.uri.path();
             if !inner
@@ -717,8 +784,8 @@ impl Verifier {
         } else {
             Payload::Hash(canonical::decode_hex32(content).ok_or(Malformed::ContentHash)?)
         };
-        if let Some(length) = parts.headers.get(http::header::CONTENT_LENGTH) {
-            let length: u64 = std::str::from_utf8(length.as_bytes())
+        if let Some(length) = found.content_length.first {
+            let length: u64 = std::str::from_utf8(length)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or(VerifyError::BodyTooLarge)?;
@@ -738,6 +805,9 @@ impl Verifier {
             signature,
             nonce: std::str::from_utf8(nonce).map_err(|_| Malformed::Nonce)?,
             payload,
+            host,
+            content_type: content_type.filter(|_| content_type_single),
+            content_sha256: content,
         })
     }
 
@@ -776,7 +846,22 @@ impl Verifier {
             let (creq, sts) = &mut *buffers;
             creq.clear();
             sts.clear();
-            canonical::write_request(
+            // The headers the precheck already read (each single-valued) are not looked up again.
+            let mut known: [(&str, &[u8]); 5] = [
+                ("x-amz-date", check.amz_date.as_bytes()),
+                (inner.nonce_header.as_str(), check.nonce.as_bytes()),
+                ("x-amz-content-sha256", check.content_sha256),
+                ("", b""),
+                ("", b""),
+            ];
+            let mut count = 3;
+            for (name, value) in [("host", check.host), ("content-type", check.content_type)] {
+                if let Some(value) = value {
+                    known[count] = (name, value);
+                    count += 1;
+                }
+            }
+            canonical::write_request_known(
                 creq,
                 parts.method.as_str(),
                 parts.uri.path().as_bytes(),
@@ -786,6 +871,7 @@ impl Verifier {
                 check.signed_headers,
                 payload,
                 inner.options,
+                &known[..count],
             )
             .map_err(Malformed::from)?;
             canonical::string_to_sign(sts, check.amz_date, check.scope, creq);
