@@ -521,7 +521,7 @@ pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
 pub(crate) fn decode_hex32(text: &[u8]) -> Option<[u8; 32]> {
     let text: &[u8; 64] = text.try_into().ok()?;
     let valid = text.iter().fold(true, |ok, &c| {
-        ok & (c.is_ascii_digit() | (c >= b'a') & (c <= b'f'))
+        ok & (c.is_ascii_digit() | (b'a'..=b'f').contains(&c))
     });
     if !valid {
         return None;

@@ -514,8 +514,9 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let rest = value
         .strip_prefix(PREFIX)
         .ok_or(Malformed::BadAuthorization)?;
-    let (mut credential, mut signed, mut signature): (Option<&[u8]>, Option<&[u8]>, Option<&[u8]>) =
-        (None, None, None);
+    let mut credential: Option<&[u8]> = None;
+    let mut signed: Option<&[u8]> = None;
+    let mut signature: Option<&[u8]> = None;
     let mut at = 0;
     loop {
         while rest.get(at) == Some(&b' ') {
