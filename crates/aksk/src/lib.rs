@@ -20,6 +20,22 @@
 //! Signatures are compared in constant time; derived signing keys are cached per (key, secret
 //! version, date) for the verifier's region and service.
 //!
+//! # What SigV4 itself leaves open
+//!
+//! These come from the SigV4 canonical form, and any verifier compatible with it shares them;
+//! handlers should read requests the same way:
+//!
+//! - query parameters are sorted, so `a=1&a=2` and `a=2&a=1` sign alike: do not give meaning
+//!   to the order of repeated parameters;
+//! - repeated headers are joined with `,`, so two `x-h` headers and one `x-h: a,b` sign alike;
+//! - `+` in a query is read as a space (as form decoders and the `aws-sigv4` crate read it);
+//!   an application reading raw `+` as a literal plus sees another value than was signed;
+//! - `STREAMING-*` (aws-chunked) payloads are not verified chunk by chunk here, so they are
+//!   refused; a route that must stream opts into `UNSIGNED-PAYLOAD` and checks the body itself.
+//!
+//! Flooding the credential store with made-up key ids, and one valid key filling the nonce
+//! store, are rate-limiting concerns: put a throttle in front of this layer.
+//!
 //! Credentials ([`AccessKeys`]) belong to an org and carry roles and scopes; the secret is
 //! returned once at issue and stored sealed with [`palisade_field_crypto`].
 //!
