@@ -329,6 +329,41 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
     if query.is_empty() {
         return Ok(());
     }
+    // Fast path: a few parameters already in canonical form (unreserved bytes only) are
+    // sorted as borrowed slices on the stack, with no allocation.
+    const FAST: usize = 16;
+    if query.iter().fold(true, |ok, &b| {
+        ok & (is_unreserved(b) | (b == b'&') | (b == b'='))
+    }) {
+        let mut params: [(&[u8], &[u8]); FAST] = [(&[], &[]); FAST];
+        let mut count = 0;
+        let mut fits = true;
+        for pair in query.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            if count == FAST {
+                fits = false;
+                break;
+            }
+            params[count] = match memchr::memchr(b'=', pair) {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            count += 1;
+        }
+        // A value holding `=` is not canonical (it encodes as %3D): take the slow path.
+        if fits && params[..count].iter().all(|(_, v)| !v.contains(&b'=')) {
+            let params = &mut params[..count];
+            params.sort_unstable();
+            for (i, (name, value)) in params.iter().enumerate() {
+                if i > 0 {
+                    out.push(b'&');
+                }
+                out.extend_from_slice(name);
+                out.push(b'=');
+                out.extend_from_slice(value);
+            }
+            return Ok(());
+        }
+    }
     let mut params: Vec<Param<'_>> = Vec::with_capacity(8);
     for pair in query.split(|&b| b == b'&') {
         if pair.is_empty() {
@@ -337,7 +372,7 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
         if params.len() == MAX_QUERY_PARAMS {
             return Err(CanonicalError::TooManyQueryParams);
         }
-        let (name, value) = match pair.iter().position(|&b| b == b'=') {
+        let (name, value) = match memchr::memchr(b'=', pair) {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &b""[..]),
         };
@@ -501,10 +536,7 @@ pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
         if done {
             return None;
         }
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == sep)
-            .map_or(bytes.len(), |i| start + i);
+        let end = memchr::memchr(sep, &bytes[start..]).map_or(bytes.len(), |i| start + i);
         // `sep` is ASCII, so both ends are character boundaries.
         let piece = text.get(start..end).unwrap_or_default();
         if end == bytes.len() {

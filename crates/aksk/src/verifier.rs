@@ -7,13 +7,11 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderName;
-use http::header::{AUTHORIZATION, HOST};
 use http::request::Parts;
 use palisade_core::{
     AuthMethod, Identity, Posture, PostureError, Profile, Severity, SharedClock, Surface,
 };
 use palisade_field_crypto::FieldCipher;
-use subtle::ConstantTimeEq as _;
 
 use crate::StoreError;
 use crate::canonical::{self, CanonicalError, CanonicalOptions, SigningKey};
@@ -148,6 +146,8 @@ pub struct Precheck<'a> {
     signature: [u8; 32],
     nonce: &'a str,
     payload: Payload,
+    /// The verifier's clock when the precheck ran (unix seconds).
+    now: u64,
     /// Single-valued headers already read, reused by the canonical request.
     host: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
@@ -476,27 +476,24 @@ struct Found<'a> {
 impl<'a> Found<'a> {
     fn scan(headers: &'a http::HeaderMap, nonce_name: &HeaderName) -> Self {
         let mut found = Self::default();
+        let nonce_name = nonce_name.as_str();
         for (name, value) in headers {
             let value = value.as_bytes();
-            let slot = if *name == AUTHORIZATION {
-                &mut found.authorization
-            } else if *name == HOST {
-                &mut found.host
-            } else if *name == http::header::CONTENT_TYPE {
-                &mut found.content_type
-            } else if *name == http::header::CONTENT_LENGTH {
-                &mut found.content_length
-            } else if *name == http::header::DATE {
-                found.date = true;
-                continue;
-            } else if *name == X_AMZ_DATE {
-                &mut found.amz_date
-            } else if name == nonce_name {
-                &mut found.nonce
-            } else if *name == X_AMZ_CONTENT_SHA256 {
-                &mut found.content_sha256
-            } else {
-                continue;
+            let name = name.as_str();
+            // Dispatch on the length first: one compare for most names.
+            let slot = match (name.len(), name) {
+                (13, "authorization") => &mut found.authorization,
+                (4, "host") => &mut found.host,
+                (12, "content-type") => &mut found.content_type,
+                (14, "content-length") => &mut found.content_length,
+                (4, "date") => {
+                    found.date = true;
+                    continue;
+                }
+                (10, "x-amz-date") => &mut found.amz_date,
+                (20, "x-amz-content-sha256") => &mut found.content_sha256,
+                _ if name == nonce_name => &mut found.nonce,
+                _ => continue,
             };
             slot.add(value);
         }
@@ -522,10 +519,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
         while rest.get(at) == Some(&b' ') {
             at += 1;
         }
-        let end = rest[at..]
-            .iter()
-            .position(|&b| b == b',')
-            .map_or(rest.len(), |p| at + p);
+        let end = memchr::memchr(b',', &rest[at..]).map_or(rest.len(), |p| at + p);
         let part = &rest[at..end];
         let (slot, text) = if let Some(v) = part.strip_prefix(b"Credential=") {
             (&mut credential, v)
@@ -547,10 +541,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
         return Err(Malformed::BadAuthorization);
     };
-    let slash = credential
-        .iter()
-        .position(|&b| b == b'/')
-        .ok_or(Malformed::BadScope)?;
+    let slash = memchr::memchr(b'/', credential).ok_or(Malformed::BadScope)?;
     let (key_id, scope) = (&credential[..slash], &credential[slash + 1..]);
     if scope.iter().filter(|&&b| b == b'/').count() != 3 || !scope.ends_with(b"/aws4_request") {
         return Err(Malformed::BadScope);
@@ -564,6 +555,13 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let sig = canonical::decode_hex32(signature).ok_or(Malformed::BadAuthorization)?;
     // The key id is ASCII (checked above); the scope and list are checked by their users.
     Ok((ascii(key_id)?, ascii(scope)?, ascii(signed)?, sig))
+}
+
+/// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
+/// cannot turn the fold into an early exit.
+fn ct_eq32(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    subtle::ConstantTimeEq::ct_eq(&std::hint::black_box(diff), &0u8).into()
 }
 
 /// `bytes` as text, or a malformed `Authorization`.
@@ -806,6 +804,7 @@ impl Verifier {
             signature,
             nonce: std::str::from_utf8(nonce).map_err(|_| Malformed::Nonce)?,
             payload,
+            now,
             host,
             content_type: content_type.filter(|_| content_type_single),
             content_sha256: content,
@@ -823,7 +822,7 @@ impl Verifier {
         record: &CredentialRecord,
     ) -> Result<u32, VerifyError> {
         let inner = &*self.inner;
-        let now = unix(inner.clock.now());
+        let now = check.now;
         if record.key_id != check.key_id {
             return Err(VerifyError::UnknownKey);
         }
@@ -886,7 +885,7 @@ impl Verifier {
                 let key = self.signing_key(&record.key_id, secret, date)?;
                 let expected = key.sign(sts.as_bytes());
                 // Every valid secret is computed and compared: no early exit on a match.
-                if bool::from(expected.ct_eq(&check.signature)) {
+                if ct_eq32(&expected, &check.signature) {
                     matched = Some(secret.version);
                 }
             }
@@ -918,7 +917,7 @@ impl Verifier {
     /// (nothing to compare for `UNSIGNED-PAYLOAD`).
     pub fn check_body(&self, check: &Precheck<'_>, actual: &[u8; 32]) -> Result<(), VerifyError> {
         match &check.payload {
-            Payload::Hash(claimed) if bool::from(claimed.ct_eq(actual)) => Ok(()),
+            Payload::Hash(claimed) if ct_eq32(claimed, actual) => Ok(()),
             Payload::Hash(_) => Err(VerifyError::BadBodyHash),
             Payload::Unsigned => Ok(()),
         }

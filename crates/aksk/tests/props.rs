@@ -73,6 +73,24 @@ proptest! {
         prop_assert_eq!(same, sa == sb);
     }
 
+    /// Already-canonical queries (the allocation-free fast path) come out sorted exactly as
+    /// the general path sorts them.
+    #[test]
+    fn canonical_queries_take_the_fast_path_correctly(
+        p in proptest::collection::vec(("[a-zA-Z0-9._~-]{1,6}", "[a-zA-Z0-9._~-]{0,6}"), 0..20),
+        bare in any::<bool>(),
+    ) {
+        let query = p
+            .iter()
+            .map(|(k, v)| if bare && v.is_empty() { k.clone() } else { format!("{k}={v}") })
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut sorted = p.clone();
+        sorted.sort();
+        let expected = sorted.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&");
+        prop_assert_eq!(canonical_query(&query).unwrap(), expected);
+    }
+
     /// Double encoding keeps distinct wire paths distinct.
     #[test]
     fn paths_are_injective(a in "/[a-z%0-9A-F/ ]{0,12}", b in "/[a-z%0-9A-F/ ]{0,12}") {
