@@ -148,6 +148,23 @@ impl PostgresCredentialStore {
     }
 }
 
+/// Commits when `outcome` is `Ok`, rolls back at once otherwise (a dropped transaction only
+/// rolls back when its connection is next used, and keeps its locks until then).
+async fn finish(
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    outcome: Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    match outcome {
+        Ok(()) => tx.commit().await.map_err(|e| err("commit", e)),
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rollback failed");
+            }
+            Err(e)
+        }
+    }
+}
+
 const SELECT: &str = "SELECT key_id, org, subject, roles, scopes, description, status, created_at, expires_at FROM palisade_access_keys";
 
 async fn insert_secrets(
@@ -171,24 +188,27 @@ async fn insert_secrets(
 impl CredentialStore for PostgresCredentialStore {
     async fn insert(&self, record: &CredentialRecord) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(|e| err("begin", e))?;
-        sqlx::query(
-            "INSERT INTO palisade_access_keys (key_id, org, subject, roles, scopes, description, status, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&record.key_id)
-        .bind(&record.org)
-        .bind(&record.subject)
-        .bind(&record.roles)
-        .bind(&record.scopes)
-        .bind(&record.description)
-        .bind(record.status.as_str())
-        .bind(to_i64(record.created_at))
-        .bind(record.expires_at.map(to_i64))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| err("key insert failed", e))?;
-        insert_secrets(&mut tx, &record.key_id, &record.secrets).await?;
-        tx.commit().await.map_err(|e| err("commit", e))
+        let inserted = async {
+            sqlx::query(
+                "INSERT INTO palisade_access_keys (key_id, org, subject, roles, scopes, description, status, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&record.key_id)
+            .bind(&record.org)
+            .bind(&record.subject)
+            .bind(&record.roles)
+            .bind(&record.scopes)
+            .bind(&record.description)
+            .bind(record.status.as_str())
+            .bind(to_i64(record.created_at))
+            .bind(record.expires_at.map(to_i64))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| err("key insert failed", e))?;
+            insert_secrets(&mut tx, &record.key_id, &record.secrets).await
+        }
+        .await;
+        finish(tx, inserted).await
     }
 
     async fn get(&self, key_id: &str) -> Result<Option<CredentialRecord>, StoreError> {
@@ -242,6 +262,9 @@ impl CredentialStore for PostgresCredentialStore {
             .await
             .map_err(|e| err("lock failed", e))?;
         if locked.is_none() {
+            // Roll back now: a dropped transaction only rolls back when its connection is next
+            // used, and until then it would keep the row lock.
+            tx.rollback().await.map_err(|e| err("rollback", e))?;
             return Ok(false);
         }
         let newest: Option<i64> = sqlx::query_scalar(
@@ -252,15 +275,19 @@ impl CredentialStore for PostgresCredentialStore {
         .await
         .map_err(|e| err("version lookup failed", e))?;
         if newest != Some(i64::from(expected_version)) {
+            tx.rollback().await.map_err(|e| err("rollback", e))?;
             return Ok(false);
         }
-        sqlx::query("DELETE FROM palisade_access_key_secrets WHERE key_id = $1")
-            .bind(key_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| err("secret delete failed", e))?;
-        insert_secrets(&mut tx, key_id, secrets).await?;
-        tx.commit().await.map_err(|e| err("commit", e))?;
+        let replaced = async {
+            sqlx::query("DELETE FROM palisade_access_key_secrets WHERE key_id = $1")
+                .bind(key_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| err("secret delete failed", e))?;
+            insert_secrets(&mut tx, key_id, secrets).await
+        }
+        .await;
+        finish(tx, replaced).await?;
         Ok(true)
     }
 }

@@ -504,36 +504,41 @@ impl<'a> Found<'a> {
 /// Parses `AWS4-HMAC-SHA256 Credential=<id>/<scope>, SignedHeaders=<list>, Signature=<hex>`.
 /// Each component exactly once, in any order; nothing else.
 pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]), Malformed> {
-    const PREFIX: &[u8] = b"AWS4-HMAC-SHA256 ";
+    const PREFIX: &str = "AWS4-HMAC-SHA256 ";
     if value.len() > 4096 {
         return Err(Malformed::BadAuthorization);
     }
-    let rest = value
+    // One UTF-8 check for the whole value; every index below sits next to an ASCII byte, so
+    // every slice is on a character boundary.
+    let text = std::str::from_utf8(value).map_err(|_| Malformed::BadAuthorization)?;
+    let rest = text
         .strip_prefix(PREFIX)
         .ok_or(Malformed::BadAuthorization)?;
-    let mut credential: Option<&[u8]> = None;
-    let mut signed: Option<&[u8]> = None;
-    let mut signature: Option<&[u8]> = None;
+    let bytes = rest.as_bytes();
+    let (mut credential, mut signed, mut signature) = (None, None, None);
     let mut at = 0;
     loop {
-        while rest.get(at) == Some(&b' ') {
+        while bytes.get(at) == Some(&b' ') {
             at += 1;
         }
-        let end = memchr::memchr(b',', &rest[at..]).map_or(rest.len(), |p| at + p);
-        let part = &rest[at..end];
-        let (slot, text) = if let Some(v) = part.strip_prefix(b"Credential=") {
+        let mut end = at;
+        while end < bytes.len() && bytes[end] != b',' {
+            end += 1;
+        }
+        let part = rest.get(at..end).ok_or(Malformed::BadAuthorization)?;
+        let (slot, field) = if let Some(v) = part.strip_prefix("Credential=") {
             (&mut credential, v)
-        } else if let Some(v) = part.strip_prefix(b"SignedHeaders=") {
+        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
             (&mut signed, v)
-        } else if let Some(v) = part.strip_prefix(b"Signature=") {
+        } else if let Some(v) = part.strip_prefix("Signature=") {
             (&mut signature, v)
         } else {
             return Err(Malformed::BadAuthorization);
         };
-        if slot.replace(text).is_some() {
+        if slot.replace(field).is_some() {
             return Err(Malformed::BadAuthorization);
         }
-        if end == rest.len() {
+        if end == bytes.len() {
             break;
         }
         at = end + 1;
@@ -541,20 +546,18 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
         return Err(Malformed::BadAuthorization);
     };
-    let slash = memchr::memchr(b'/', credential).ok_or(Malformed::BadScope)?;
-    let (key_id, scope) = (&credential[..slash], &credential[slash + 1..]);
-    if scope.iter().filter(|&&b| b == b'/').count() != 3 || !scope.ends_with(b"/aws4_request") {
+    let (key_id, scope) = credential.split_once('/').ok_or(Malformed::BadScope)?;
+    if scope.bytes().filter(|&b| b == b'/').count() != 3 || !scope.ends_with("/aws4_request") {
         return Err(Malformed::BadScope);
     }
     if key_id.is_empty()
         || key_id.len() > MAX_KEY_ID_LEN
-        || !canonical::class::all(key_id, canonical::class::ALNUM)
+        || !canonical::class::all(key_id.as_bytes(), canonical::class::ALNUM)
     {
         return Err(Malformed::BadAuthorization);
     }
-    let sig = canonical::decode_hex32(signature).ok_or(Malformed::BadAuthorization)?;
-    // The key id is ASCII (checked above); the scope and list are checked by their users.
-    Ok((ascii(key_id)?, ascii(scope)?, ascii(signed)?, sig))
+    let sig = canonical::decode_hex32(signature.as_bytes()).ok_or(Malformed::BadAuthorization)?;
+    Ok((key_id, scope, signed, sig))
 }
 
 /// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
@@ -562,11 +565,6 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
 fn ct_eq32(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     subtle::ConstantTimeEq::ct_eq(&std::hint::black_box(diff), &0u8).into()
-}
-
-/// `bytes` as text, or a malformed `Authorization`.
-fn ascii(bytes: &[u8]) -> Result<&str, Malformed> {
-    std::str::from_utf8(bytes).map_err(|_| Malformed::BadAuthorization)
 }
 
 /// Parses `YYYYMMDDTHHMMSSZ` to unix seconds.
@@ -632,8 +630,11 @@ fn under_prefix(path: &str, prefix: &str) -> bool {
 
 fn nonce_is_strong(nonce: &[u8]) -> bool {
     use canonical::class;
-    let charset = class::all(nonce, class::NONCE);
-    let all_hex = class::all(nonce, class::HEX);
+    let classes = nonce
+        .iter()
+        .fold(0xff, |acc, &b| acc & class::TABLE[usize::from(b)]);
+    let charset = classes & class::NONCE != 0;
+    let all_hex = classes & class::HEX != 0;
     // At least 128 bits whatever the encoding: 32 hex digits, or 22 base64url characters.
     let min = if all_hex { 32 } else { 22 };
     charset && nonce.len() >= min && nonce.len() <= MAX_NONCE_LEN
@@ -694,12 +695,21 @@ impl Verifier {
             Malformed::DuplicateAuthorization,
         )?;
         let (key_id, scope, signed, signature) = parse_authorization(authorization)?;
-        canonical::check_signed_headers(signed).map_err(Malformed::from)?;
-        // One pass over the (sorted) list for the four names that must be in it.
+        // One pass over the list: lowercase token names, strictly ascending, at most
+        // MAX_SIGNED_HEADERS, and the names that must be in it.
         let nonce_name = inner.nonce_header.as_str().as_bytes();
         let mut seen = [false; 4];
         let mut content_type_signed = false;
-        for name in signed.as_bytes().split(|&b| b == b';') {
+        let mut previous: &[u8] = &[];
+        for (i, name) in signed.as_bytes().split(|&b| b == b';').enumerate() {
+            if name.is_empty()
+                || i >= canonical::MAX_SIGNED_HEADERS
+                || !canonical::class::all(name, canonical::class::TOKEN_LOWER)
+                || (i > 0 && previous >= name)
+            {
+                return Err(Malformed::Canonical(CanonicalError::BadSignedHeaders).into());
+            }
+            previous = name;
             match name {
                 b"host" => seen[0] = true,
                 b"content-type" => content_type_signed = true,
