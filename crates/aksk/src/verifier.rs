@@ -504,41 +504,36 @@ impl<'a> Found<'a> {
 /// Parses `AWS4-HMAC-SHA256 Credential=<id>/<scope>, SignedHeaders=<list>, Signature=<hex>`.
 /// Each component exactly once, in any order; nothing else.
 pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]), Malformed> {
-    const PREFIX: &str = "AWS4-HMAC-SHA256 ";
+    const PREFIX: &[u8] = b"AWS4-HMAC-SHA256 ";
     if value.len() > 4096 {
         return Err(Malformed::BadAuthorization);
     }
-    // One UTF-8 check for the whole value; every index below sits next to an ASCII byte, so
-    // every slice is on a character boundary.
-    let text = std::str::from_utf8(value).map_err(|_| Malformed::BadAuthorization)?;
-    let rest = text
+    let rest = value
         .strip_prefix(PREFIX)
         .ok_or(Malformed::BadAuthorization)?;
-    let bytes = rest.as_bytes();
-    let (mut credential, mut signed, mut signature) = (None, None, None);
+    let mut credential: Option<&[u8]> = None;
+    let mut signed: Option<&[u8]> = None;
+    let mut signature: Option<&[u8]> = None;
     let mut at = 0;
     loop {
-        while bytes.get(at) == Some(&b' ') {
+        while rest.get(at) == Some(&b' ') {
             at += 1;
         }
-        let mut end = at;
-        while end < bytes.len() && bytes[end] != b',' {
-            end += 1;
-        }
-        let part = rest.get(at..end).ok_or(Malformed::BadAuthorization)?;
-        let (slot, field) = if let Some(v) = part.strip_prefix("Credential=") {
+        let end = memchr::memchr(b',', &rest[at..]).map_or(rest.len(), |p| at + p);
+        let part = &rest[at..end];
+        let (slot, text) = if let Some(v) = part.strip_prefix(b"Credential=") {
             (&mut credential, v)
-        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+        } else if let Some(v) = part.strip_prefix(b"SignedHeaders=") {
             (&mut signed, v)
-        } else if let Some(v) = part.strip_prefix("Signature=") {
+        } else if let Some(v) = part.strip_prefix(b"Signature=") {
             (&mut signature, v)
         } else {
             return Err(Malformed::BadAuthorization);
         };
-        if slot.replace(field).is_some() {
+        if slot.replace(text).is_some() {
             return Err(Malformed::BadAuthorization);
         }
-        if end == bytes.len() {
+        if end == rest.len() {
             break;
         }
         at = end + 1;
@@ -546,18 +541,27 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
         return Err(Malformed::BadAuthorization);
     };
-    let (key_id, scope) = credential.split_once('/').ok_or(Malformed::BadScope)?;
-    if scope.bytes().filter(|&b| b == b'/').count() != 3 || !scope.ends_with("/aws4_request") {
+    let slash = memchr::memchr(b'/', credential).ok_or(Malformed::BadScope)?;
+    let (key_id, scope) = (&credential[..slash], &credential[slash + 1..]);
+    if scope.iter().filter(|&&b| b == b'/').count() != 3 || !scope.ends_with(b"/aws4_request") {
         return Err(Malformed::BadScope);
     }
     if key_id.is_empty()
         || key_id.len() > MAX_KEY_ID_LEN
-        || !canonical::class::all(key_id.as_bytes(), canonical::class::ALNUM)
+        || !canonical::class::all(key_id, canonical::class::ALNUM)
     {
         return Err(Malformed::BadAuthorization);
     }
-    let sig = canonical::decode_hex32(signature.as_bytes()).ok_or(Malformed::BadAuthorization)?;
-    Ok((key_id, scope, signed, sig))
+    let sig = canonical::decode_hex32(signature).ok_or(Malformed::BadAuthorization)?;
+    // One UTF-8 check for the whole value; each piece is then sliced out of it (its ends sit
+    // next to ASCII separators, so on character boundaries).
+    let text = std::str::from_utf8(value).map_err(|_| Malformed::BadAuthorization)?;
+    let piece = |part: &[u8]| {
+        let start = part.as_ptr() as usize - value.as_ptr() as usize;
+        text.get(start..start + part.len())
+            .ok_or(Malformed::BadAuthorization)
+    };
+    Ok((piece(key_id)?, piece(scope)?, piece(signed)?, sig))
 }
 
 /// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
@@ -738,11 +742,14 @@ impl Verifier {
             return Err(Malformed::Unsigned("content-type").into());
         }
         // The scope's shape was checked by the parser: date/region/service/aws4_request.
-        let mut scope_parts = canonical::split_ascii(scope, b'/');
+        let mut scope_parts = scope.as_bytes().split(|&b| b == b'/');
         let date = scope_parts.next().unwrap_or_default();
         let region = scope_parts.next().unwrap_or_default();
         let service = scope_parts.next().unwrap_or_default();
-        if region != inner.region || service != inner.service || date.len() != 8 {
+        if region != inner.region.as_bytes()
+            || service != inner.service.as_bytes()
+            || date.len() != 8
+        {
             return Err(Malformed::BadScope.into());
         }
         let host = found.host.first;
@@ -764,7 +771,7 @@ impl Verifier {
         }
         let amz_date = found.amz_date.single(Malformed::Date, Malformed::Date)?;
         let timestamp = parse_amz_date(amz_date).ok_or(Malformed::BadDate)?;
-        if amz_date[..8] != *date.as_bytes() {
+        if amz_date[..8] != *date {
             return Err(Malformed::ScopeDate.into());
         }
         let now = unix(inner.clock.now());
