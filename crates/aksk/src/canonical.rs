@@ -343,14 +343,18 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
                 fits = false;
                 break;
             }
-            params[count] = match memchr::memchr(b'=', pair) {
+            params[count] = match find_byte(b'=', pair) {
                 Some(at) => (&pair[..at], &pair[at + 1..]),
                 None => (pair, &b""[..]),
             };
             count += 1;
         }
         // A value holding `=` is not canonical (it encodes as %3D): take the slow path.
-        if fits && params[..count].iter().all(|(_, v)| !v.contains(&b'=')) {
+        if fits
+            && params[..count]
+                .iter()
+                .all(|(_, v)| find_byte(b'=', v).is_none())
+        {
             let params = &mut params[..count];
             params.sort_unstable();
             for (i, (name, value)) in params.iter().enumerate() {
@@ -372,7 +376,7 @@ pub fn canonical_query(out: &mut Vec<u8>, query: &[u8]) -> Result<(), CanonicalE
         if params.len() == MAX_QUERY_PARAMS {
             return Err(CanonicalError::TooManyQueryParams);
         }
-        let (name, value) = match memchr::memchr(b'=', pair) {
+        let (name, value) = match find_byte(b'=', pair) {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, &b""[..]),
         };
@@ -526,6 +530,16 @@ fn known_headers(
     Ok(())
 }
 
+/// The first `needle` in `haystack`: a plain loop for the short strings of a signature (where
+/// a vectorized search costs more to dispatch than to run), `memchr` for longer ones.
+pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+    if haystack.len() < 32 {
+        haystack.iter().position(|&b| b == needle)
+    } else {
+        memchr::memchr(needle, haystack)
+    }
+}
+
 /// Splits `text` at each ASCII `sep` byte (a plain byte loop: cheaper than a char searcher on
 /// the short strings of a signature).
 pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
@@ -536,7 +550,7 @@ pub(crate) fn split_ascii(text: &str, sep: u8) -> impl Iterator<Item = &str> {
         if done {
             return None;
         }
-        let end = memchr::memchr(sep, &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        let end = find_byte(sep, &bytes[start..]).map_or(bytes.len(), |i| start + i);
         // `sep` is ASCII, so both ends are character boundaries.
         let piece = text.get(start..end).unwrap_or_default();
         if end == bytes.len() {

@@ -519,7 +519,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
         while rest.get(at) == Some(&b' ') {
             at += 1;
         }
-        let end = memchr::memchr(b',', &rest[at..]).map_or(rest.len(), |p| at + p);
+        let end = canonical::find_byte(b',', &rest[at..]).map_or(rest.len(), |p| at + p);
         let part = &rest[at..end];
         let (slot, text) = if let Some(v) = part.strip_prefix(b"Credential=") {
             (&mut credential, v)
@@ -541,7 +541,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
         return Err(Malformed::BadAuthorization);
     };
-    let slash = memchr::memchr(b'/', credential).ok_or(Malformed::BadScope)?;
+    let slash = canonical::find_byte(b'/', credential).ok_or(Malformed::BadScope)?;
     let (key_id, scope) = (&credential[..slash], &credential[slash + 1..]);
     if scope.iter().filter(|&&b| b == b'/').count() != 3 || !scope.ends_with(b"/aws4_request") {
         return Err(Malformed::BadScope);
