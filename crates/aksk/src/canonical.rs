@@ -595,32 +595,6 @@ pub fn canonical_request(
     options: CanonicalOptions,
 ) -> Result<(), CanonicalError> {
     check_signed_headers(signed_headers)?;
-    write_request(
-        out,
-        method,
-        path,
-        query,
-        headers,
-        host_fallback,
-        signed_headers,
-        payload_hash,
-        options,
-    )
-}
-
-/// [`canonical_request`] for a signed-header list already checked.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn write_request(
-    out: &mut Vec<u8>,
-    method: &str,
-    path: &[u8],
-    query: &[u8],
-    headers: &http::HeaderMap,
-    host_fallback: Option<&str>,
-    signed_headers: &str,
-    payload_hash: &str,
-    options: CanonicalOptions,
-) -> Result<(), CanonicalError> {
     write_request_known(
         out,
         method,
@@ -635,8 +609,8 @@ pub(crate) fn write_request(
     )
 }
 
-/// [`write_request`] with single-valued headers already read from the request (name, value):
-/// those are not looked up again.
+/// [`canonical_request`] for a signed-header list already checked, with single-valued headers
+/// already read from the request (name, value): those are not looked up again.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_request_known(
     out: &mut Vec<u8>,

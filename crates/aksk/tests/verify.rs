@@ -121,48 +121,16 @@ fn resign_keeping_nonce<C, N>(
     req: &mut http::Request<Full<Bytes>>,
     nonce: HeaderValue,
 ) {
-    use aws_credential_types::Credentials;
-    use aws_sigv4::http_request::{
-        PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
-    };
-    use aws_smithy_runtime_api::client::identity::Identity as AwsIdentity;
     req.headers_mut().insert("x-palisade-nonce", nonce);
     req.headers_mut().remove("x-amz-date");
     req.headers_mut().remove("x-amz-content-sha256");
-    let identity: AwsIdentity = Credentials::new(
+    aws_sign_in_place(
+        req,
+        BODY,
         &fx.issued.key_id,
         fx.issued.secret.expose_secret(),
-        None,
-        None,
-        "t",
-    )
-    .into();
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(REGION)
-        .name(SERVICE)
-        .time(fx.clock.now())
-        .settings(settings)
-        .build()
-        .unwrap()
-        .into();
-    let uri = req.uri().to_string();
-    let headers: Vec<(String, String)> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-        .collect();
-    let signable = SignableRequest::new(
-        req.method().as_str(),
-        uri,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(BODY),
-    )
-    .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    instructions.apply_to_request_http1x(req);
+        fx.clock.now(),
+    );
 }
 
 #[tokio::test]

@@ -166,15 +166,26 @@ pub fn sign_with_aws(
     secret: &str,
     time: SystemTime,
 ) {
+    request
+        .headers_mut()
+        .insert("x-palisade-nonce", HeaderValue::from_str(&nonce()).unwrap());
+    aws_sign_in_place(request, body, key_id, secret, time);
+}
+
+/// Signs `request` as it is (whatever nonce it carries) with the `aws-sigv4` crate.
+pub fn aws_sign_in_place(
+    request: &mut Request<Full<Bytes>>,
+    body: &[u8],
+    key_id: &str,
+    secret: &str,
+    time: SystemTime,
+) {
     use aws_credential_types::Credentials;
     use aws_sigv4::http_request::{
         PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
     };
     use aws_smithy_runtime_api::client::identity::Identity as AwsIdentity;
 
-    request
-        .headers_mut()
-        .insert("x-palisade-nonce", HeaderValue::from_str(&nonce()).unwrap());
     let identity: AwsIdentity =
         Credentials::new(key_id, secret, None, None, "palisade-test").into();
     let mut settings = SigningSettings::default();
