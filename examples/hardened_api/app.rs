@@ -420,12 +420,9 @@ async fn route_signed_requests(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let claims_sigv4 = request
-        .headers()
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .any(|v| v.as_bytes().starts_with(b"AWS4-"));
-    if claims_sigv4 && request.uri().path().starts_with("/api/") {
+    let signed_api = palisade::aksk::server::claims_sigv4(request.headers())
+        && request.uri().path().starts_with("/api/");
+    if signed_api {
         use tower::ServiceExt as _;
         match signed.oneshot(request).await {
             Ok(response) => response,

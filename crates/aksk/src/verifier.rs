@@ -887,7 +887,11 @@ impl Verifier {
                 parts.uri.authority().map(|a| a.as_str()),
                 check.signed_headers,
                 payload,
-                inner.options,
+                // The precheck refused every path normalization would change: skip it here.
+                CanonicalOptions {
+                    path_normalization: canonical::PathNormalization::Disabled,
+                    ..inner.options
+                },
                 &known[..count],
             )
             .map_err(Malformed::from)?;
