@@ -107,6 +107,8 @@ pub(crate) mod class {
     pub(crate) const NONCE: u8 = 8;
     /// `0-9a-fA-F`.
     pub(crate) const HEX: u8 = 16;
+    /// A signed-header list: lowercase token characters and `;`.
+    pub(crate) const LIST: u8 = 32;
 
     pub(crate) const TABLE: [u8; 256] = {
         let mut t = [0u8; 256];
@@ -138,7 +140,10 @@ pub(crate) mod class {
                         | b'~'
                 )
             {
-                v |= TOKEN_LOWER;
+                v |= TOKEN_LOWER | LIST;
+            }
+            if c == b';' {
+                v |= LIST;
             }
             if alnum {
                 v |= ALNUM;
@@ -427,7 +432,7 @@ pub fn check_signed_headers(list: &str) -> Result<(), CanonicalError> {
 }
 
 /// Writes one header value trimmed, with runs of spaces and tabs collapsed to one space.
-fn write_trimmed(out: &mut Vec<u8>, value: &[u8]) {
+pub(crate) fn write_trimmed(out: &mut Vec<u8>, value: &[u8]) {
     // Fast path: no space or control byte at all (dates, hashes, nonces, hosts, media types)
     // is one branch-free scan and one copy.
     if value.iter().fold(0u8, |acc, &b| acc | u8::from(b <= b' ')) == 0 {
@@ -490,40 +495,6 @@ pub fn canonical_headers(
             }
             (None, "host", Some(host)) => write_trimmed(out, host.as_bytes()),
             (None, _, _) => return Err(CanonicalError::MissingSignedHeader),
-        }
-        out.push(b'\n');
-    }
-    Ok(())
-}
-
-/// Canonical headers where `known` answers for the names it holds (each single-valued, as the
-/// verifier's precheck made sure) and the map for the rest.
-fn known_headers(
-    out: &mut Vec<u8>,
-    headers: &http::HeaderMap,
-    host_fallback: Option<&str>,
-    signed: &str,
-    known: &[(&str, &[u8])],
-) -> Result<(), CanonicalError> {
-    for name in split_ascii(signed, b';') {
-        out.extend_from_slice(name.as_bytes());
-        out.push(b':');
-        if let Some((_, value)) = known.iter().find(|(n, _)| *n == name) {
-            write_trimmed(out, value);
-        } else {
-            let mut values = headers.get_all(name).iter().peekable();
-            if values.peek().is_none() {
-                match (name, host_fallback) {
-                    ("host", Some(host)) => write_trimmed(out, host.as_bytes()),
-                    _ => return Err(CanonicalError::MissingSignedHeader),
-                }
-            }
-            for (i, value) in values.enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_trimmed(out, value.as_bytes());
-            }
         }
         out.push(b'\n');
     }
@@ -595,34 +566,20 @@ pub fn canonical_request(
     options: CanonicalOptions,
 ) -> Result<(), CanonicalError> {
     check_signed_headers(signed_headers)?;
-    write_request_known(
-        out,
-        method,
-        path,
-        query,
-        headers,
-        host_fallback,
-        signed_headers,
-        payload_hash,
-        options,
-        &[],
-    )
+    write_request_head(out, method, path, query, options)?;
+    canonical_headers(out, headers, host_fallback, signed_headers)?;
+    write_request_tail(out, signed_headers.as_bytes(), payload_hash.as_bytes());
+    Ok(())
 }
 
-/// [`canonical_request`] for a signed-header list already checked, with single-valued headers
-/// already read from the request (name, value): those are not looked up again.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn write_request_known(
+/// The canonical request up to its headers: method, canonical URI and canonical query, each
+/// followed by a newline.
+pub(crate) fn write_request_head(
     out: &mut Vec<u8>,
     method: &str,
     path: &[u8],
     query: &[u8],
-    headers: &http::HeaderMap,
-    host_fallback: Option<&str>,
-    signed_headers: &str,
-    payload_hash: &str,
     options: CanonicalOptions,
-    known: &[(&str, &[u8])],
 ) -> Result<(), CanonicalError> {
     out.extend_from_slice(method.as_bytes());
     out.push(b'\n');
@@ -630,16 +587,16 @@ pub(crate) fn write_request_known(
     out.push(b'\n');
     canonical_query(out, query)?;
     out.push(b'\n');
-    if known.is_empty() {
-        canonical_headers(out, headers, host_fallback, signed_headers)?;
-    } else {
-        known_headers(out, headers, host_fallback, signed_headers, known)?;
-    }
-    out.push(b'\n');
-    out.extend_from_slice(signed_headers.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(payload_hash.as_bytes());
     Ok(())
+}
+
+/// The canonical request after its headers: the blank line, the signed-header list and the
+/// payload hash.
+pub(crate) fn write_request_tail(out: &mut Vec<u8>, signed_headers: &[u8], payload_hash: &[u8]) {
+    out.push(b'\n');
+    out.extend_from_slice(signed_headers);
+    out.push(b'\n');
+    out.extend_from_slice(payload_hash);
 }
 
 /// The credential scope `<yyyymmdd>/<region>/<service>/aws4_request`.
@@ -659,6 +616,23 @@ pub fn string_to_sign(out: &mut String, amz_date: &str, scope: &str, canonical_r
     out.push_str(hex32(&digest).as_str());
 }
 
+/// [`string_to_sign`] into bytes (the verifier's form: its inputs were checked to be ASCII).
+pub(crate) fn write_string_to_sign(
+    out: &mut Vec<u8>,
+    amz_date: &[u8],
+    scope: &[u8],
+    canonical_request: &[u8],
+) {
+    let digest: [u8; 32] = Sha256::digest(canonical_request).into();
+    out.extend_from_slice(ALGORITHM.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(amz_date);
+    out.push(b'\n');
+    out.extend_from_slice(scope);
+    out.push(b'\n');
+    out.extend_from_slice(&hex32(&digest).0);
+}
+
 /// Lowercase hex of 32 bytes, on the stack.
 #[derive(Clone, Copy, Debug)]
 pub struct Hex32([u8; 64]);
@@ -673,11 +647,20 @@ impl Hex32 {
 
 /// Lowercase hex of `bytes` without allocating.
 pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Both digits of each byte from one table: one load and one two-byte store per byte.
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut b = 0;
+        while b < 256 {
+            t[b] = [HEX[b >> 4], HEX[b & 15]];
+            b += 1;
+        }
+        t
+    };
     let mut out = [0u8; 64];
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 15)];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&PAIRS[usize::from(b)]);
     }
     Hex32(out)
 }

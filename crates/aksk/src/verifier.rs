@@ -140,9 +140,14 @@ pub enum Malformed {
 #[derive(Clone, Debug)]
 pub struct Precheck<'a> {
     key_id: &'a str,
-    scope: &'a str,
-    amz_date: &'a str,
-    signed_headers: &'a str,
+    /// Checked ASCII: `<yyyymmdd>/<region>/<service>/aws4_request`.
+    scope: &'a [u8],
+    /// Checked: `YYYYMMDDTHHMMSSZ`.
+    amz_date: &'a [u8],
+    /// Checked: lowercase token names, `;`-separated, strictly ascending.
+    signed_headers: &'a [u8],
+    /// Where each signed header's value comes from, in list order.
+    plan: Plan,
     signature: [u8; 32],
     nonce: &'a str,
     payload: Payload,
@@ -152,6 +157,32 @@ pub struct Precheck<'a> {
     host: Option<&'a [u8]>,
     content_type: Option<&'a [u8]>,
     content_sha256: &'a [u8],
+}
+
+/// Where the value of a signed header comes from when the canonical request is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// `x-amz-date`, already parsed (digits only: written as is).
+    AmzDate,
+    /// The nonce, already checked against its alphabet (written as is).
+    Nonce,
+    /// `x-amz-content-sha256`, already checked (written as is).
+    ContentSha256,
+    /// The single `Host` header, else the URI authority (trimmed).
+    Host,
+    /// The single `Content-Type` header (trimmed).
+    ContentType,
+    /// Any other header: looked up in the map, repeated values joined.
+    Map,
+}
+
+/// The signed-header list, split once by the precheck: where each name ends and where its
+/// value comes from.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    ends: [u16; canonical::MAX_SIGNED_HEADERS],
+    sources: [Source; canonical::MAX_SIGNED_HEADERS],
+    len: u8,
 }
 
 /// What the request says about its body.
@@ -219,8 +250,8 @@ type Cache = HashMap<CacheKey, CacheEntry, std::hash::BuildHasherDefault<TagHash
 
 thread_local! {
     /// Reused buffers for the canonical request and the string to sign.
-    static BUFFERS: std::cell::RefCell<(Vec<u8>, String)> =
-        std::cell::RefCell::new((Vec::with_capacity(1024), String::with_capacity(256)));
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        std::cell::RefCell::new((Vec::with_capacity(1024), Vec::with_capacity(256)));
 }
 
 /// Builds a [`Verifier`].
@@ -501,9 +532,16 @@ impl<'a> Found<'a> {
     }
 }
 
+/// What [`parse_authorization`] answers: key id, scope, signed-header list, signature.
+pub type AuthorizationParts<'a> = (&'a [u8], &'a [u8], &'a [u8], [u8; 32]);
+
 /// Parses `AWS4-HMAC-SHA256 Credential=<id>/<scope>, SignedHeaders=<list>, Signature=<hex>`.
 /// Each component exactly once, in any order; nothing else.
-pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]), Malformed> {
+///
+/// Answers the key id, the scope and the signed-header list as bytes (the key id was checked
+/// to be alphanumeric; the other two are checked by [`Verifier::precheck`]) and the decoded
+/// signature.
+pub fn parse_authorization(value: &[u8]) -> Result<AuthorizationParts<'_>, Malformed> {
     const PREFIX: &[u8] = b"AWS4-HMAC-SHA256 ";
     if value.len() > 4096 {
         return Err(Malformed::BadAuthorization);
@@ -553,15 +591,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<(&str, &str, &str, [u8; 32]),
         return Err(Malformed::BadAuthorization);
     }
     let sig = canonical::decode_hex32(signature).ok_or(Malformed::BadAuthorization)?;
-    // One UTF-8 check for the whole value; each piece is then sliced out of it (its ends sit
-    // next to ASCII separators, so on character boundaries).
-    let text = std::str::from_utf8(value).map_err(|_| Malformed::BadAuthorization)?;
-    let piece = |part: &[u8]| {
-        let start = part.as_ptr() as usize - value.as_ptr() as usize;
-        text.get(start..start + part.len())
-            .ok_or(Malformed::BadAuthorization)
-    };
-    Ok((piece(key_id)?, piece(scope)?, piece(signed)?, sig))
+    Ok((key_id, scope, signed, sig))
 }
 
 /// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
@@ -644,6 +674,56 @@ fn nonce_is_strong(nonce: &[u8]) -> bool {
     charset && nonce.len() >= min && nonce.len() <= MAX_NONCE_LEN
 }
 
+/// Writes the canonical headers following the precheck's plan: the values it already read and
+/// checked are written as they are, the rest are read from the map.
+fn write_planned_headers(
+    out: &mut Vec<u8>,
+    parts: &Parts,
+    check: &Precheck<'_>,
+) -> Result<(), CanonicalError> {
+    let plan = &check.plan;
+    let mut start = 0;
+    for (&end, &source) in plan.ends.iter().zip(&plan.sources).take(plan.len.into()) {
+        let end = usize::from(end);
+        let name = &check.signed_headers[start..end];
+        start = end + 1;
+        out.extend_from_slice(name);
+        out.push(b':');
+        match source {
+            Source::AmzDate => out.extend_from_slice(check.amz_date),
+            Source::Nonce => out.extend_from_slice(check.nonce.as_bytes()),
+            Source::ContentSha256 => out.extend_from_slice(check.content_sha256),
+            Source::Host => {
+                let host = check
+                    .host
+                    .or_else(|| parts.uri.authority().map(|a| a.as_str().as_bytes()))
+                    .ok_or(CanonicalError::MissingSignedHeader)?;
+                canonical::write_trimmed(out, host);
+            }
+            Source::ContentType => {
+                let value = check
+                    .content_type
+                    .ok_or(CanonicalError::MissingSignedHeader)?;
+                canonical::write_trimmed(out, value);
+            }
+            Source::Map => {
+                // The list's alphabet was checked: ASCII.
+                let name =
+                    std::str::from_utf8(name).map_err(|_| CanonicalError::BadSignedHeaders)?;
+                let mut values = parts.headers.get_all(name).iter();
+                let first = values.next().ok_or(CanonicalError::MissingSignedHeader)?;
+                canonical::write_trimmed(out, first.as_bytes());
+                for value in values {
+                    out.push(b',');
+                    canonical::write_trimmed(out, value.as_bytes());
+                }
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(())
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -699,33 +779,74 @@ impl Verifier {
             Malformed::DuplicateAuthorization,
         )?;
         let (key_id, scope, signed, signature) = parse_authorization(authorization)?;
-        // One pass over the list: lowercase token names, strictly ascending, at most
-        // MAX_SIGNED_HEADERS, and the names that must be in it.
+        // The list's alphabet in one branch-free pass, then one split: non-empty names,
+        // strictly ascending, at most MAX_SIGNED_HEADERS, and the names that must be in it. Each
+        // name's value source is noted so the canonical request needs no second lookup.
+        if !canonical::class::all(signed, canonical::class::LIST) || signed.len() > u16::MAX.into()
+        {
+            return Err(Malformed::Canonical(CanonicalError::BadSignedHeaders).into());
+        }
         let nonce_name = inner.nonce_header.as_str().as_bytes();
+        let content_type_single = !found.content_type.many;
+        let mut plan = Plan {
+            ends: [0; canonical::MAX_SIGNED_HEADERS],
+            sources: [Source::Map; canonical::MAX_SIGNED_HEADERS],
+            len: 0,
+        };
         let mut seen = [false; 4];
         let mut content_type_signed = false;
         let mut previous: &[u8] = &[];
-        for (i, name) in signed.as_bytes().split(|&b| b == b';').enumerate() {
-            if name.is_empty()
-                || i >= canonical::MAX_SIGNED_HEADERS
-                || !canonical::class::all(name, canonical::class::TOKEN_LOWER)
-                || (i > 0 && previous >= name)
+        let mut start = 0;
+        for i in 0..=canonical::MAX_SIGNED_HEADERS {
+            let end = signed[start..]
+                .iter()
+                .position(|&b| b == b';')
+                .map_or(signed.len(), |p| start + p);
+            let name = &signed[start..end];
+            if name.is_empty() || i == canonical::MAX_SIGNED_HEADERS || (i > 0 && previous >= name)
             {
                 return Err(Malformed::Canonical(CanonicalError::BadSignedHeaders).into());
             }
-            previous = name;
-            match name {
-                b"host" => seen[0] = true,
-                b"content-type" => content_type_signed = true,
-                b"x-amz-date" => seen[1] = true,
-                b"x-amz-content-sha256" => seen[2] = true,
-                n if n == nonce_name => seen[3] = true,
+            let source = match name {
+                b"host" => {
+                    seen[0] = true;
+                    Source::Host
+                }
+                b"content-type" => {
+                    content_type_signed = true;
+                    if content_type_single {
+                        Source::ContentType
+                    } else {
+                        Source::Map
+                    }
+                }
+                b"x-amz-date" => {
+                    seen[1] = true;
+                    Source::AmzDate
+                }
+                b"x-amz-content-sha256" => {
+                    seen[2] = true;
+                    Source::ContentSha256
+                }
+                n if n == nonce_name => {
+                    seen[3] = true;
+                    Source::Nonce
+                }
                 b"date" if found.date => {
                     // Only x-amz-date carries the time; a signed Date could disagree with it.
                     return Err(Malformed::Date.into());
                 }
-                _ => {}
+                _ => Source::Map,
+            };
+            // Both fit: the list is at most u16::MAX long and i < MAX_SIGNED_HEADERS.
+            plan.ends[i] = end as u16;
+            plan.sources[i] = source;
+            plan.len = (i + 1) as u8;
+            previous = name;
+            if end == signed.len() {
+                break;
             }
+            start = end + 1;
         }
         for (present, label) in
             seen.into_iter()
@@ -737,12 +858,11 @@ impl Verifier {
         }
         // A body's media type decides how it is parsed: when sent, it is signed.
         let content_type = found.content_type.first;
-        let content_type_single = !found.content_type.many;
         if !content_type_signed && content_type.is_some() {
             return Err(Malformed::Unsigned("content-type").into());
         }
         // The scope's shape was checked by the parser: date/region/service/aws4_request.
-        let mut scope_parts = scope.as_bytes().split(|&b| b == b'/');
+        let mut scope_parts = scope.split(|&b| b == b'/');
         let date = scope_parts.next().unwrap_or_default();
         let region = scope_parts.next().unwrap_or_default();
         let service = scope_parts.next().unwrap_or_default();
@@ -813,11 +933,12 @@ impl Verifier {
             return Err(Malformed::Path.into());
         }
         Ok(Precheck {
-            key_id,
+            // Checked alphanumeric by the parser; the nonce's alphabet was checked above.
+            key_id: std::str::from_utf8(key_id).map_err(|_| Malformed::BadAuthorization)?,
             scope,
-            // Both were checked to be ASCII above (date digits, nonce alphabet).
-            amz_date: std::str::from_utf8(amz_date).map_err(|_| Malformed::BadDate)?,
+            amz_date,
             signed_headers: signed,
+            plan,
             signature,
             nonce: std::str::from_utf8(nonce).map_err(|_| Malformed::Nonce)?,
             payload,
@@ -849,53 +970,33 @@ impl Verifier {
         if record.expires_at.is_some_and(|at| now >= at) {
             return Err(VerifyError::ExpiredKey);
         }
-        let payload_hex;
-        let payload: &str = match &check.payload {
-            Payload::Hash(claimed) => {
-                payload_hex = canonical::hex32(claimed);
-                payload_hex.as_str()
-            }
-            Payload::Unsigned => UNSIGNED_PAYLOAD,
+        let payload: &[u8] = match &check.payload {
+            // The header as sent: decode_hex32 accepted only 64 lowercase hex digits.
+            Payload::Hash(_) => check.content_sha256,
+            Payload::Unsigned => UNSIGNED_PAYLOAD.as_bytes(),
         };
-        let date = &check.amz_date[..8];
+        // Checked to be eight digits by the precheck.
+        let date = std::str::from_utf8(&check.amz_date[..8]).map_err(|_| Malformed::BadDate)?;
         BUFFERS.with(|buffers| {
             let mut buffers = buffers.borrow_mut();
             let (creq, sts) = &mut *buffers;
             creq.clear();
             sts.clear();
-            // The headers the precheck already read (each single-valued) are not looked up again.
-            let mut known: [(&str, &[u8]); 5] = [
-                ("x-amz-date", check.amz_date.as_bytes()),
-                (inner.nonce_header.as_str(), check.nonce.as_bytes()),
-                ("x-amz-content-sha256", check.content_sha256),
-                ("", b""),
-                ("", b""),
-            ];
-            let mut count = 3;
-            for (name, value) in [("host", check.host), ("content-type", check.content_type)] {
-                if let Some(value) = value {
-                    known[count] = (name, value);
-                    count += 1;
-                }
-            }
-            canonical::write_request_known(
+            canonical::write_request_head(
                 creq,
                 parts.method.as_str(),
                 parts.uri.path().as_bytes(),
                 parts.uri.query().unwrap_or("").as_bytes(),
-                &parts.headers,
-                parts.uri.authority().map(|a| a.as_str()),
-                check.signed_headers,
-                payload,
                 // The precheck refused every path normalization would change: skip it here.
                 CanonicalOptions {
                     path_normalization: canonical::PathNormalization::Disabled,
                     ..inner.options
                 },
-                &known[..count],
             )
             .map_err(Malformed::from)?;
-            canonical::string_to_sign(sts, check.amz_date, check.scope, creq);
+            write_planned_headers(creq, parts, check).map_err(Malformed::from)?;
+            canonical::write_request_tail(creq, check.signed_headers, payload);
+            canonical::write_string_to_sign(sts, check.amz_date, check.scope, creq);
             let mut matched = None;
             let mut any_valid = false;
             for secret in &record.secrets {
@@ -904,7 +1005,7 @@ impl Verifier {
                 }
                 any_valid = true;
                 let key = self.signing_key(&record.key_id, secret, date)?;
-                let expected = key.sign(sts.as_bytes());
+                let expected = key.sign(sts);
                 // Every valid secret is computed and compared: no early exit on a match.
                 if ct_eq32(&expected, &check.signature) {
                     matched = Some(secret.version);
@@ -1052,9 +1153,9 @@ mod tests {
         assert_eq!(
             (id, scope, signed),
             (
-                "AKID",
-                "20150830/us-east-1/svc/aws4_request",
-                "host;x-amz-date"
+                &b"AKID"[..],
+                &b"20150830/us-east-1/svc/aws4_request"[..],
+                &b"host;x-amz-date"[..]
             )
         );
         let text = std::str::from_utf8(good).unwrap();
