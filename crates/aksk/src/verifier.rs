@@ -796,12 +796,10 @@ impl Verifier {
         let mut seen = [false; 4];
         let mut content_type_signed = false;
         let mut previous: &[u8] = &[];
+        let mut separators = canonical::Positions::new(signed, b';');
         let mut start = 0;
         for i in 0..=canonical::MAX_SIGNED_HEADERS {
-            let end = signed[start..]
-                .iter()
-                .position(|&b| b == b';')
-                .map_or(signed.len(), |p| start + p);
+            let end = separators.next().unwrap_or(signed.len());
             let name = &signed[start..end];
             if name.is_empty() || i == canonical::MAX_SIGNED_HEADERS || (i > 0 && previous >= name)
             {
@@ -862,10 +860,15 @@ impl Verifier {
             return Err(Malformed::Unsigned("content-type").into());
         }
         // The scope's shape was checked by the parser: date/region/service/aws4_request.
-        let mut scope_parts = scope.split(|&b| b == b'/');
-        let date = scope_parts.next().unwrap_or_default();
-        let region = scope_parts.next().unwrap_or_default();
-        let service = scope_parts.next().unwrap_or_default();
+        let mut slashes = canonical::Positions::new(scope, b'/');
+        let (first, second, third) = (
+            slashes.next().unwrap_or_default(),
+            slashes.next().unwrap_or_default(),
+            slashes.next().unwrap_or_default(),
+        );
+        let date = &scope[..first];
+        let region = scope.get(first + 1..second).unwrap_or_default();
+        let service = scope.get(second + 1..third).unwrap_or_default();
         if region != inner.region.as_bytes()
             || service != inner.service.as_bytes()
             || date.len() != 8
