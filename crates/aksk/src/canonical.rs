@@ -95,6 +95,86 @@ pub struct CanonicalOptions {
     pub path_normalization: PathNormalization,
 }
 
+/// Eight bytes at a time in a `u64` (SWAR): the signature path runs these on every byte of
+/// the headers, where a byte loop's serial chain and mispredicted exits cost more than the
+/// arithmetic.
+pub(crate) mod swar {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = L * 0x80;
+
+    /// The eight bytes of `bytes` from `at`, little-endian; bytes past the end read as `pad`.
+    /// The tail is assembled in registers (a copy to the stack and a wide reload would stall
+    /// store forwarding).
+    #[inline(always)]
+    pub(crate) fn load(bytes: &[u8], at: usize, pad: u8) -> u64 {
+        let rest = bytes.get(at..).unwrap_or_default();
+        if let Some(chunk) = rest.first_chunk::<8>() {
+            return u64::from_le_bytes(*chunk);
+        }
+        let tail = match bytes.last_chunk::<8>() {
+            Some(last) => u64::from_le_bytes(*last)
+                .checked_shr(8 * (8 - rest.len() as u32))
+                .unwrap_or(0),
+            None => rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b)),
+        };
+        let padding = (L * u64::from(pad))
+            .checked_shl(8 * rest.len() as u32)
+            .unwrap_or(0);
+        tail | padding
+    }
+
+    /// The high bit of each byte of `w` equal to `needle`, exactly (no borrow crosses bytes).
+    #[inline(always)]
+    pub(crate) fn eq(w: u64, needle: u8) -> u64 {
+        const LOW7: u64 = !H;
+        let x = w ^ (L * u64::from(needle));
+        !(((x & LOW7) + LOW7) | x | LOW7)
+    }
+
+    /// The high bit of each byte of `w` in `lo..=hi`, for bytes below 0x80 (`hi` < 0x80).
+    #[inline(always)]
+    fn in_range(w: u64, lo: u8, hi: u8) -> u64 {
+        let ge = |k: u8| ((w | H) - L * u64::from(k)) & H;
+        ge(lo) & !ge(hi + 1)
+    }
+
+    /// Whether every byte of `bytes` lies in one of `ranges` (inclusive, all below 0x80).
+    #[inline(always)]
+    pub(crate) fn all_in(bytes: &[u8], ranges: &[(u8, u8)]) -> bool {
+        let Some(&(pad, _)) = ranges.first() else {
+            return bytes.is_empty();
+        };
+        let mut bad = 0;
+        let mut at = 0;
+        while at < bytes.len() {
+            let w = load(bytes, at, pad);
+            let ok = ranges
+                .iter()
+                .fold(0, |ok, &(lo, hi)| ok | in_range(w, lo, hi));
+            bad |= (w & H) | (ok ^ H);
+            at += 8;
+        }
+        bad == 0
+    }
+
+    /// `A-Za-z0-9`.
+    pub(crate) const ALNUM: &[(u8, u8)] = &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')];
+    /// The nonce alphabet, `A-Za-z0-9-_`.
+    pub(crate) const NONCE: &[(u8, u8)] = &[
+        (b'a', b'z'),
+        (b'A', b'Z'),
+        (b'0', b'9'),
+        (b'-', b'-'),
+        (b'_', b'_'),
+    ];
+    /// Hex digits of either case.
+    pub(crate) const HEX: &[(u8, u8)] = &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')];
+    /// The header names of real lists, `a-z0-9-` and `;` (other token characters take the
+    /// table).
+    pub(crate) const COMMON_LIST: &[(u8, u8)] =
+        &[(b'a', b'z'), (b'0', b'9'), (b'-', b'-'), (b';', b';')];
+}
+
 /// Byte classes, looked up instead of tested: the signature path runs them on every byte.
 pub(crate) mod class {
     /// `A-Za-z0-9-_.~`: kept as is by SigV4 encoding.
@@ -531,8 +611,6 @@ pub(crate) struct Positions<'a> {
 }
 
 impl<'a> Positions<'a> {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-
     pub(crate) fn new(bytes: &'a [u8], needle: u8) -> Self {
         let mut positions = Self {
             bytes,
@@ -544,30 +622,10 @@ impl<'a> Positions<'a> {
         positions
     }
 
-    /// The high bit of each byte of the word at `at` that equals the needle (exactly: no
-    /// false positives from borrows). Past the end, bytes are padding that never matches.
+    /// The high bit of each byte of the word at `at` that equals the needle; past the end,
+    /// padding that never matches.
     fn matches_at(&self, at: usize) -> u64 {
-        let rest = self.bytes.get(at..).unwrap_or_default();
-        let word = match rest.first_chunk::<8>() {
-            Some(chunk) => u64::from_le_bytes(*chunk),
-            // The tail, assembled in a register (a copy to the stack and a wide reload would
-            // stall store forwarding): the last eight bytes shifted down when there are that
-            // many, else byte by byte; the bytes past the end are padding.
-            None => {
-                let tail = match self.bytes.last_chunk::<8>() {
-                    Some(last) => u64::from_le_bytes(*last)
-                        .checked_shr(8 * (8 - rest.len() as u32))
-                        .unwrap_or(0),
-                    None => rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b)),
-                };
-                let padding = (0x0101_0101_0101_0101 * u64::from(!self.needle))
-                    .checked_shl(8 * rest.len() as u32)
-                    .unwrap_or(0);
-                tail | padding
-            }
-        };
-        let x = word ^ (0x0101_0101_0101_0101 * u64::from(self.needle));
-        !(((x & Self::LOW7) + Self::LOW7) | x | Self::LOW7)
+        swar::eq(swar::load(self.bytes, at, !self.needle), self.needle)
     }
 }
 
@@ -984,6 +1042,35 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The SWAR alphabet checks answer as the byte table does: every byte value at every
+    /// position and length up to 20, for each alphabet.
+    #[test]
+    fn swar_alphabets_match_the_table() {
+        let sets: [(&[(u8, u8)], u8); 3] = [
+            (swar::ALNUM, class::ALNUM),
+            (swar::NONCE, class::NONCE),
+            (swar::HEX, class::HEX),
+        ];
+        let list = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b';';
+        for len in 1..=20usize {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut text = vec![b'7'; len];
+                    text[at] = b;
+                    for (ranges, class) in sets {
+                        assert_eq!(
+                            swar::all_in(&text, ranges),
+                            class::all(&text, class),
+                            "{b:#04x} at {at} of {len}"
+                        );
+                    }
+                    assert_eq!(swar::all_in(&text, swar::COMMON_LIST), list(b));
+                }
+            }
+        }
+        assert!(swar::all_in(b"", swar::ALNUM));
     }
 
     /// The documented example from the AWS General Reference (signing key derivation).

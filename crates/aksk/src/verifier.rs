@@ -407,6 +407,11 @@ impl VerifierBuilder {
         posture.finish()?;
         Ok(Verifier {
             inner: Arc::new(Inner {
+                // The scope after its date, for the common Authorization layout; only when
+                // region and service hold no separator the general parser splits at.
+                scope_tail: (!self.region.contains(['/', ','])
+                    && !self.service.contains(['/', ',']))
+                .then(|| format!("/{}/{}/aws4_request", self.region, self.service).into_bytes()),
                 service: self.service,
                 region: self.region,
                 window: self.window,
@@ -439,6 +444,7 @@ pub struct Verifier {
 struct Inner {
     service: String,
     region: String,
+    scope_tail: Option<Vec<u8>>,
     window: Duration,
     nonce_header: HeaderName,
     max_body: usize,
@@ -586,12 +592,63 @@ pub fn parse_authorization(value: &[u8]) -> Result<AuthorizationParts<'_>, Malfo
     }
     if key_id.is_empty()
         || key_id.len() > MAX_KEY_ID_LEN
-        || !canonical::class::all(key_id, canonical::class::ALNUM)
+        || !canonical::swar::all_in(key_id, canonical::swar::ALNUM)
     {
         return Err(Malformed::BadAuthorization);
     }
     let sig = canonical::decode_hex32(signature).ok_or(Malformed::BadAuthorization)?;
     Ok((key_id, scope, signed, sig))
+}
+
+/// The layout every common signer writes,
+/// `AWS4-HMAC-SHA256 Credential=<id>/<yyyymmdd><scope_tail>, SignedHeaders=<list>,
+/// Signature=<64 hex>` (with `,` or `, ` between components), parsed without searching for
+/// separators: the signature sits at a fixed distance from the end and the scope after the key
+/// id is known but for its date. Answers `None` for any other text, which then goes to
+/// [`parse_authorization`]; when it answers, that parser answers the same (the list holds no
+/// `,`, the key id no `/` or `,`, the date is digits, and `scope_tail` has no `,` and exactly
+/// three `/`, ending in `/aws4_request`).
+fn parse_common_layout<'a>(value: &'a [u8], scope_tail: &[u8]) -> Option<AuthorizationParts<'a>> {
+    const PREFIX: &[u8] = b"AWS4-HMAC-SHA256 Credential=";
+    const SIGNATURE: &[u8] = b"Signature=";
+    const SIGNED: &[u8] = b"SignedHeaders=";
+    if value.len() > 4096 {
+        return None;
+    }
+    let rest = value.strip_prefix(PREFIX)?;
+    let (head, signature) = rest.split_at_checked(rest.len().checked_sub(64)?)?;
+    let head = head.strip_suffix(SIGNATURE)?;
+    let head = head
+        .strip_suffix(b", ")
+        .or_else(|| head.strip_suffix(b","))?;
+    let slash = canonical::find_byte(b'/', head.get(..=MAX_KEY_ID_LEN).unwrap_or(head))?;
+    let (key_id, after) = head.split_at(slash);
+    let scope_len = 1 + 8 + scope_tail.len();
+    let (scope, after) = after.split_at_checked(scope_len)?;
+    let scope = &scope[1..];
+    let (date, tail) = scope.split_at(8);
+    if tail != scope_tail || !date.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let list = after
+        .strip_prefix(b", ")
+        .or_else(|| after.strip_prefix(b","))?
+        .strip_prefix(SIGNED)?;
+    if key_id.is_empty()
+        || !canonical::swar::all_in(key_id, canonical::swar::ALNUM)
+        || !signed_list_alphabet(list)
+    {
+        return None;
+    }
+    let signature = canonical::decode_hex32(signature)?;
+    Some((key_id, scope, list, signature))
+}
+
+/// Whether a signed-header list holds only lowercase token characters and `;`: the common
+/// alphabet eight bytes at a time, the table for the rest.
+fn signed_list_alphabet(list: &[u8]) -> bool {
+    canonical::swar::all_in(list, canonical::swar::COMMON_LIST)
+        || canonical::class::all(list, canonical::class::LIST)
 }
 
 /// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
@@ -663,12 +720,9 @@ fn under_prefix(path: &str, prefix: &str) -> bool {
 }
 
 fn nonce_is_strong(nonce: &[u8]) -> bool {
-    use canonical::class;
-    let classes = nonce
-        .iter()
-        .fold(0xff, |acc, &b| acc & class::TABLE[usize::from(b)]);
-    let charset = classes & class::NONCE != 0;
-    let all_hex = classes & class::HEX != 0;
+    use canonical::swar;
+    let charset = swar::all_in(nonce, swar::NONCE);
+    let all_hex = swar::all_in(nonce, swar::HEX);
     // At least 128 bits whatever the encoding: 32 hex digits, or 22 base64url characters.
     let min = if all_hex { 32 } else { 22 };
     charset && nonce.len() >= min && nonce.len() <= MAX_NONCE_LEN
@@ -778,12 +832,19 @@ impl Verifier {
             Malformed::MissingAuthorization,
             Malformed::DuplicateAuthorization,
         )?;
-        let (key_id, scope, signed, signature) = parse_authorization(authorization)?;
+        let common = inner
+            .scope_tail
+            .as_deref()
+            .and_then(|tail| parse_common_layout(authorization, tail));
+        let list_checked = common.is_some();
+        let (key_id, scope, signed, signature) = match common {
+            Some(parts) => parts,
+            None => parse_authorization(authorization)?,
+        };
         // The list's alphabet in one branch-free pass, then one split: non-empty names,
         // strictly ascending, at most MAX_SIGNED_HEADERS, and the names that must be in it. Each
         // name's value source is noted so the canonical request needs no second lookup.
-        if !canonical::class::all(signed, canonical::class::LIST) || signed.len() > u16::MAX.into()
-        {
+        if !(list_checked || signed_list_alphabet(signed)) || signed.len() > u16::MAX.into() {
             return Err(Malformed::Canonical(CanonicalError::BadSignedHeaders).into());
         }
         let nonce_name = inner.nonce_header.as_str().as_bytes();
@@ -1173,6 +1234,58 @@ mod tests {
             text.replace("fbf31", "fbf3"),
         ] {
             assert!(parse_authorization(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    /// The common-layout parser answers for the layout signers write, and whenever it answers,
+    /// the general parser answers the same.
+    #[test]
+    fn common_layout_agrees_with_the_general_parser() {
+        let tail = b"/us-east-1/svc/aws4_request";
+        let good = b"AWS4-HMAC-SHA256 Credential=AKID/20150830/us-east-1/svc/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+        assert_eq!(
+            parse_common_layout(good, tail),
+            parse_authorization(good).ok()
+        );
+        assert!(parse_common_layout(good, tail).is_some());
+        let compact = String::from_utf8_lossy(good).replace(", ", ",");
+        assert!(parse_common_layout(compact.as_bytes(), tail).is_some());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        #[test]
+        fn common_layout_never_disagrees(
+            key in proptest::prop_oneof!["[A-Za-z0-9]{1,64}", "[A-Za-z0-9/,]{0,70}"],
+            date in proptest::prop_oneof!["[0-9]{8}", "[0-9/,a]{6,9}"],
+            region in proptest::sample::select(vec!["us-east-1", "us-east-2", "us/east", ""]),
+            sep1 in proptest::sample::select(vec![",", ", ", ",  ", " ,", ""]),
+            list in proptest::prop_oneof!["[a-z;-]{0,24}", "[a-z;,= -]{0,24}"],
+            sep2 in proptest::sample::select(vec![",", ", ", ",  ", " ,", ""]),
+            sig in proptest::prop_oneof!["[0-9a-f]{64}", "[0-9a-fA-F,]{62,66}"],
+            swap in proptest::bool::ANY,
+        ) {
+            let credential = format!("Credential={key}/{date}/{region}/svc/aws4_request");
+            let signed = format!("SignedHeaders={list}");
+            let (first, second) = if swap { (&signed, &credential) } else { (&credential, &signed) };
+            let value = format!("AWS4-HMAC-SHA256 {first}{sep1}{second}{sep2}Signature={sig}");
+            let common = parse_common_layout(value.as_bytes(), b"/us-east-1/svc/aws4_request");
+            if let Some(parts) = common {
+                proptest::prop_assert_eq!(Ok(parts), parse_authorization(value.as_bytes()));
+            }
+            // The layout every signer writes is always taken.
+            let layout = key.bytes().all(|b| b.is_ascii_alphanumeric())
+                && !key.is_empty()
+                && date.len() == 8
+                && date.bytes().all(|b| b.is_ascii_digit())
+                && region == "us-east-1"
+                && !swap
+                && matches!(sep1, "," | ", ")
+                && matches!(sep2, "," | ", ")
+                && !list.contains([',', '=', ' '])
+                && sig.len() == 64
+                && sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            proptest::prop_assert_eq!(common.is_some(), layout);
         }
     }
 
