@@ -140,6 +140,39 @@ fn aksk(c: &mut Criterion) {
             &creq,
         );
 
+        // The ratios, measured interleaved: rounds of floor and verify alternate, so the
+        // machine's drift (a shared, noisy host) hits both alike; the median round is printed.
+        let floor_once = || {
+            let body = sha2::Sha256::digest(black_box(&case.body));
+            let creq = sha2::Sha256::digest(black_box(&creq));
+            let sig = cached.sign(black_box(sts.as_bytes()));
+            black_box((body, creq, sig));
+        };
+        let verify_once = || {
+            black_box(
+                verifier
+                    .verify_buffered(black_box(&parts), black_box(&case.body), &record)
+                    .expect("ok"),
+            );
+        };
+        let aws_once = || {
+            black_box(aws_sign(&case, &parts));
+        };
+        // PALISADE_BENCH_INTERLEAVED=0 skips them (under a profiler, say).
+        if std::env::var("PALISADE_BENCH_INTERLEAVED").as_deref() != Ok("0") {
+            let (floor_ns, verify_ns, ratio) = interleaved(floor_once, verify_once);
+            println!(
+                "aksk/{}: interleaved medians: floor {floor_ns:.0} ns, verify {verify_ns:.0} ns, verify/floor {ratio:.2}x",
+                case.name
+            );
+            let (aws_ns, verify_ns, ratio) = interleaved(aws_once, verify_once);
+            println!(
+                "aksk/{}: interleaved medians: aws-sigv4 {aws_ns:.0} ns, verify {verify_ns:.0} ns, aws-sigv4/verify {:.2}x",
+                case.name,
+                1.0 / ratio
+            );
+        }
+
         let mut group = c.benchmark_group(format!("aksk/{}", case.name));
         if case.body.len() >= 64 * 1024 {
             group.throughput(Throughput::Bytes(case.body.len() as u64));
@@ -251,6 +284,42 @@ fn aksk(c: &mut Criterion) {
             .expect("store")
         })
     });
+}
+
+/// Times `a` and `b` in alternating rounds and answers the median per-call time of each and
+/// the median of the per-round ratios `b / a`.
+fn interleaved(mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64, f64) {
+    const ROUNDS: usize = 301;
+    const BATCH: u32 = 64;
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        for _ in 0..BATCH {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(BATCH)
+    };
+    for _ in 0..20 {
+        time(&mut a);
+        time(&mut b);
+    }
+    let (mut ta, mut tb, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (x, y) = if round % 2 == 0 {
+            let x = time(&mut a);
+            (x, time(&mut b))
+        } else {
+            let y = time(&mut b);
+            (time(&mut a), y)
+        };
+        ta.push(x);
+        tb.push(y);
+        ratios.push(y / x);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut ta), median(&mut tb), median(&mut ratios))
 }
 
 /// The `aws-sigv4` crate signing the same request (it derives the key every time: it has no

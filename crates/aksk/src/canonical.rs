@@ -157,18 +157,35 @@ pub(crate) mod swar {
         bad == 0
     }
 
+    /// The first eight bytes of `name` (zero-padded) as a big-endian number: names whose keys
+    /// differ order as their keys do (header names hold no zero byte).
+    #[inline(always)]
+    pub(crate) fn order_key(name: &[u8]) -> u64 {
+        load(name, 0, 0).swap_bytes()
+    }
+
+    /// A nonce's alphabet in one pass: whether every byte is in `A-Za-z0-9-_`, and whether
+    /// every byte is a hex digit.
+    pub(crate) fn nonce_classes(bytes: &[u8]) -> (bool, bool) {
+        let (mut not_nonce, mut not_hex) = (0, 0);
+        let mut at = 0;
+        while at < bytes.len() {
+            let w = load(bytes, at, b'0');
+            let hex = in_range(w, b'0', b'9') | in_range(w, b'a', b'f') | in_range(w, b'A', b'F');
+            let nonce = hex
+                | in_range(w, b'g', b'z')
+                | in_range(w, b'G', b'Z')
+                | in_range(w, b'-', b'-')
+                | in_range(w, b'_', b'_');
+            not_nonce |= (w & H) | (nonce ^ H);
+            not_hex |= (w & H) | (hex ^ H);
+            at += 8;
+        }
+        (not_nonce == 0, not_hex == 0)
+    }
+
     /// `A-Za-z0-9`.
     pub(crate) const ALNUM: &[(u8, u8)] = &[(b'a', b'z'), (b'A', b'Z'), (b'0', b'9')];
-    /// The nonce alphabet, `A-Za-z0-9-_`.
-    pub(crate) const NONCE: &[(u8, u8)] = &[
-        (b'a', b'z'),
-        (b'A', b'Z'),
-        (b'0', b'9'),
-        (b'-', b'-'),
-        (b'_', b'_'),
-    ];
-    /// Hex digits of either case.
-    pub(crate) const HEX: &[(u8, u8)] = &[(b'0', b'9'), (b'a', b'f'), (b'A', b'F')];
     /// The header names of real lists, `a-z0-9-` and `;` (other token characters take the
     /// table).
     pub(crate) const COMMON_LIST: &[(u8, u8)] =
@@ -320,17 +337,17 @@ pub fn path_needs_normalization(path: &[u8]) -> bool {
     if path.is_empty() {
         return false;
     }
-    let Some(body) = path.strip_prefix(b"/") else {
+    if path[0] != b'/' {
         return true;
-    };
-    let mut segments = body.split(|&b| b == b'/').peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if matches!(seg, b"." | b"..") || (seg.is_empty() && !last) {
-            return true;
-        }
     }
-    false
+    // Each segment starts after a `/`: only the byte after it can begin `/` (an empty segment
+    // that is not the last), `.` or `..` (a dot segment, ending at the next `/` or the end).
+    Positions::new(path, b'/').any(|at| {
+        matches!(
+            &path[at + 1..],
+            [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
+        )
+    })
 }
 
 /// Whether the verifier and a router can only read `path` one way: no dot segments and no
@@ -1015,6 +1032,37 @@ mod tests {
         assert_eq!(decode_hex32(&[b'0'; 65]), None);
     }
 
+    /// The separator-driven check answers as a segment split does, for every path of up to
+    /// eight bytes over `/`, `.` and a letter.
+    #[test]
+    fn normalization_check_matches_a_segment_split() {
+        fn by_segments(path: &[u8]) -> bool {
+            if path.is_empty() {
+                return false;
+            }
+            let Some(body) = path.strip_prefix(b"/") else {
+                return true;
+            };
+            let segments: Vec<&[u8]> = body.split(|&b| b == b'/').collect();
+            segments.iter().enumerate().any(|(i, seg)| {
+                matches!(*seg, b"." | b"..") || (seg.is_empty() && i + 1 < segments.len())
+            })
+        }
+        let mut checked = 0;
+        for len in 0..=8u32 {
+            for n in 0..3usize.pow(len) {
+                let path: Vec<u8> = (0..len).map(|i| b"/.a"[n / 3usize.pow(i) % 3]).collect();
+                assert_eq!(
+                    path_needs_normalization(&path),
+                    by_segments(&path),
+                    "{path:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 9841);
+    }
+
     /// The word-at-a-time search finds exactly what a byte loop finds, at every length and
     /// alignment, with every byte value around (including bytes that differ from the needle
     /// only in the high bit, and the needle's complement used as padding).
@@ -1048,11 +1096,7 @@ mod tests {
     /// position and length up to 20, for each alphabet.
     #[test]
     fn swar_alphabets_match_the_table() {
-        let sets: [(&[(u8, u8)], u8); 3] = [
-            (swar::ALNUM, class::ALNUM),
-            (swar::NONCE, class::NONCE),
-            (swar::HEX, class::HEX),
-        ];
+        let sets: [(&[(u8, u8)], u8); 1] = [(swar::ALNUM, class::ALNUM)];
         let list = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b';';
         for len in 1..=20usize {
             for at in 0..len {
@@ -1067,10 +1111,44 @@ mod tests {
                         );
                     }
                     assert_eq!(swar::all_in(&text, swar::COMMON_LIST), list(b));
+                    assert_eq!(
+                        swar::nonce_classes(&text),
+                        (
+                            class::all(&text, class::NONCE),
+                            class::all(&text, class::HEX)
+                        )
+                    );
                 }
             }
         }
         assert!(swar::all_in(b"", swar::ALNUM));
+    }
+
+    /// Ordering keys order as the names do whenever they differ.
+    #[test]
+    fn order_keys_order_names() {
+        let names: [&[u8]; 10] = [
+            b"a",
+            b"host",
+            b"hosts",
+            b"content-type",
+            b"content-typf",
+            b"x-amz-date",
+            b"x-amz-content-sha256",
+            b"x-palisade-nonce",
+            b"abcdefgh",
+            b"abcdefghi",
+        ];
+        for a in names {
+            for b in names {
+                let (ka, kb) = (swar::order_key(a), swar::order_key(b));
+                if ka != kb {
+                    assert_eq!(ka < kb, a < b, "{a:?} {b:?}");
+                } else {
+                    assert!(a == b || (a.len() >= 8 && b.len() >= 8 && a[..8] == b[..8]));
+                }
+            }
+        }
     }
 
     /// The documented example from the AWS General Reference (signing key derivation).

@@ -720,9 +720,7 @@ fn under_prefix(path: &str, prefix: &str) -> bool {
 }
 
 fn nonce_is_strong(nonce: &[u8]) -> bool {
-    use canonical::swar;
-    let charset = swar::all_in(nonce, swar::NONCE);
-    let all_hex = swar::all_in(nonce, swar::HEX);
+    let (charset, all_hex) = canonical::swar::nonce_classes(nonce);
     // At least 128 bits whatever the encoding: 32 hex digits, or 22 base64url characters.
     let min = if all_hex { 32 } else { 22 };
     charset && nonce.len() >= min && nonce.len() <= MAX_NONCE_LEN
@@ -836,6 +834,7 @@ impl Verifier {
             .scope_tail
             .as_deref()
             .and_then(|tail| parse_common_layout(authorization, tail));
+        // The common layout checked the list's alphabet and the scope's region and service.
         let list_checked = common.is_some();
         let (key_id, scope, signed, signature) = match common {
             Some(parts) => parts,
@@ -857,15 +856,21 @@ impl Verifier {
         let mut seen = [false; 4];
         let mut content_type_signed = false;
         let mut previous: &[u8] = &[];
+        let mut previous_key = 0;
         let mut separators = canonical::Positions::new(signed, b';');
         let mut start = 0;
         for i in 0..=canonical::MAX_SIGNED_HEADERS {
             let end = separators.next().unwrap_or(signed.len());
             let name = &signed[start..end];
-            if name.is_empty() || i == canonical::MAX_SIGNED_HEADERS || (i > 0 && previous >= name)
-            {
+            // Strictly ascending: by the first eight bytes, and by the whole names only when
+            // those are equal.
+            let key = canonical::swar::order_key(name);
+            let ascending =
+                i == 0 || previous_key < key || (previous_key == key && previous < name);
+            if name.is_empty() || i == canonical::MAX_SIGNED_HEADERS || !ascending {
                 return Err(Malformed::Canonical(CanonicalError::BadSignedHeaders).into());
             }
+            previous_key = key;
             let source = match name {
                 b"host" => {
                     seen[0] = true;
@@ -920,22 +925,28 @@ impl Verifier {
         if !content_type_signed && content_type.is_some() {
             return Err(Malformed::Unsigned("content-type").into());
         }
-        // The scope's shape was checked by the parser: date/region/service/aws4_request.
-        let mut slashes = canonical::Positions::new(scope, b'/');
-        let (first, second, third) = (
-            slashes.next().unwrap_or_default(),
-            slashes.next().unwrap_or_default(),
-            slashes.next().unwrap_or_default(),
-        );
-        let date = &scope[..first];
-        let region = scope.get(first + 1..second).unwrap_or_default();
-        let service = scope.get(second + 1..third).unwrap_or_default();
-        if region != inner.region.as_bytes()
-            || service != inner.service.as_bytes()
-            || date.len() != 8
-        {
-            return Err(Malformed::BadScope.into());
-        }
+        // The scope's shape was checked by the parser: date/region/service/aws4_request. The
+        // common-layout parser also matched region and service.
+        let date = if list_checked {
+            &scope[..8]
+        } else {
+            let mut slashes = canonical::Positions::new(scope, b'/');
+            let (first, second, third) = (
+                slashes.next().unwrap_or_default(),
+                slashes.next().unwrap_or_default(),
+                slashes.next().unwrap_or_default(),
+            );
+            let date = &scope[..first];
+            let region = scope.get(first + 1..second).unwrap_or_default();
+            let service = scope.get(second + 1..third).unwrap_or_default();
+            if region != inner.region.as_bytes()
+                || service != inner.service.as_bytes()
+                || date.len() != 8
+            {
+                return Err(Malformed::BadScope.into());
+            }
+            date
+        };
         let host = found.host.first;
         if found.host.many {
             return Err(Malformed::DuplicateHost.into());
