@@ -1079,8 +1079,7 @@ impl Verifier {
                     continue;
                 }
                 any_valid = true;
-                let key = self.signing_key(&record.key_id, secret, date)?;
-                let expected = key.sign(sts);
+                let expected = self.sign(&record.key_id, secret, date, sts)?;
                 // Every valid secret is computed and compared: no early exit on a match.
                 if ct_eq32(&expected, &check.signature) {
                     matched = Some(secret.version);
@@ -1146,6 +1145,28 @@ impl Verifier {
         secret: &StoredSecret,
         date: &str,
     ) -> Result<SigningKey, VerifyError> {
+        self.with_signing_key(key_id, secret, date, SigningKey::clone)
+    }
+
+    /// The signature of `string_to_sign` with the signing key for (key, secret version, date),
+    /// computed under the cache's read lock on a hit (the key is not copied out).
+    fn sign(
+        &self,
+        key_id: &str,
+        secret: &StoredSecret,
+        date: &str,
+        string_to_sign: &[u8],
+    ) -> Result<[u8; 32], VerifyError> {
+        self.with_signing_key(key_id, secret, date, |key| key.sign(string_to_sign))
+    }
+
+    fn with_signing_key<T>(
+        &self,
+        key_id: &str,
+        secret: &StoredSecret,
+        date: &str,
+        use_key: impl FnOnce(&SigningKey) -> T,
+    ) -> Result<T, VerifyError> {
         let sealed = secret.sealed.as_bytes();
         let mut cache_key = CacheKey {
             tag: [0; 16],
@@ -1162,13 +1183,14 @@ impl Verifier {
             && *entry.key_id == *key_id
             && *entry.sealed == *sealed
         {
-            return Ok(entry.key.clone());
+            return Ok(use_key(&entry.key));
         }
         let plaintext = open_secret(&self.inner.cipher, key_id, secret).map_err(|e| {
             tracing::error!(error = %e, key_id, "an access-key secret could not be opened");
             VerifyError::Unavailable(StoreError::new("secret could not be opened", None))
         })?;
         let key = SigningKey::derive(&plaintext, date, &self.inner.region, &self.inner.service);
+        let answer = use_key(&key);
         if let Ok(mut cache) = self.inner.cache.write() {
             if cache.len() >= CACHE_CAPACITY {
                 cache.clear();
@@ -1179,11 +1201,11 @@ impl Verifier {
                     key_id: key_id.into(),
                     version: secret.version,
                     sealed: sealed.into(),
-                    key: key.clone(),
+                    key,
                 },
             );
         }
-        Ok(key)
+        Ok(answer)
     }
 }
 
