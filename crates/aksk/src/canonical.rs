@@ -134,6 +134,7 @@ pub(crate) mod swar {
     /// The high bit of each byte of `w` in `lo..=hi`, for bytes below 0x80 (`hi` < 0x80).
     #[inline(always)]
     fn in_range(w: u64, lo: u8, hi: u8) -> u64 {
+        debug_assert!(lo <= hi && hi < 0x80, "ASCII ranges only");
         let ge = |k: u8| ((w | H) - L * u64::from(k)) & H;
         ge(lo) & !ge(hi + 1)
     }
@@ -808,7 +809,9 @@ impl Hex32 {
     }
 }
 
-/// Lowercase hex of `bytes` without allocating.
+/// Lowercase hex of `bytes` without allocating. For public values only (digests of
+/// canonical requests): the table lookup is indexed by the data, so secret bytes would leak
+/// through cache timing.
 pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
     // Both digits of each byte from one table: one load and one two-byte store per byte.
     const PAIRS: [[u8; 2]; 256] = {
@@ -836,6 +839,13 @@ pub fn hex32(bytes: &[u8; 32]) -> Hex32 {
 pub struct SigningKey {
     keyed: HmacSha256,
 }
+
+// The schedule is wiped only through the hash cores' `Drop`, which the `zeroize` feature
+// enables: fail the build if it is ever turned off.
+const _: fn() = || {
+    fn wipes_on_drop<T: sha2::digest::zeroize::ZeroizeOnDrop>() {}
+    wipes_on_drop::<Sha256>();
+};
 
 impl SigningKey {
     /// Derives the key for `secret` on `date` (`yyyymmdd`) in `region` for `service`.

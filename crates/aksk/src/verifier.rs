@@ -1172,7 +1172,18 @@ impl Verifier {
             tag: [0; 16],
             date: [0; 8],
         };
-        cache_key.tag.copy_from_slice(&sealed[sealed.len() - 16..]);
+        // A sealed secret ends with its 16-byte AEAD tag; a shorter one is corrupt.
+        let Some(tag) = sealed.last_chunk::<16>() else {
+            tracing::error!(
+                key_id,
+                "a stored access-key secret is too short to be sealed"
+            );
+            return Err(VerifyError::Unavailable(StoreError::new(
+                "secret could not be opened",
+                None,
+            )));
+        };
+        cache_key.tag = *tag;
         if date.len() != 8 {
             return Err(Malformed::BadScope.into());
         }
