@@ -809,6 +809,13 @@ impl Hex32 {
     }
 }
 
+/// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
+/// cannot turn the fold into an early exit.
+pub(crate) fn ct_eq32(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    subtle::ConstantTimeEq::ct_eq(&std::hint::black_box(diff), &0u8).into()
+}
+
 /// Lowercase hex of `bytes` without allocating. For public values only (digests of
 /// canonical requests): the table lookup is indexed by the data, so secret bytes would leak
 /// through cache timing.

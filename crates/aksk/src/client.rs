@@ -125,6 +125,46 @@ impl Signer {
     /// 128-bit nonce and `x-amz-content-sha256`, then `Authorization` over every header but
     /// hop-by-hop ones and `user-agent`.
     pub fn sign(&self, parts: &mut Parts, body: &[u8]) -> Result<(), SignError> {
+        self.sign_payload(parts, &canonical::sha256_hex(body))
+            .map(|_| ())
+    }
+
+    /// Signs `parts` for a signed streaming upload of `data` (aws-chunked, chunks of
+    /// `chunk_size` bytes, at least [`crate::streaming::MIN_CHUNK`]) and answers the encoded
+    /// body to send: sets `content-encoding: aws-chunked`, `x-amz-decoded-content-length` and
+    /// `content-length`, signs with `x-amz-content-sha256:
+    /// STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, then signs each chunk in the chain.
+    pub fn sign_streaming(
+        &self,
+        parts: &mut Parts,
+        data: &[u8],
+        chunk_size: usize,
+    ) -> Result<Vec<u8>, SignError> {
+        use crate::streaming::{self, X_AMZ_DECODED_CONTENT_LENGTH};
+        let value = |s: &str| HeaderValue::from_str(s).map_err(|_| SignError::Header);
+        parts
+            .headers
+            .insert(http::header::CONTENT_ENCODING, value("aws-chunked")?);
+        parts.headers.insert(
+            X_AMZ_DECODED_CONTENT_LENGTH,
+            value(&data.len().to_string())?,
+        );
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            value(&streaming::encoded_len(data.len(), chunk_size).to_string())?,
+        );
+        let signed = self.sign_payload(parts, streaming::STREAMING_PAYLOAD)?;
+        Ok(streaming::encode_chunked(
+            &signed.key,
+            &signed.amz_date,
+            &signed.scope,
+            &signed.signature,
+            data,
+            chunk_size,
+        ))
+    }
+
+    fn sign_payload(&self, parts: &mut Parts, payload: &str) -> Result<Signed, SignError> {
         if !parts.headers.contains_key(HOST) {
             let authority = parts.uri.authority().ok_or(SignError::NoHost)?;
             // Never put credentials from `user:pass@host` into a header.
@@ -143,13 +183,12 @@ impl Signer {
         let mut nonce = [0u8; 16];
         rand::rng().fill_bytes(&mut nonce);
         let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(nonce);
-        let payload = canonical::sha256_hex(body);
         let value = |s: &str| HeaderValue::from_str(s).map_err(|_| SignError::Header);
         parts.headers.insert(X_AMZ_DATE, value(&amz_date)?);
         parts
             .headers
             .insert(self.nonce_header.clone(), value(&nonce)?);
-        parts.headers.insert(X_AMZ_CONTENT_SHA256, value(&payload)?);
+        parts.headers.insert(X_AMZ_CONTENT_SHA256, value(payload)?);
         parts.headers.remove(AUTHORIZATION);
 
         let mut names: Vec<&str> = parts
@@ -170,7 +209,7 @@ impl Signer {
             &parts.headers,
             None,
             &signed,
-            &payload,
+            payload,
             CanonicalOptions::default(),
         )?;
         let scope = canonical::credential_scope(&amz_date[..8], &self.region, &self.service);
@@ -182,15 +221,29 @@ impl Signer {
             &self.region,
             &self.service,
         );
-        let signature = hex::encode(key.sign(sts.as_bytes()));
+        let signature = key.sign(sts.as_bytes());
         let authorization = format!(
-            "{} Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
+            "{} Credential={}/{scope}, SignedHeaders={signed}, Signature={}",
             canonical::ALGORITHM,
-            self.key_id
+            self.key_id,
+            hex::encode(signature)
         );
         parts.headers.insert(AUTHORIZATION, value(&authorization)?);
-        Ok(())
+        Ok(Signed {
+            key,
+            amz_date,
+            scope,
+            signature,
+        })
     }
+}
+
+/// What signing a request leaves for signing its chunks.
+struct Signed {
+    key: SigningKey,
+    amz_date: String,
+    scope: String,
+    signature: [u8; 32],
 }
 
 /// Signs every outgoing request with a [`Signer`]. The body is read (to hash it) and sent

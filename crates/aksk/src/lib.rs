@@ -9,8 +9,9 @@
 //!   least 128 bits) must be signed; duplicate `Authorization`, date, nonce or host headers and
 //!   signed-header lists that are not lowercase and sorted are refused;
 //! - the body hash must be present and match the body actually received, which is read up to a
-//!   limit and hashed as it streams in; `UNSIGNED-PAYLOAD` only on routes that opt in,
-//!   `STREAMING-*` never;
+//!   limit and hashed as it streams in; `UNSIGNED-PAYLOAD` and signed aws-chunked streams
+//!   (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, verified chunk by chunk, see [`streaming`]) only on
+//!   routes that opt in, other `STREAMING-*` forms never;
 //! - the timestamp is inside a short window (default 120 s each way, at most 300 s in
 //!   Production) and the credential-scope date is the timestamp's date;
 //! - a (key id, nonce) pair is accepted once, inserted atomically only after the signature
@@ -30,8 +31,6 @@
 //! - repeated headers are joined with `,`, so two `x-h` headers and one `x-h: a,b` sign alike;
 //! - `+` in a query is read as a space (as form decoders and the `aws-sigv4` crate read it);
 //!   an application reading raw `+` as a literal plus sees another value than was signed;
-//! - `STREAMING-*` (aws-chunked) payloads are not verified chunk by chunk here, so they are
-//!   refused; a route that must stream opts into `UNSIGNED-PAYLOAD` and checks the body itself.
 //!
 //! Flooding the credential store with made-up key ids, and one valid key filling the nonce
 //! store, are rate-limiting concerns: put a throttle in front of this layer.
@@ -45,6 +44,7 @@
 //! | [`verifier`] | [`Verifier`], its policy and [`VerifyError`] |
 //! | [`server`] | [`AccessKeyLayer`]: the Tower layer for servers |
 //! | [`client`] | [`client::Signer`] and [`client::SigningLayer`] for outgoing requests |
+//! | [`streaming`] | signed aws-chunked bodies: [`streaming::ChunkedDecoder`], the encoder |
 //! | [`credential`] | [`AccessKeys`], [`CredentialStore`], [`MemoryCredentialStore`] |
 //! | [`nonce`] | [`NonceStore`], [`MemoryNonceStore`] |
 //!
@@ -70,6 +70,7 @@ pub mod postgres_store;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_store;
 pub mod server;
+pub mod streaming;
 pub mod verifier;
 
 pub use credential::{

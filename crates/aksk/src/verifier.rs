@@ -76,12 +76,16 @@ pub enum VerifyError {
     /// The body is larger than the configured limit.
     #[error("body larger than the limit")]
     BodyTooLarge,
-    /// `UNSIGNED-PAYLOAD` on a route that did not opt in, or `STREAMING-*` (never accepted).
+    /// `UNSIGNED-PAYLOAD` or a signed stream on a route that did not opt in, or another
+    /// `STREAMING-*` form (never accepted).
     #[error("unsigned or streaming payload refused")]
     PayloadNotAllowed,
     /// Reading the body failed.
     #[error("the request body could not be read")]
     Body,
+    /// A signed streaming body failed its chunk checks.
+    #[error("streaming body refused: {0}")]
+    Chunk(#[from] crate::streaming::ChunkError),
     /// A store was unreachable or failed: refused (fail closed).
     #[error("access-key store unavailable")]
     Unavailable(#[source] StoreError),
@@ -121,6 +125,10 @@ pub enum Malformed {
     /// No body hash header, more than one, or not 64 lowercase hex.
     #[error("missing, repeated or malformed x-amz-content-sha256")]
     ContentHash,
+    /// No `x-amz-decoded-content-length` on a streaming payload, more than one, or not a
+    /// decimal length.
+    #[error("missing, repeated or malformed x-amz-decoded-content-length")]
+    DecodedLength,
     /// More than one `Host` header.
     #[error("more than one Host header")]
     DuplicateHost,
@@ -190,6 +198,8 @@ struct Plan {
 enum Payload {
     Hash([u8; 32]),
     Unsigned,
+    /// Signed aws-chunked, with the signed decoded length.
+    Streaming(u64),
 }
 
 impl<'a> Precheck<'a> {
@@ -203,9 +213,19 @@ impl<'a> Precheck<'a> {
         self.nonce
     }
 
-    /// Whether the body must be hashed and compared (false only for `UNSIGNED-PAYLOAD`).
+    /// Whether the body is verified before the handler sees it (false only for
+    /// `UNSIGNED-PAYLOAD`): hashed and compared, or decoded chunk by chunk when streaming.
     pub fn body_is_signed(&self) -> bool {
-        matches!(self.payload, Payload::Hash(_))
+        !matches!(self.payload, Payload::Unsigned)
+    }
+
+    /// The signed decoded length when the body is a signed aws-chunked stream
+    /// ([`crate::streaming`]).
+    pub fn streaming_length(&self) -> Option<u64> {
+        match self.payload {
+            Payload::Streaming(length) => Some(length),
+            _ => None,
+        }
     }
 }
 
@@ -265,6 +285,7 @@ pub struct VerifierBuilder {
     max_body: usize,
     max_unsigned_body: Option<u64>,
     unsigned_prefixes: Vec<String>,
+    streaming_prefixes: Vec<String>,
     allowed_hosts: Vec<String>,
     options: CanonicalOptions,
     issuer: String,
@@ -297,6 +318,16 @@ impl VerifierBuilder {
     /// within [`max_unsigned_body`](Self::max_unsigned_body).
     pub fn allow_unsigned_payload_on(mut self, prefix: impl Into<String>) -> Self {
         self.unsigned_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Accept signed streaming payloads (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`, aws-chunked) on
+    /// `prefix` and the paths under it, matched by whole segments. Each chunk's signature is
+    /// verified before its bytes reach the handler, and the signed decoded length
+    /// (`x-amz-decoded-content-length`, which must be signed) must fit the body limit; see
+    /// [`crate::streaming`].
+    pub fn allow_streaming_payload_on(mut self, prefix: impl Into<String>) -> Self {
+        self.streaming_prefixes.push(prefix.into());
         self
     }
 
@@ -390,6 +421,16 @@ impl VerifierBuilder {
                 ),
             );
         }
+        if !self.streaming_prefixes.is_empty() {
+            posture.record(
+                Severity::Info,
+                "aksk-streaming-payload-routes",
+                format!(
+                    "signed aws-chunked payloads accepted under {:?}",
+                    self.streaming_prefixes
+                ),
+            );
+        }
         if self.allowed_hosts.is_empty() {
             posture.record(
                 Severity::Warn,
@@ -419,6 +460,7 @@ impl VerifierBuilder {
                 max_body: self.max_body,
                 max_unsigned_body: self.max_unsigned_body.unwrap_or(self.max_body as u64),
                 unsigned_prefixes: self.unsigned_prefixes,
+                streaming_prefixes: self.streaming_prefixes,
                 allowed_hosts: self.allowed_hosts,
                 options: self.options,
                 issuer: self.issuer,
@@ -450,6 +492,7 @@ struct Inner {
     max_body: usize,
     max_unsigned_body: u64,
     unsigned_prefixes: Vec<String>,
+    streaming_prefixes: Vec<String>,
     allowed_hosts: Vec<String>,
     options: CanonicalOptions,
     issuer: String,
@@ -507,6 +550,7 @@ struct Found<'a> {
     content_sha256: Slot<'a>,
     content_type: Slot<'a>,
     content_length: Slot<'a>,
+    decoded_length: Slot<'a>,
     date: bool,
 }
 
@@ -529,6 +573,7 @@ impl<'a> Found<'a> {
                 }
                 (10, "x-amz-date") => &mut found.amz_date,
                 (20, "x-amz-content-sha256") => &mut found.content_sha256,
+                (28, "x-amz-decoded-content-length") => &mut found.decoded_length,
                 _ if name == nonce_name => &mut found.nonce,
                 _ => continue,
             };
@@ -651,13 +696,6 @@ fn signed_list_alphabet(list: &[u8]) -> bool {
         || canonical::class::all(list, canonical::class::LIST)
 }
 
-/// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
-/// cannot turn the fold into an early exit.
-fn ct_eq32(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    subtle::ConstantTimeEq::ct_eq(&std::hint::black_box(diff), &0u8).into()
-}
-
 /// Parses `YYYYMMDDTHHMMSSZ` to unix seconds.
 pub fn parse_amz_date(value: &[u8]) -> Option<u64> {
     if value.len() != 16 || value[8] != b'T' || value[15] != b'Z' {
@@ -776,6 +814,16 @@ fn write_planned_headers(
     Ok(())
 }
 
+/// A decimal length: 1 to 19 ASCII digits.
+fn parse_length(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 {
+        return None;
+    }
+    text.iter().try_fold(0u64, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+    })
+}
+
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -791,6 +839,7 @@ impl Verifier {
             max_body: DEFAULT_MAX_BODY,
             max_unsigned_body: None,
             unsigned_prefixes: Vec::new(),
+            streaming_prefixes: Vec::new(),
             allowed_hosts: Vec::new(),
             options: CanonicalOptions::default(),
             issuer: "palisade-aksk".to_owned(),
@@ -855,6 +904,7 @@ impl Verifier {
         };
         let mut seen = [false; 4];
         let mut content_type_signed = false;
+        let mut decoded_length_signed = false;
         let mut previous: &[u8] = &[];
         let mut previous_key = 0;
         let mut separators = canonical::Positions::new(signed, b';');
@@ -891,6 +941,10 @@ impl Verifier {
                 b"x-amz-content-sha256" => {
                     seen[2] = true;
                     Source::ContentSha256
+                }
+                b"x-amz-decoded-content-length" => {
+                    decoded_length_signed = true;
+                    Source::Map
                 }
                 n if n == nonce_name => {
                     seen[3] = true;
@@ -990,17 +1044,41 @@ impl Verifier {
                 return Err(VerifyError::PayloadNotAllowed);
             }
             Payload::Unsigned
+        } else if content == crate::streaming::STREAMING_PAYLOAD.as_bytes() {
+            let path = parts.uri.path();
+            if !inner
+                .streaming_prefixes
+                .iter()
+                .any(|p| under_prefix(path, p))
+            {
+                return Err(VerifyError::PayloadNotAllowed);
+            }
+            // The decoded length bounds the body and ends the stream: it must be signed.
+            if !decoded_length_signed {
+                return Err(Malformed::Unsigned("x-amz-decoded-content-length").into());
+            }
+            let decoded = found
+                .decoded_length
+                .single(Malformed::DecodedLength, Malformed::DecodedLength)?;
+            let decoded = parse_length(decoded).ok_or(Malformed::DecodedLength)?;
+            if decoded > inner.max_body as u64 {
+                return Err(VerifyError::BodyTooLarge);
+            }
+            Payload::Streaming(decoded)
         } else if content.starts_with(b"STREAMING-") {
+            // Trailers and unsigned streaming are never accepted.
             return Err(VerifyError::PayloadNotAllowed);
         } else {
             Payload::Hash(canonical::decode_hex32(content).ok_or(Malformed::ContentHash)?)
         };
         if let Some(length) = found.content_length.first {
-            let length: u64 = std::str::from_utf8(length)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(VerifyError::BodyTooLarge)?;
-            if length > inner.max_body as u64 && matches!(payload, Payload::Hash(_)) {
+            let length = parse_length(length).ok_or(VerifyError::BodyTooLarge)?;
+            let limit = match payload {
+                Payload::Hash(_) => inner.max_body as u64,
+                Payload::Streaming(decoded) => crate::streaming::max_encoded_len(decoded),
+                Payload::Unsigned => u64::MAX,
+            };
+            if length > limit {
                 return Err(VerifyError::BodyTooLarge);
             }
         }
@@ -1047,7 +1125,9 @@ impl Verifier {
         }
         let payload: &[u8] = match &check.payload {
             // The header as sent: decode_hex32 accepted only 64 lowercase hex digits.
-            Payload::Hash(_) => check.content_sha256,
+            // The header as sent: decode_hex32 accepted only 64 lowercase hex digits, and the
+            // streaming value was compared exactly.
+            Payload::Hash(_) | Payload::Streaming(_) => check.content_sha256,
             Payload::Unsigned => UNSIGNED_PAYLOAD.as_bytes(),
         };
         // Checked to be eight digits by the precheck.
@@ -1081,7 +1161,7 @@ impl Verifier {
                 any_valid = true;
                 let expected = self.sign(&record.key_id, secret, date, sts)?;
                 // Every valid secret is computed and compared: no early exit on a match.
-                if ct_eq32(&expected, &check.signature) {
+                if canonical::ct_eq32(&expected, &check.signature) {
                     matched = Some(secret.version);
                 }
             }
@@ -1113,9 +1193,11 @@ impl Verifier {
     /// (nothing to compare for `UNSIGNED-PAYLOAD`).
     pub fn check_body(&self, check: &Precheck<'_>, actual: &[u8; 32]) -> Result<(), VerifyError> {
         match &check.payload {
-            Payload::Hash(claimed) if ct_eq32(claimed, actual) => Ok(()),
+            Payload::Hash(claimed) if canonical::ct_eq32(claimed, actual) => Ok(()),
             Payload::Hash(_) => Err(VerifyError::BadBodyHash),
             Payload::Unsigned => Ok(()),
+            // A stream is checked by its chunk decoder, never by one hash.
+            Payload::Streaming(_) => Err(VerifyError::BadBodyHash),
         }
     }
 
@@ -1132,9 +1214,45 @@ impl Verifier {
             return Err(VerifyError::BodyTooLarge);
         }
         let version = self.verify_signature(parts, &check, record)?;
+        if check.streaming_length().is_some() {
+            let mut decoder = self.chunk_decoder(&check, record, version)?;
+            decoder.feed(body)?;
+            decoder.finish()?;
+            return Ok(version);
+        }
         let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
         self.check_body(&check, &hash)?;
         Ok(version)
+    }
+
+    /// The decoder of a signed streaming body whose request signature verified with secret
+    /// `version` of `record` ([`Verifier::verify_signature`]): its chunks are chained from that
+    /// signature. Refused when the request is not streaming.
+    pub fn chunk_decoder(
+        &self,
+        check: &Precheck<'_>,
+        record: &CredentialRecord,
+        version: u32,
+    ) -> Result<crate::streaming::ChunkedDecoder, VerifyError> {
+        let Payload::Streaming(length) = check.payload else {
+            return Err(VerifyError::PayloadNotAllowed);
+        };
+        let secret = record
+            .secrets
+            .iter()
+            .find(|s| s.version == version)
+            .ok_or(VerifyError::BadSignature)?;
+        // The date and scope were checked to be ASCII by the precheck.
+        let amz_date = std::str::from_utf8(check.amz_date).map_err(|_| Malformed::BadDate)?;
+        let scope = std::str::from_utf8(check.scope).map_err(|_| Malformed::BadScope)?;
+        let key = self.signing_key(&record.key_id, secret, &amz_date[..8])?;
+        Ok(crate::streaming::ChunkedDecoder::new(
+            key,
+            amz_date,
+            scope,
+            check.signature,
+            length,
+        ))
     }
 
     /// The signing key for (key, secret version, date) under this verifier's region and

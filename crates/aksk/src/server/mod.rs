@@ -232,7 +232,16 @@ where
     let version = verifier
         .verify_signature(&parts, &check, &record)
         .map_err(|e| reject(e, Some(key_id)))?;
-    let body = if check.body_is_signed() {
+    let body = if let Some(decoded) = check.streaming_length() {
+        // Signed aws-chunked: each chunk verified before its bytes are kept.
+        let decoder = verifier
+            .chunk_decoder(&check, &record, version)
+            .map_err(|e| reject(e, Some(key_id)))?;
+        let bytes = read_chunked(body, decoder, crate::streaming::max_encoded_len(decoded))
+            .await
+            .map_err(|e| reject(e, Some(key_id)))?;
+        VerifiedBody::verified(bytes)
+    } else if check.body_is_signed() {
         let (bytes, hash) = read_hashed(body, verifier.max_body())
             .await
             .map_err(|e| reject(e, Some(key_id)))?;
@@ -257,6 +266,35 @@ where
     let identity = verifier.identity(&record);
     parts.extensions.insert(identity);
     Ok(Request::from_parts(parts, body))
+}
+
+/// Reads a signed aws-chunked body of at most `limit` encoded bytes through `decoder`.
+async fn read_chunked<B>(
+    body: B,
+    mut decoder: crate::streaming::ChunkedDecoder,
+    limit: u64,
+) -> Result<Bytes, VerifyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    if body.size_hint().lower() > limit {
+        return Err(VerifyError::BodyTooLarge);
+    }
+    let mut body = std::pin::pin!(body);
+    let mut total = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| VerifyError::Body)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len() as u64);
+        if total > limit {
+            return Err(VerifyError::BodyTooLarge);
+        }
+        decoder.feed(&data)?;
+    }
+    Ok(decoder.finish()?)
 }
 
 /// Reads the body up to `limit` bytes, hashing each frame as it arrives.

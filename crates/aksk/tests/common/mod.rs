@@ -35,6 +35,7 @@ pub fn verifier(clock: &ManualClock) -> Verifier {
         .profile(Profile::Production)
         .max_body(4096)
         .allow_unsigned_payload_on("/api/uploads/")
+        .allow_streaming_payload_on("/api/streams/")
         .build(cipher(clock), clock.shared())
         .unwrap()
 }
