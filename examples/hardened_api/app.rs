@@ -283,7 +283,11 @@ pub(crate) async fn build(
     // bearer-token layer never sees them); admins manage keys under /admin/access-keys.
     let cipher = cipher.ok_or("field encryption is not configured")?;
     let access_keys = AccessKeys::new(MemoryCredentialStore::new(), cipher.clone(), clock.clone());
-    let mut verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION).profile(profile);
+    // Uploads under /api/streams/ may come as signed aws-chunked streams, verified chunk by
+    // chunk before the handler sees a byte.
+    let mut verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION)
+        .profile(profile)
+        .allow_streaming_payload_on("/api/streams/");
     if let Some(host) = &settings.public_host {
         // Requests signed for another deployment (or another host) are refused here.
         verifier = verifier.allowed_hosts([host.clone(), format!("{host}:{https_port}")]);
@@ -292,6 +296,7 @@ pub(crate) async fn build(
     let signed_api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
+        .route("/api/streams/{name}", axum::routing::put(stream_upload))
         .route_layer(AccessKeyLayer::new(
             verifier,
             access_keys.shared_store(),
@@ -405,6 +410,13 @@ async fn hello(Extension(id): Extension<Identity>) -> Json<Value> {
 
 async fn echo(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({ "echo": body }))
+}
+
+/// A verified upload: the decoded bytes (the access-key layer checked every chunk).
+async fn stream_upload(Path(name): Path<String>, body: axum::body::Bytes) -> Json<Value> {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(&body);
+    let sha256: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Json(json!({ "name": name, "bytes": body.len(), "sha256": sha256 }))
 }
 
 /// The credential scope of the demo's access keys.
