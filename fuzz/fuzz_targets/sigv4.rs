@@ -1,11 +1,15 @@
 //! SigV4 from anyone: the Authorization parser, the date parser, the canonicalizer in every
-//! mode and the verifier's precheck never panic, and canonical output stays in its alphabet.
+//! mode, the verifier's precheck and the aws-chunked decoder never panic, and canonical output
+//! stays in its alphabet.
 #![no_main]
 
 use http::{HeaderValue, Request};
 use libfuzzer_sys::fuzz_target;
 use palisade_aksk::Verifier;
-use palisade_aksk::canonical::{self, CanonicalOptions, PathEncoding, PathNormalization};
+use palisade_aksk::canonical::{
+    self, CanonicalOptions, PathEncoding, PathNormalization, SigningKey,
+};
+use palisade_aksk::streaming::ChunkedDecoder;
 use palisade_aksk::verifier::{parse_amz_date, parse_authorization};
 use palisade_core::{KeyRing, ManualClock};
 use palisade_field_crypto::FieldCipher;
@@ -58,4 +62,22 @@ fuzz_target!(|data: &[u8]| {
     }
     let (parts, ()) = request.into_parts();
     let _ = verifier.precheck(&parts);
+
+    // Hostile aws-chunked framing: fed in two pieces, never a panic, never more bytes out
+    // than the signed length.
+    let key = SigningKey::derive(b"fuzz", "20261129", "eu-west-1", "palisade");
+    let expected = u64::from(data.first().copied().unwrap_or(0)) * 64;
+    let mut decoder = ChunkedDecoder::new(
+        key,
+        "20261129T120000Z",
+        "20261129/eu-west-1/palisade/aws4_request",
+        [0; 32],
+        expected,
+    );
+    let split = data.len() / 2;
+    if decoder.feed(&data[..split]).is_ok() && decoder.feed(&data[split..]).is_ok() {
+        if let Ok(decoded) = decoder.finish() {
+            assert_eq!(decoded.len() as u64, expected);
+        }
+    }
 });
