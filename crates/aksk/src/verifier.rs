@@ -147,7 +147,8 @@ pub enum Malformed {
 /// It borrows from the request's headers: nothing is copied.
 #[derive(Clone, Debug)]
 pub struct Precheck<'a> {
-    key_id: &'a str,
+    /// Checked: 1 to 64 ASCII letters and digits.
+    key_id: &'a [u8],
     /// Checked ASCII: `<yyyymmdd>/<region>/<service>/aws4_request`.
     scope: &'a [u8],
     /// Checked: `YYYYMMDDTHHMMSSZ`.
@@ -157,7 +158,8 @@ pub struct Precheck<'a> {
     /// Where each signed header's value comes from, in list order.
     plan: Plan,
     signature: [u8; 32],
-    nonce: &'a str,
+    /// Checked: the nonce alphabet (ASCII).
+    nonce: &'a [u8],
     payload: Payload,
     /// The verifier's clock when the precheck ran (unix seconds).
     now: u64,
@@ -205,12 +207,14 @@ enum Payload {
 impl<'a> Precheck<'a> {
     /// The access key id.
     pub fn key_id(&self) -> &'a str {
-        self.key_id
+        // Checked to be ASCII letters and digits: never empty here.
+        std::str::from_utf8(self.key_id).unwrap_or_default()
     }
 
     /// The nonce.
     pub fn nonce(&self) -> &'a str {
-        self.nonce
+        // Checked against the nonce alphabet (ASCII): never empty here.
+        std::str::from_utf8(self.nonce).unwrap_or_default()
     }
 
     /// Whether the body is verified before the handler sees it (false only for
@@ -781,7 +785,7 @@ fn write_planned_headers(
         out.push(b':');
         match source {
             Source::AmzDate => out.extend_from_slice(check.amz_date),
-            Source::Nonce => out.extend_from_slice(check.nonce.as_bytes()),
+            Source::Nonce => out.extend_from_slice(check.nonce),
             Source::ContentSha256 => out.extend_from_slice(check.content_sha256),
             Source::Host => {
                 let host = check
@@ -1087,13 +1091,13 @@ impl Verifier {
         }
         Ok(Precheck {
             // Checked alphanumeric by the parser; the nonce's alphabet was checked above.
-            key_id: std::str::from_utf8(key_id).map_err(|_| Malformed::BadAuthorization)?,
+            key_id,
             scope,
             amz_date,
             signed_headers: signed,
             plan,
             signature,
-            nonce: std::str::from_utf8(nonce).map_err(|_| Malformed::Nonce)?,
+            nonce,
             payload,
             now,
             host,
@@ -1114,7 +1118,7 @@ impl Verifier {
     ) -> Result<u32, VerifyError> {
         let inner = &*self.inner;
         let now = check.now;
-        if record.key_id != check.key_id {
+        if record.key_id.as_bytes() != check.key_id {
             return Err(VerifyError::UnknownKey);
         }
         if record.status != KeyStatus::Active {
