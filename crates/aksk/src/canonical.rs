@@ -158,6 +158,12 @@ pub(crate) mod swar {
         bad == 0
     }
 
+    /// Whether all eight bytes of `w` are ASCII digits.
+    #[inline(always)]
+    pub(crate) fn all_digits(w: u64) -> bool {
+        (w & H) == 0 && in_range(w, b'0', b'9') == H
+    }
+
     /// The first eight bytes of `name` (zero-padded) as a big-endian number: names whose keys
     /// differ order as their keys do (header names hold no zero byte).
     #[inline(always)]

@@ -702,16 +702,35 @@ fn signed_list_alphabet(list: &[u8]) -> bool {
 
 /// Parses `YYYYMMDDTHHMMSSZ` to unix seconds.
 pub fn parse_amz_date(value: &[u8]) -> Option<u64> {
-    if value.len() != 16 || value[8] != b'T' || value[15] != b'Z' {
+    use canonical::swar;
+    // Two words: `YYYYMMDD` and `THHMMSSZ`, each checked and converted eight bytes at a time.
+    let value: &[u8; 16] = value.try_into().ok()?;
+    let (date, time) = value.as_chunks::<8>().0.split_first()?;
+    let date = u64::from_le_bytes(*date);
+    let time = u64::from_le_bytes(*time.first()?);
+    if time & 0xff != u64::from(b'T') || time >> 56 != u64::from(b'Z') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<u64> {
-        value[r].iter().try_fold(0u64, |acc, &b| {
-            b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
-        })
+    // `T` and `Z` read as `0` so that the whole word is checked as digits.
+    let time = (time & 0x00ff_ffff_ffff_ff00) | 0x3000_0000_0000_0030;
+    if !swar::all_digits(date) || !swar::all_digits(time) {
+        return None;
+    }
+    // Digit values, then each 16-bit lane as a two-digit number (its first digit in the low
+    // byte: little-endian).
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let pairs = |digits: u64| {
+        (digits & 0x00ff_00ff_00ff_00ff) * 10 + ((digits >> 8) & 0x00ff_00ff_00ff_00ff)
     };
-    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    let lane = |w: u64, i: u32| (w >> (16 * i)) & 0xffff;
+    let date = pairs(date - ZEROS);
+    let time = pairs((time - ZEROS) >> 8);
+    let (y, m, d) = (
+        lane(date, 0) * 100 + lane(date, 1),
+        lane(date, 2),
+        lane(date, 3),
+    );
+    let (hh, mm, ss) = (lane(time, 0), lane(time, 1), lane(time, 2));
     let days_in_month = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
@@ -1345,6 +1364,79 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amz_dates_match_a_digit_loop() {
+        fn reference(value: &[u8]) -> Option<(u64, u64, u64, u64, u64, u64)> {
+            if value.len() != 16 || value[8] != b'T' || value[15] != b'Z' {
+                return None;
+            }
+            let num = |r: std::ops::Range<usize>| -> Option<u64> {
+                value[r].iter().try_fold(0u64, |acc, &b| {
+                    b.is_ascii_digit().then(|| acc * 10 + u64::from(b - b'0'))
+                })
+            };
+            Some((
+                num(0..4)?,
+                num(4..6)?,
+                num(6..8)?,
+                num(9..11)?,
+                num(11..13)?,
+                num(13..15)?,
+            ))
+        }
+        // Every byte value at every position of a few dates: accepted exactly when the digit
+        // loop reads the same fields and they form a valid time, and then as the same instant.
+        for base in [
+            b"20150830T123600Z",
+            b"20240229T235959Z",
+            b"19700101T000000Z",
+        ] {
+            for at in 0..16 {
+                for b in 0..=255u8 {
+                    let mut text = *base;
+                    text[at] = b;
+                    let got = parse_amz_date(&text);
+                    match reference(&text) {
+                        None => assert_eq!(got, None, "{:?}", String::from_utf8_lossy(&text)),
+                        Some((y, m, d, hh, mm, ss)) => {
+                            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+                            let days = [
+                                31,
+                                if leap { 29 } else { 28 },
+                                31,
+                                30,
+                                31,
+                                30,
+                                31,
+                                31,
+                                30,
+                                31,
+                                30,
+                                31,
+                            ];
+                            let valid = y >= 1970
+                                && (1..=12).contains(&m)
+                                && d >= 1
+                                && d <= days[(m.clamp(1, 12) - 1) as usize]
+                                && hh < 24
+                                && mm < 60
+                                && ss < 60;
+                            assert_eq!(
+                                got.is_some(),
+                                valid,
+                                "{:?}",
+                                String::from_utf8_lossy(&text)
+                            );
+                            if let Some(unix) = got {
+                                assert_eq!(format_amz_date(unix).as_bytes(), &text[..]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn amz_dates() {
