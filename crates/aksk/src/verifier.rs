@@ -1543,7 +1543,9 @@ mod tests {
                 && !list.contains([',', '=', ' '])
                 && sig.len() == 64
                 && sig.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-            proptest::prop_assert_eq!(common.is_some(), layout);
+            if layout {
+                proptest::prop_assert!(common.is_some());
+            }
         }
     }
 
