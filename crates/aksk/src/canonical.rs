@@ -818,8 +818,16 @@ impl Hex32 {
 /// Constant-time equality of two 32-byte values: every byte is compared, and the optimizer
 /// cannot turn the fold into an early exit.
 pub(crate) fn ct_eq32(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    subtle::ConstantTimeEq::ct_eq(&std::hint::black_box(diff), &0u8).into()
+    // Four words XORed and ORed: no branch, no early exit.
+    let diff = a
+        .as_chunks::<8>()
+        .0
+        .iter()
+        .zip(b.as_chunks::<8>().0)
+        .fold(0u64, |acc, (x, y)| {
+            acc | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+        });
+    subtle::ConstantTimeEq::ct_eq(&std::hint::black_box(diff), &0u64).into()
 }
 
 /// Lowercase hex of `bytes` without allocating. For public values only (digests of
@@ -1179,6 +1187,20 @@ mod tests {
                 } else {
                     assert!(a == b || (a.len() >= 8 && b.len() >= 8 && a[..8] == b[..8]));
                 }
+            }
+        }
+    }
+
+    /// Equal values compare equal; any one flipped bit anywhere makes them differ.
+    #[test]
+    fn constant_time_equality() {
+        let a: [u8; 32] = std::array::from_fn(|i| i as u8 * 7);
+        assert!(ct_eq32(&a, &a));
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut b = a;
+                b[byte] ^= 1 << bit;
+                assert!(!ct_eq32(&a, &b), "byte {byte} bit {bit}");
             }
         }
     }
