@@ -11,7 +11,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http::{HeaderValue, StatusCode};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::Full;
 use palisade_aksk::canonical::{self, CanonicalOptions, PathEncoding, PathNormalization};
 use palisade_aksk::client::Signer;
 use palisade_aksk::streaming::ChunkError;
@@ -42,19 +42,6 @@ fn with_body(parts: &http::request::Parts, body: Vec<u8>) -> http::Request<Full<
     )
 }
 
-async fn text(reply: Reply) -> String {
-    String::from_utf8(
-        reply
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_streamed_upload_is_verified_and_decoded() {
     let fx = fixture().await;
@@ -63,7 +50,7 @@ async fn a_streamed_upload_is_verified_and_decoded() {
     assert_eq!(parts.headers["content-encoding"], "aws-chunked");
     let reply = send(&fx, with_body(&parts, body.clone())).await;
     assert_eq!(reply.status(), StatusCode::OK);
-    let echoed = text(reply).await;
+    let echoed = body_text(reply).await;
     assert_eq!(
         echoed,
         format!("svc:billing acme {}", String::from_utf8_lossy(&data))

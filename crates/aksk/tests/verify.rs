@@ -21,19 +21,6 @@ use tower::{Layer as _, ServiceExt as _};
 const BODY: &[u8] = br#"{"amount":42}"#;
 const URI: &str = "https://api.example.com/api/orders/42?a=1&b=two";
 
-async fn body_text(reply: Reply) -> String {
-    String::from_utf8(
-        reply
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn requests_signed_by_aws_sigv4_are_accepted() {
     let fx = fixture().await;

@@ -115,6 +115,20 @@ where
     fx.layer.layer(echo).oneshot(request).await.unwrap()
 }
 
+/// The body of a reply, as text.
+pub async fn body_text(reply: Reply) -> String {
+    String::from_utf8(
+        reply
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}
+
 /// The typed reason of a refusal.
 pub fn reason(reply: &Reply) -> Option<&VerifyError> {
     reply
