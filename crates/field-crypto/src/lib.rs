@@ -324,7 +324,7 @@ impl FieldCipher {
         let key = self.ring.active(self.clock.now())?;
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
-        Ok(seal_with(key, &nonce, ctx, plaintext))
+        seal_with(key, &nonce, ctx, plaintext)
     }
 
     /// Opens `sealed` for `ctx` with the key it names.
@@ -423,7 +423,7 @@ fn seal_with(
     nonce: &[u8; NONCE_LEN],
     ctx: &FieldContext<'_>,
     plaintext: &[u8],
-) -> Sealed {
+) -> Result<Sealed, FieldCryptoError> {
     let id = key.id().as_str().as_bytes();
     let mut bytes = Vec::with_capacity(2 + id.len() + 4 + NONCE_LEN + plaintext.len() + TAG_LEN);
     bytes.push(FORMAT_V1);
@@ -443,12 +443,13 @@ fn seal_with(
                 aad: &aad,
             },
         )
-        .unwrap_or_else(|_| unreachable!("XChaCha20-Poly1305 seals any bounded plaintext"));
+        // The AEAD refuses only plaintexts far beyond MAX_PLAINTEXT_BYTES.
+        .map_err(|_| FieldCryptoError::TooLarge)?;
     bytes.extend_from_slice(&ct);
-    Sealed {
+    Ok(Sealed {
         bytes,
         key_id_len: id.len(),
-    }
+    })
 }
 
 fn open_with(

@@ -53,7 +53,7 @@ fn format_known_answer() {
     let cipher = cipher(RING_ONE);
     let key = &cipher.ring().keys()[0];
     let nonce = [7u8; NONCE_LEN];
-    let sealed = seal_with(key, &nonce, &ctx(), b"secret value");
+    let sealed = seal_with(key, &nonce, &ctx(), b"secret value").unwrap();
     let expected = "0102663100000001070707070707070707070707070707070707070707070707\
                     d054dd06cba3592a4ab5b652bb8ad440ac25d7a3c036cb611c0eb89a";
     assert_eq!(hex::encode(sealed.as_bytes()), expected);

@@ -73,7 +73,20 @@ where
                     service,
                 } => match ready!(authenticate.as_mut().poll(cx)) {
                     Ok(request) => {
-                        let mut service = service.take().expect("polled after completion");
+                        // The service is taken once, as the state moves on to `Inner`: it is
+                        // always here. Were it not, the request is refused, not served.
+                        let Some(mut service) = service.take() else {
+                            let reason = crate::VerifyError::Unavailable(crate::StoreError::new(
+                                "access-key future polled after completion",
+                                None,
+                            ));
+                            tracing::error!(%reason, "access-key request refused");
+                            return Poll::Ready(Ok(Rejection::new(
+                                palisade_core::RejectionKind::Unavailable,
+                                reason,
+                            )
+                            .into_response()));
+                        };
                         let future = service.call(request);
                         self.as_mut().project().state.set(State::Inner { future });
                     }
