@@ -506,6 +506,16 @@ struct Inner {
     cache: RwLock<Cache>,
 }
 
+impl Inner {
+    fn body_limit(&self, payload: &Payload) -> u64 {
+        match *payload {
+            Payload::Hash(_) => self.max_body as u64,
+            Payload::Streaming(decoded) => crate::streaming::max_encoded_len(decoded),
+            Payload::Unsigned => self.max_unsigned_body,
+        }
+    }
+}
+
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Verifier")
@@ -1096,12 +1106,7 @@ impl Verifier {
         };
         if let Some(length) = found.content_length.first {
             let length = parse_length(length).ok_or(VerifyError::BodyTooLarge)?;
-            let limit = match payload {
-                Payload::Hash(_) => inner.max_body as u64,
-                Payload::Streaming(decoded) => crate::streaming::max_encoded_len(decoded),
-                Payload::Unsigned => u64::MAX,
-            };
-            if length > limit {
+            if length > inner.body_limit(&payload) {
                 return Err(VerifyError::BodyTooLarge);
             }
         }
@@ -1224,6 +1229,13 @@ impl Verifier {
         }
     }
 
+    /// The most body bytes a request that passed `check` may send: the body limit, the
+    /// unsigned-body limit on an opted-in route, or the encoded size of a signed stream of the
+    /// signed decoded length. Declared lengths, buffered bodies and streamed reads all use it.
+    pub fn body_limit(&self, check: &Precheck<'_>) -> u64 {
+        self.inner.body_limit(&check.payload)
+    }
+
     /// Precheck, signature and body hash over a buffered body: everything but the stores.
     /// Answers the secret version that verified.
     pub fn verify_buffered(
@@ -1233,7 +1245,7 @@ impl Verifier {
         record: &CredentialRecord,
     ) -> Result<u32, VerifyError> {
         let check = self.precheck(parts)?;
-        if body.len() > self.inner.max_body && check.body_is_signed() {
+        if body.len() as u64 > self.body_limit(&check) {
             return Err(VerifyError::BodyTooLarge);
         }
         let version = self.verify_signature(parts, &check, record)?;

@@ -538,6 +538,20 @@ async fn unsigned_payload_only_where_a_route_opted_in() {
     raw.sign(&mut req, b"raw bytes");
     let reply = send(&fx, req).await;
     assert_eq!(reply.status(), StatusCode::OK, "{:?}", reason(&reply));
+    // A declared length over the unsigned-body limit (4096 in the fixture) is refused before
+    // any byte is read.
+    let mut req = request("PUT", "https://api.example.com/api/uploads/big.bin", b"");
+    req.headers_mut()
+        .insert("content-length", http::HeaderValue::from_static("4097"));
+    let mut raw = Raw::new(&fx.issued.key_id, &secret, T0);
+    raw.payload = Some("UNSIGNED-PAYLOAD");
+    raw.sign(&mut req, b"");
+    let reply = send(&fx, req).await;
+    assert!(
+        matches!(reason(&reply), Some(VerifyError::BodyTooLarge)),
+        "{:?}",
+        reason(&reply)
+    );
 }
 
 #[tokio::test]

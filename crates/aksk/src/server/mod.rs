@@ -232,17 +232,17 @@ where
     let version = verifier
         .verify_signature(&parts, &check, &record)
         .map_err(|e| reject(e, Some(key_id)))?;
-    let body = if let Some(decoded) = check.streaming_length() {
+    let body = if check.streaming_length().is_some() {
         // Signed aws-chunked: each chunk verified before its bytes are kept.
         let decoder = verifier
             .chunk_decoder(&check, &record, version)
             .map_err(|e| reject(e, Some(key_id)))?;
-        let bytes = read_chunked(body, decoder, crate::streaming::max_encoded_len(decoded))
+        let bytes = read_chunked(body, decoder, verifier.body_limit(&check))
             .await
             .map_err(|e| reject(e, Some(key_id)))?;
         VerifiedBody::verified(bytes)
     } else if check.body_is_signed() {
-        let (bytes, hash) = read_hashed(body, verifier.max_body())
+        let (bytes, hash) = read_hashed(body, verifier.body_limit(&check))
             .await
             .map_err(|e| reject(e, Some(key_id)))?;
         verifier
@@ -250,7 +250,7 @@ where
             .map_err(|e| reject(e, Some(key_id)))?;
         VerifiedBody::verified(bytes)
     } else {
-        VerifiedBody::unverified(body, verifier.max_unsigned_body())
+        VerifiedBody::unverified(body, verifier.body_limit(&check))
     };
     let now = verifier.clock().now();
     match shared
@@ -298,12 +298,12 @@ where
 }
 
 /// Reads the body up to `limit` bytes, hashing each frame as it arrives.
-async fn read_hashed<B>(body: B, limit: usize) -> Result<(Bytes, [u8; 32]), VerifyError>
+async fn read_hashed<B>(body: B, limit: u64) -> Result<(Bytes, [u8; 32]), VerifyError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    if body.size_hint().lower() > limit as u64 {
+    if body.size_hint().lower() > limit {
         return Err(VerifyError::BodyTooLarge);
     }
     let mut body = std::pin::pin!(body);
@@ -317,7 +317,7 @@ where
             continue;
         };
         total = total.saturating_add(data.len());
-        if total > limit {
+        if total as u64 > limit {
             return Err(VerifyError::BodyTooLarge);
         }
         hasher.update(&data);
