@@ -9,7 +9,7 @@ use palisade_aksk::Verifier;
 use palisade_aksk::canonical::{
     self, CanonicalOptions, PathEncoding, PathNormalization, SigningKey,
 };
-use palisade_aksk::streaming::ChunkedDecoder;
+use palisade_aksk::streaming::{ChunkedDecoder, MIN_CHUNK, encode_chunked};
 use palisade_aksk::verifier::{parse_amz_date, parse_authorization};
 use palisade_core::{KeyRing, ManualClock};
 use palisade_field_crypto::FieldCipher;
@@ -63,21 +63,31 @@ fuzz_target!(|data: &[u8]| {
     let (parts, ()) = request.into_parts();
     let _ = verifier.precheck(&parts);
 
-    // Hostile aws-chunked framing: fed in two pieces, never a panic, never more bytes out
-    // than the signed length.
+    // Hostile aws-chunked framing, fed in two pieces: never a panic.
     let key = SigningKey::derive(b"fuzz", "20261129", "eu-west-1", "palisade");
+    let (date, scope) = ("20261129T120000Z", "20261129/eu-west-1/palisade/aws4_request");
     let expected = u64::from(data.first().copied().unwrap_or(0)) * 64;
-    let mut decoder = ChunkedDecoder::new(
-        key,
-        "20261129T120000Z",
-        "20261129/eu-west-1/palisade/aws4_request",
-        [0; 32],
-        expected,
-    );
+    let mut decoder = ChunkedDecoder::new(key.clone(), date, scope, [0; 32], expected);
     let split = data.len() / 2;
-    if decoder.feed(&data[..split]).is_ok() && decoder.feed(&data[split..]).is_ok() {
-        if let Ok(decoded) = decoder.finish() {
-            assert_eq!(decoded.len() as u64, expected);
+    let _ = decoder.feed(&data[..split]);
+    let _ = decoder.feed(&data[split..]);
+    let _ = decoder.finish();
+
+    // A valid stream of the input decodes to exactly it; with one byte changed (at a place
+    // and by a value the input picks), it decodes to the same bytes or not at all.
+    let encoded = encode_chunked(&key, date, scope, &[1; 32], data, MIN_CHUNK);
+    let decode = |body: &[u8]| {
+        let mut decoder = ChunkedDecoder::new(key.clone(), date, scope, [1; 32], data.len() as u64);
+        decoder.feed(body)?;
+        decoder.finish()
+    };
+    assert_eq!(decode(&encoded).as_deref().ok(), Some(data));
+    if let [a, b, c, ..] = data {
+        let mut changed = encoded.clone();
+        let at = (usize::from(*a) << 8 | usize::from(*b)) % changed.len();
+        changed[at] ^= c | 1;
+        if let Ok(decoded) = decode(&changed) {
+            assert_eq!(&decoded[..], data, "a changed stream decoded to other bytes");
         }
     }
 });

@@ -50,6 +50,8 @@ pub const X_AMZ_DECODED_CONTENT_LENGTH: HeaderName =
 pub const MIN_CHUNK: usize = 8 * 1024;
 /// The algorithm line of a chunk's string to sign.
 const CHUNK_ALGORITHM: &str = "AWS4-HMAC-SHA256-PAYLOAD";
+/// The most decoded bytes reserved up front.
+const PREALLOCATE: u64 = 1 << 20;
 /// The longest chunk header accepted: 16 hex digits, the signature extension, CRLF.
 const MAX_HEADER: usize = 16 + ";chunk-signature=".len() + 64 + 2;
 
@@ -92,6 +94,8 @@ pub struct ChunkedDecoder {
     pending: BytesMut,
     short_seen: bool,
     done: bool,
+    /// Set by the first error: a failed decoder never answers `Ok` again.
+    failed: Option<ChunkError>,
 }
 
 impl std::fmt::Debug for ChunkedDecoder {
@@ -119,32 +123,56 @@ impl ChunkedDecoder {
             head: format!("{CHUNK_ALGORITHM}\n{amz_date}\n{scope}\n").into_bytes(),
             previous: seed,
             expected,
-            decoded: BytesMut::new(),
+            // The signed length, up to a bound: no regrowth for ordinary bodies, and no huge
+            // reservation for a caller that passes a huge length.
+            decoded: BytesMut::with_capacity(
+                usize::try_from(expected.min(PREALLOCATE)).unwrap_or(0),
+            ),
             pending: BytesMut::new(),
             short_seen: false,
             done: false,
+            failed: None,
         }
     }
 
     /// Takes the next bytes of the body and verifies every chunk they complete.
     pub fn feed(&mut self, input: &[u8]) -> Result<(), ChunkError> {
-        if self.done {
-            return if input.is_empty() {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        let outcome = if self.done {
+            if input.is_empty() {
                 Ok(())
             } else {
                 Err(ChunkError::TrailingBytes)
-            };
+            }
+        } else {
+            self.pending.extend_from_slice(input);
+            loop {
+                match self.next_chunk() {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(error) => break Err(error),
+                }
+            }
+        };
+        if let Err(error) = outcome {
+            self.failed = Some(error);
         }
-        self.pending.extend_from_slice(input);
-        while self.next_chunk()? {}
-        Ok(())
+        outcome
     }
 
     /// The decoded body, once the final chunk verified and the chunks hold exactly the signed
     /// decoded length.
     pub fn finish(self) -> Result<Bytes, ChunkError> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
         if !self.done {
             return Err(ChunkError::Truncated);
+        }
+        if !self.pending.is_empty() {
+            return Err(ChunkError::TrailingBytes);
         }
         if self.decoded.len() as u64 != self.expected {
             return Err(ChunkError::Truncated);
@@ -175,10 +203,13 @@ impl ChunkedDecoder {
         if size > remaining {
             return Err(ChunkError::TooLong);
         }
-        // The size fits the signed length, which fits the body limit.
-        let size = size as usize;
+        // The size fits the signed length; a length this machine cannot address is refused.
         let start = line_end + 2;
-        let end = start + size;
+        let (size, end) = usize::try_from(size)
+            .ok()
+            .and_then(|size| Some((size, start.checked_add(size)?.checked_add(2)?)))
+            .ok_or(ChunkError::TooLong)?;
+        let end = end - 2;
         if self.pending.len() < end + 2 {
             return Ok(false);
         }
@@ -405,7 +436,7 @@ mod tests {
                 ChunkError::BadSignature,
             ),
             (
-                "no final chunk",
+                "only the first chunk",
                 body[..second].to_vec(),
                 66_560,
                 ChunkError::Truncated,
@@ -452,7 +483,68 @@ mod tests {
             &body[body.len() - 86..],
         ]
         .concat();
-        assert!(decode(&reordered, 66_560, 4096).is_err());
+        assert_eq!(
+            decode(&reordered, 66_560, 4096),
+            Err(ChunkError::BadSignature)
+        );
+    }
+
+    /// Three chunks of the minimum size: a dropped, a duplicated or a swapped chunk breaks the
+    /// chain at that chunk; the untouched body decodes.
+    #[test]
+    fn the_chain_holds_every_chunk_in_place() {
+        let data: Vec<u8> = (0..3 * MIN_CHUNK).map(|i| (i % 251) as u8).collect();
+        let body = encode_chunked(&example_key(), DATE, SCOPE, &seed(), &data, MIN_CHUNK);
+        // Each framed chunk: header (`2000;chunk-signature=<64>\r\n`), data, CRLF.
+        let framed = 4 + 17 + 64 + 2 + MIN_CHUNK + 2;
+        let chunk = |i: usize| &body[i * framed..(i + 1) * framed];
+        let last = &body[3 * framed..];
+        let expected = data.len() as u64;
+        assert_eq!(
+            decode(&body, expected, 1000).unwrap(),
+            Bytes::from(data.clone())
+        );
+        for (what, body, error) in [
+            (
+                "the middle chunk dropped",
+                [chunk(0), chunk(2), last].concat(),
+                ChunkError::BadSignature,
+            ),
+            (
+                "the first chunk twice",
+                [chunk(0), chunk(0), chunk(1), chunk(2), last].concat(),
+                ChunkError::BadSignature,
+            ),
+            (
+                "two chunks swapped",
+                [chunk(1), chunk(0), chunk(2), last].concat(),
+                ChunkError::BadSignature,
+            ),
+            (
+                "the final chunk dropped",
+                [chunk(0), chunk(1), chunk(2)].concat(),
+                ChunkError::Truncated,
+            ),
+        ] {
+            assert_eq!(decode(&body, expected, 1000), Err(error), "{what}");
+        }
+    }
+
+    /// A chunk size past anything addressable, under a huge signed length, is an error, not a
+    /// panic; and a decoder that failed stays failed.
+    #[test]
+    fn hostile_sizes_and_reuse_after_failure() {
+        let sig = "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288648";
+        let header = format!("ffffffffffffffff;chunk-signature={sig}\r\n");
+        let mut decoder = ChunkedDecoder::new(example_key(), DATE, SCOPE, seed(), u64::MAX);
+        assert_eq!(decoder.feed(header.as_bytes()), Err(ChunkError::TooLong));
+        let mut decoder = ChunkedDecoder::new(example_key(), DATE, SCOPE, seed(), 66_560);
+        assert_eq!(
+            decoder.feed(&[&example_body()[..], b"junk"].concat()),
+            Err(ChunkError::TrailingBytes)
+        );
+        assert_eq!(decoder.feed(b""), Err(ChunkError::TrailingBytes));
+        assert_eq!(decoder.finish(), Err(ChunkError::TrailingBytes));
     }
 
     #[test]

@@ -94,7 +94,10 @@ async fn streamed_uploads_are_refused_when_anything_changes() {
     let (parts, body) = streamed(&fx, uri, &data);
     let cut = body[..body.len() - 90].to_vec();
     let reply = send(&fx, with_body(&parts, cut)).await;
-    assert!(matches!(reason(&reply), Some(VerifyError::Chunk(_))));
+    assert!(matches!(
+        reason(&reply),
+        Some(VerifyError::Chunk(ChunkError::Truncated))
+    ));
 
     // A route that did not opt in.
     let (parts, body) = streamed(&fx, "https://api.example.com/api/orders/42", &data);
@@ -104,10 +107,62 @@ async fn streamed_uploads_are_refused_when_anything_changes() {
         Some(VerifyError::PayloadNotAllowed)
     ));
 
-    // More than the body limit (4 KiB here), refused before any chunk is read.
+    // A signed decoded length over the body limit (4 KiB here): refused by the precheck.
     let (parts, body) = streamed(&fx, uri, &vec![b'x'; 5000]);
     let reply = send(&fx, with_body(&parts, body)).await;
     assert!(matches!(reason(&reply), Some(VerifyError::BodyTooLarge)));
+}
+
+/// Several chunks through the layer (a 64 KiB limit here, so chunks of the 8 KiB minimum
+/// chain): the handler gets the decoded bytes, described by its headers; a declared encoded
+/// length past what the signed decoded length allows is refused before the body is read.
+#[tokio::test]
+async fn a_multi_chunk_upload_and_its_declared_length() {
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, ServiceExt as _};
+    let fx = fixture_with_limit(
+        palisade_aksk::MemoryCredentialStore::new(),
+        palisade_aksk::MemoryNonceStore::new(),
+        64 * 1024,
+    )
+    .await;
+    let data: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let uri = "https://api.example.com/api/streams/big";
+    let (parts, body) = streamed(&fx, uri, &data);
+    let inner = tower::service_fn(
+        |req: http::Request<palisade_aksk::VerifiedBody<Full<Bytes>>>| async move {
+            let length = req.headers().get("content-length").cloned();
+            let coding = req.headers().get("content-encoding").cloned();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let same = body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8);
+            Ok::<_, std::convert::Infallible>(http::Response::new(format!(
+                "{length:?} {coding:?} {} {same}",
+                body.len()
+            )))
+        },
+    );
+    let reply = fx
+        .layer
+        .layer(inner)
+        .oneshot(with_body(&parts, body))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    assert_eq!(body_text(reply).await, "Some(\"40000\") None 40000 true");
+
+    // The same upload declaring an encoded length past the bound for 40,000 decoded bytes.
+    let (mut parts, body) = streamed(&fx, uri, &data);
+    let bound = palisade_aksk::streaming::max_encoded_len(40_000);
+    parts.headers.insert(
+        "content-length",
+        HeaderValue::from_str(&(bound + 1).to_string()).unwrap(),
+    );
+    let reply = send(&fx, with_body(&parts, body)).await;
+    assert!(
+        matches!(reason(&reply), Some(VerifyError::BodyTooLarge)),
+        "{:?}",
+        reason(&reply)
+    );
 }
 
 #[tokio::test]

@@ -232,6 +232,7 @@ where
     let version = verifier
         .verify_signature(&parts, &check, &record)
         .map_err(|e| reject(e, Some(key_id)))?;
+    let mut decoded_len = None;
     let body = if check.streaming_length().is_some() {
         // Signed aws-chunked: each chunk verified before its bytes are kept.
         let decoder = verifier
@@ -240,6 +241,7 @@ where
         let bytes = read_chunked(body, decoder, verifier.body_limit(&check))
             .await
             .map_err(|e| reject(e, Some(key_id)))?;
+        decoded_len = Some(bytes.len());
         VerifiedBody::verified(bytes)
     } else if check.body_is_signed() {
         let (bytes, hash) = read_hashed(body, verifier.body_limit(&check))
@@ -264,8 +266,32 @@ where
     }
     tracing::debug!(key_id, version, "access-key request verified");
     let identity = verifier.identity(&record);
+    if let Some(len) = decoded_len {
+        describe_decoded(&mut parts.headers, len);
+    }
     parts.extensions.insert(identity);
     Ok(Request::from_parts(parts, body))
+}
+
+/// Makes the headers describe the decoded body the inner service receives: its length, and
+/// no `aws-chunked` content coding (other codings stay, in order).
+fn describe_decoded(headers: &mut http::HeaderMap, len: usize) {
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    let codings: Vec<String> = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(http::header::CONTENT_ENCODING);
+    if !codings.is_empty()
+        && let Ok(value) = http::HeaderValue::from_str(&codings.join(", "))
+    {
+        headers.insert(http::header::CONTENT_ENCODING, value);
+    }
 }
 
 /// Reads a signed aws-chunked body of at most `limit` encoded bytes through `decoder`.

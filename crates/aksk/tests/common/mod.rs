@@ -31,9 +31,13 @@ pub fn cipher(clock: &ManualClock) -> FieldCipher {
 }
 
 pub fn verifier(clock: &ManualClock) -> Verifier {
+    verifier_with_limit(clock, 4096)
+}
+
+pub fn verifier_with_limit(clock: &ManualClock, max_body: usize) -> Verifier {
     Verifier::builder(SERVICE, REGION)
         .profile(Profile::Production)
-        .max_body(4096)
+        .max_body(max_body)
         .allow_unsigned_payload_on("/api/uploads/")
         .allow_streaming_payload_on("/api/streams/")
         .build(cipher(clock), clock.shared())
@@ -55,6 +59,18 @@ pub async fn fixture_with<C: CredentialStore, N: NonceStore>(
 where
     std::sync::Arc<C>: CredentialStore,
 {
+    fixture_with_limit(credentials, nonces, 4096).await
+}
+
+/// [`fixture_with`] under a body limit of `max_body` bytes.
+pub async fn fixture_with_limit<C: CredentialStore, N: NonceStore>(
+    credentials: C,
+    nonces: N,
+    max_body: usize,
+) -> Fixture<C, N>
+where
+    std::sync::Arc<C>: CredentialStore,
+{
     let clock = ManualClock::at_unix(T0);
     let keys = AccessKeys::new(credentials, cipher(&clock), clock.shared());
     let issued = keys
@@ -67,7 +83,11 @@ where
         })
         .await
         .unwrap();
-    let layer = AccessKeyLayer::new(verifier(&clock), keys.shared_store(), nonces);
+    let layer = AccessKeyLayer::new(
+        verifier_with_limit(&clock, max_body),
+        keys.shared_store(),
+        nonces,
+    );
     Fixture {
         clock,
         keys,
