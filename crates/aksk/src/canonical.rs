@@ -909,9 +909,31 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
+/// SHA-256 of the empty body ([`EMPTY_SHA256`] as bytes): a `GET` has nothing to hash.
+const EMPTY_DIGEST: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
+
+/// SHA-256 of a body, with the empty body's digest a constant.
+pub fn body_digest(body: &[u8]) -> [u8; 32] {
+    if body.is_empty() {
+        EMPTY_DIGEST
+    } else {
+        Sha256::digest(body).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_empty_digest_is_sha256_of_nothing() {
+        assert_eq!(EMPTY_DIGEST, <[u8; 32]>::from(Sha256::digest(b"")));
+        assert_eq!(hex::encode(EMPTY_DIGEST), EMPTY_SHA256);
+        assert_eq!(body_digest(b"x"), <[u8; 32]>::from(Sha256::digest(b"x")));
+    }
 
     fn uri(path: &str, options: CanonicalOptions) -> String {
         let mut out = Vec::new();

@@ -1255,8 +1255,7 @@ impl Verifier {
             decoder.finish()?;
             return Ok(version);
         }
-        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(body).into();
-        self.check_body(&check, &hash)?;
+        self.check_body(&check, &canonical::body_digest(body))?;
         Ok(version)
     }
 

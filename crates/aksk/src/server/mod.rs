@@ -34,6 +34,7 @@ use tower_service::Service;
 pub use body::{BoxError, VerifiedBody};
 use future::ResponseFuture;
 
+use crate::canonical;
 use crate::credential::CredentialStore;
 use crate::nonce::NonceStore;
 use crate::verifier::{Verifier, VerifyError};
@@ -363,5 +364,11 @@ where
         Some(buf) => buf.freeze(),
         None => first.unwrap_or_default(),
     };
-    Ok((bytes, hasher.finalize().into()))
+    let hash = if total == 0 {
+        // Nothing was hashed: the empty body's digest is a constant.
+        canonical::body_digest(&[])
+    } else {
+        hasher.finalize().into()
+    };
+    Ok((bytes, hash))
 }
