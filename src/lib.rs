@@ -45,3 +45,7 @@ pub use palisade_aksk as aksk;
 #[cfg(feature = "field-crypto")]
 #[cfg_attr(docsrs, doc(cfg(feature = "field-crypto")))]
 pub use palisade_field_crypto as field_crypto;
+
+#[cfg(feature = "throttle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
+pub use palisade_throttle as throttle;

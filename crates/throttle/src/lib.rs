@@ -1,0 +1,50 @@
+//! Per-org rate limiting after authentication for Tower services.
+//!
+//! This crate is being built in steps (issue 6). It has:
+//!
+//! - [`gcra`]: the generic cell rate algorithm in integer nanoseconds, with exact burst and
+//!   rate semantics ([`Quota`], [`gcra::decide`]);
+//! - [`ThrottleStore`]: limiter state for many keys, checked all-or-nothing for the several
+//!   limits one request may count against ([`Limit`], [`Verdict`]);
+//! - [`MemoryStore`]: the in-process store (sharded, keyed 128-bit bucket hashes, bounded with
+//!   per-shard sweeps of idle buckets);
+//! - `RedisStore` (feature `redis`): one Lua script per decision with Redis `TIME` as the only
+//!   clock.
+//!
+//! ```
+//! use palisade_throttle::{BucketKey, Limit, MemoryStore, Quota};
+//!
+//! let store = MemoryStore::new();
+//! let per_org = Limit {
+//!     key: BucketKey { tag: "acme", rule: "org", subject: "acme" },
+//!     quota: Quota::per_minute(100)?,
+//!     cost: 1,
+//! };
+//! let per_user = Limit {
+//!     key: BucketKey { tag: "acme", rule: "user", subject: "https://idp/realms/acme|alice" },
+//!     quota: Quota::per_minute(2)?,
+//!     cost: 1,
+//! };
+//! assert!(store.check_sync(&[per_org, per_user])?.allowed());
+//! assert!(store.check_sync(&[per_org, per_user])?.allowed());
+//! // The user's third request is refused, and the org's bucket is not charged for it.
+//! let verdict = store.check_sync(&[per_org, per_user])?;
+//! assert!(!verdict.allowed());
+//! assert_eq!(verdict.decisions()[0].remaining(), 98);
+//! assert_eq!(verdict.binding().map(|(i, _)| i), Some(1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod gcra;
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis_store;
+pub mod store;
+
+pub use gcra::{Decision, Quota, QuotaError};
+pub use memory::{MemoryStats, MemoryStore};
+#[cfg(feature = "redis")]
+pub use redis_store::RedisStore;
+pub use store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};

@@ -1,0 +1,400 @@
+//! The in-process [`ThrottleStore`]: sharded maps from a keyed 128-bit bucket hash to the
+//! bucket's theoretical arrival time.
+//!
+//! - **Fast:** a bucket key is hashed once with `foldhash` under two per-store random seeds
+//!   (the 128 bits are the map key, so no key string is stored or compared), one shard is
+//!   locked for the common single-limit request, and the allow path does not allocate once the
+//!   bucket exists.
+//! - **Bounded:** at most `capacity` buckets. A bucket whose theoretical arrival time has passed
+//!   is full again and holds no information, so it is dropped; each shard sweeps its own idle
+//!   buckets when it fills and at most once a second, so a sweep touches one shard
+//!   (`capacity / SHARDS` entries), never the whole store. When a shard is full of live
+//!   buckets, new buckets are refused with a [`StoreError`] (the rule's failure policy
+//!   decides), never by forgetting live ones.
+//! - **Exact:** distinct bucket keys could only share state on a 128-bit collision of a keyed
+//!   hash, which a caller cannot aim for without the seeds.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use palisade_core::SharedClock;
+
+use crate::gcra::{self, Decision};
+use crate::store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};
+
+/// Shards of the in-process store (a power of two).
+pub const SHARDS: usize = 32;
+
+/// A bucket's identity: 128 bits of keyed hash.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Id(u64, u64);
+
+impl std::hash::Hash for Id {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Already a keyed hash: the first word is the table's hash.
+        state.write_u64(self.0);
+    }
+}
+
+/// The map's hasher: passes the id's first word through.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Never reached for `Id`; fold anything else all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = word;
+    }
+}
+
+struct Shard {
+    tats: HashMap<Id, u64, BuildHasherDefault<IdHasher>>,
+    /// When this shard next sweeps idle buckets (nanoseconds).
+    next_sweep: u64,
+}
+
+/// The in-process store (see the module docs). Cloning shares the state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    time: Time,
+    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    per_shard: usize,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("capacity", &(self.inner.per_shard * SHARDS))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the store reads the time.
+enum Time {
+    /// A monotonic clock read from the CPU's counter (`quanta`): cheap, and immune to the wall
+    /// clock being stepped. Nanoseconds since the store was made.
+    Monotonic {
+        clock: quanta::Clock,
+        start: quanta::Instant,
+    },
+    /// An injected clock (tests, simulations).
+    Clock(SharedClock),
+}
+
+impl Time {
+    fn nanos(&self) -> u64 {
+        match self {
+            // Starts a year in so that no decision sees a time near zero.
+            Self::Monotonic { clock, start } => {
+                const OFFSET: u64 = 366 * 24 * 3600 * 1_000_000_000;
+                let elapsed = clock.now().saturating_duration_since(*start).as_nanos();
+                OFFSET.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+            }
+            Self::Clock(clock) => nanos(clock.now()),
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_capacity(1_000_000)
+    }
+}
+
+/// How many buckets a store holds and the memory they use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Live buckets (idle ones not yet swept included).
+    pub buckets: usize,
+    /// Bytes held by the maps' tables (slots and control bytes, allocated capacity).
+    pub table_bytes: usize,
+}
+
+impl MemoryStats {
+    /// Table bytes per bucket (0 when empty).
+    pub fn bytes_per_bucket(&self) -> f64 {
+        if self.buckets == 0 {
+            0.0
+        } else {
+            self.table_bytes as f64 / self.buckets as f64
+        }
+    }
+}
+
+const SWEEP_EVERY_NS: u64 = 1_000_000_000;
+
+impl MemoryStore {
+    /// A store of up to 1,000,000 buckets.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A store of up to `capacity` buckets (rounded up to a multiple of [`SHARDS`]), on a
+    /// monotonic clock.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let clock = quanta::Clock::new();
+        let start = clock.now();
+        Self::build(capacity, Time::Monotonic { clock, start })
+    }
+
+    /// A store of up to `capacity` buckets reading the time from `clock` (a manual clock in
+    /// tests).
+    pub fn with_clock(capacity: usize, clock: SharedClock) -> Self {
+        Self::build(capacity, Time::Clock(clock))
+    }
+
+    fn build(capacity: usize, time: Time) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    tats: HashMap::default(),
+                    next_sweep: 0,
+                })
+            })
+            .collect();
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                shards,
+                time,
+                seeds: Default::default(),
+                per_shard,
+            }),
+        }
+    }
+
+    /// The buckets held and their memory.
+    pub fn stats(&self) -> MemoryStats {
+        let slot = std::mem::size_of::<(Id, u64)>() + 1;
+        self.inner
+            .shards
+            .iter()
+            .map(|s| {
+                let shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+                (shard.tats.len(), shard.tats.capacity() * slot)
+            })
+            .fold(
+                MemoryStats {
+                    buckets: 0,
+                    table_bytes: 0,
+                },
+                |acc, (n, bytes)| MemoryStats {
+                    buckets: acc.buckets + n,
+                    table_bytes: acc.table_bytes + bytes,
+                },
+            )
+    }
+
+    /// Drops every idle bucket (one shard at a time); answers how many were dropped.
+    pub fn sweep(&self) -> usize {
+        let now = self.inner.time.nanos();
+        self.inner
+            .shards
+            .iter()
+            .map(|s| {
+                let mut shard = s.lock().unwrap_or_else(PoisonError::into_inner);
+                let before = shard.tats.len();
+                shard.tats.retain(|_, tat| *tat > now);
+                before - shard.tats.len()
+            })
+            .sum()
+    }
+
+    #[inline]
+    fn id(&self, key: &BucketKey<'_>) -> Id {
+        let (a, b) = &self.inner.seeds;
+        let parts = [
+            key.tag.as_bytes(),
+            key.rule.as_bytes(),
+            key.subject.as_bytes(),
+        ];
+        let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
+        let mut buf = [0u8; 128];
+        if let Some(joined) = buf.get_mut(..len) {
+            // Short keys: one write of `tag 0xff rule 0xff subject 0xff` (0xff is never in
+            // UTF-8, so the encoding is unambiguous).
+            let mut at = 0;
+            for part in parts {
+                joined[at..at + part.len()].copy_from_slice(part);
+                joined[at + part.len()] = 0xff;
+                at += part.len() + 1;
+            }
+            let hash = |state: &foldhash::fast::RandomState| {
+                let mut h = state.build_hasher();
+                h.write(joined);
+                h.finish()
+            };
+            Id(hash(a), hash(b))
+        } else {
+            let triple = (key.tag, key.rule, key.subject);
+            Id(a.hash_one(triple), b.hash_one(triple))
+        }
+    }
+
+    fn shard_of(id: &Id) -> usize {
+        // The table uses the low bits of the first word; the shard, the high bits.
+        (id.0 >> 59) as usize & (SHARDS - 1)
+    }
+
+    /// [`ThrottleStore::check`] without the future: decides `limits` all-or-nothing now.
+    pub fn check_sync(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+        let now = self.inner.time.nanos();
+        match limits {
+            [] => Verdict::new(&[]),
+            [limit] => {
+                let id = self.id(&limit.key);
+                let mut shard = self.lock(Self::shard_of(&id));
+                let (decision, next) =
+                    gcra::decide(&limit.quota, shard.tats.get(&id).copied(), now, limit.cost);
+                if decision.allowed()
+                    && let Some(tat) = next
+                {
+                    if let Some(slot) = shard.tats.get_mut(&id) {
+                        *slot = tat;
+                    } else {
+                        self.make_room(&mut shard, 1, now)?;
+                        shard.tats.insert(id, tat);
+                    }
+                }
+                Ok(Verdict::single(decision))
+            }
+            _ => self.check_many(limits, now),
+        }
+    }
+
+    fn check_many(&self, limits: &[Limit<'_>], now: u64) -> Result<Verdict, StoreError> {
+        if limits.len() > MAX_LIMITS {
+            return Err(StoreError::new("too many limits for one request", None));
+        }
+        let mut ids = [Id::default(); MAX_LIMITS];
+        let mut order = [(0usize, 0usize); MAX_LIMITS];
+        for (i, limit) in limits.iter().enumerate() {
+            ids[i] = self.id(&limit.key);
+            order[i] = (Self::shard_of(&ids[i]), i);
+        }
+        let order = &mut order[..limits.len()];
+        order.sort_unstable();
+        // Lock each distinct shard once, in ascending order (no deadlock between requests).
+        let mut guards: [Option<MutexGuard<'_, Shard>>; MAX_LIMITS] = Default::default();
+        let mut guard_of = [0usize; MAX_LIMITS];
+        let mut locked = 0;
+        for (n, &(shard, i)) in order.iter().enumerate() {
+            if n == 0 || order[n - 1].0 != shard {
+                guards[locked] = Some(self.lock(shard));
+                locked += 1;
+            }
+            guard_of[i] = locked - 1;
+        }
+        // Decide in order; a bucket named twice sees its earlier tentative charge.
+        let none = Decision::new(true, 0, 0, Duration::ZERO, Duration::ZERO);
+        let mut decisions = [none; MAX_LIMITS];
+        let mut pending: [(Id, Option<u64>); MAX_LIMITS] = [(Id::default(), None); MAX_LIMITS];
+        for (i, limit) in limits.iter().enumerate() {
+            let id = ids[i];
+            let earlier = pending[..i].iter().rev().find(|(p, _)| *p == id);
+            let tat = match earlier {
+                Some((_, tat)) => *tat,
+                None => guards[guard_of[i]]
+                    .as_ref()
+                    .and_then(|g| g.tats.get(&id).copied()),
+            };
+            let (decision, next) = gcra::decide(&limit.quota, tat, now, limit.cost);
+            decisions[i] = decision;
+            pending[i] = (id, next);
+        }
+        let decisions = &mut decisions[..limits.len()];
+        if !decisions.iter().all(Decision::allowed) {
+            // Nothing is charged: the admitting limits report their state as it stays.
+            for (i, limit) in limits.iter().enumerate() {
+                if decisions[i].allowed() {
+                    let tat = guards[guard_of[i]]
+                        .as_ref()
+                        .and_then(|g| g.tats.get(&ids[i]).copied());
+                    decisions[i] = gcra::decide(&limit.quota, tat, now, 0).0;
+                }
+            }
+        } else {
+            let pending = &pending[..limits.len()];
+            // Room for every new bucket first, so a full shard charges nothing.
+            let mut needed = [0usize; MAX_LIMITS];
+            for (i, (id, tat)) in pending.iter().enumerate() {
+                let first = !pending[..i].iter().any(|(p, _)| p == id);
+                let exists = guards[guard_of[i]]
+                    .as_ref()
+                    .is_some_and(|g| g.tats.contains_key(id));
+                if tat.is_some() && first && !exists {
+                    needed[guard_of[i]] += 1;
+                }
+            }
+            for (guard, &needed) in guards.iter_mut().zip(&needed) {
+                if let Some(guard) = guard.as_mut()
+                    && needed > 0
+                {
+                    self.make_room(guard, needed, now)?;
+                }
+            }
+            for (i, (id, tat)) in pending.iter().enumerate() {
+                if let (Some(tat), Some(guard)) = (tat, guards[guard_of[i]].as_mut()) {
+                    guard.tats.insert(*id, *tat);
+                }
+            }
+        }
+        Verdict::new(decisions)
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Shard> {
+        // The state is plain integers: a panic elsewhere cannot leave it half-written.
+        self.inner.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes room for `needed` new buckets in a shard: sweeps its idle buckets when it would
+    /// overflow or a sweep is due, and refuses when live buckets fill it.
+    fn make_room(&self, shard: &mut Shard, needed: usize, now: u64) -> Result<(), StoreError> {
+        let fits = |shard: &Shard| shard.tats.len() + needed <= self.inner.per_shard;
+        if !fits(shard) || now >= shard.next_sweep {
+            shard.tats.retain(|_, t| *t > now);
+            shard.next_sweep = now.saturating_add(SWEEP_EVERY_NS);
+            if !fits(shard) {
+                return Err(StoreError::new("in-process throttle store is full", None));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ThrottleStore for MemoryStore {
+    fn check(
+        &self,
+        limits: &[Limit<'_>],
+    ) -> impl Future<Output = Result<Verdict, StoreError>> + Send {
+        let answer: Ready<_> = ready(self.check_sync(limits));
+        answer
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

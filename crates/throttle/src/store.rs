@@ -1,0 +1,141 @@
+//! Where limiter state lives: the [`ThrottleStore`] trait and what it answers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::gcra::{Decision, Quota};
+
+/// The most limits one request may be checked against (per-user, per-org, per-route, ...).
+pub const MAX_LIMITS: usize = 8;
+
+/// Which bucket a limit counts in.
+///
+/// `tag` groups the buckets of one request so that a shared store can check them together:
+/// the org for authenticated requests, the client for anonymous ones (the Redis store puts it in
+/// a `{hash tag}` so every key of a request lives on one Redis Cluster slot). `rule` names the
+/// rule; `subject` is who is counted (an org id, issuer and subject, a client IP, a key id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BucketKey<'a> {
+    /// The request's grouping tag.
+    pub tag: &'a str,
+    /// The rule's name.
+    pub rule: &'a str,
+    /// Who is counted.
+    pub subject: &'a str,
+}
+
+/// One limit to check for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit<'a> {
+    /// The bucket.
+    pub key: BucketKey<'a>,
+    /// Its quota.
+    pub quota: Quota,
+    /// What this request costs (0: peek without cost).
+    pub cost: u32,
+}
+
+/// The store's answer for all of a request's limits, checked all-or-nothing: either every
+/// limit admitted the request and every bucket was charged, or none was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    allowed: bool,
+    len: u8,
+    decisions: [Decision; MAX_LIMITS],
+}
+
+impl Verdict {
+    /// A verdict from per-limit decisions, in the order of the limits (at most [`MAX_LIMITS`]).
+    pub fn new(decisions: &[Decision]) -> Result<Self, StoreError> {
+        let mut out = [Decision::new(true, 0, 0, Duration::ZERO, Duration::ZERO); MAX_LIMITS];
+        let target = out
+            .get_mut(..decisions.len())
+            .ok_or_else(|| StoreError::new("too many limits for one request", None))?;
+        target.copy_from_slice(decisions);
+        Ok(Self {
+            allowed: decisions.iter().all(Decision::allowed),
+            len: decisions.len() as u8,
+            decisions: out,
+        })
+    }
+
+    /// The verdict of a single limit.
+    #[inline]
+    pub fn single(decision: Decision) -> Self {
+        let mut decisions = [decision; MAX_LIMITS];
+        decisions[0] = decision;
+        Self {
+            allowed: decision.allowed(),
+            len: 1,
+            decisions,
+        }
+    }
+
+    /// Whether every limit admitted the request.
+    #[inline]
+    pub fn allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Each limit's decision, in the order of the limits.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions[..usize::from(self.len)]
+    }
+
+    /// The decision to report in headers: when refused, the refusing limit that frees up last;
+    /// when admitted, the limit with the fewest requests left.
+    pub fn binding(&self) -> Option<(usize, &Decision)> {
+        let decisions = self.decisions().iter().enumerate();
+        if self.allowed() {
+            decisions.min_by_key(|(_, d)| (d.remaining(), std::cmp::Reverse(d.reset_after())))
+        } else {
+            decisions
+                .filter(|(_, d)| !d.allowed())
+                .max_by_key(|(_, d)| d.retry_after())
+        }
+    }
+}
+
+/// Limiter state for many keys.
+pub trait ThrottleStore: Send + Sync + 'static {
+    /// Checks `limits` all-or-nothing, now by the store's own clock (Redis `TIME` for the Redis
+    /// store, so replicas agree). Errors when the store cannot answer; the layer then applies
+    /// each rule's failure policy.
+    fn check(
+        &self,
+        limits: &[Limit<'_>],
+    ) -> impl Future<Output = Result<Verdict, StoreError>> + Send;
+}
+
+impl<S: ThrottleStore> ThrottleStore for Arc<S> {
+    fn check(
+        &self,
+        limits: &[Limit<'_>],
+    ) -> impl Future<Output = Result<Verdict, StoreError>> + Send {
+        (**self).check(limits)
+    }
+}
+
+/// A throttle store failed (unreachable, timed out, full). What happens to the request is the
+/// rule's failure policy.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("throttle store error: {message}")]
+pub struct StoreError {
+    message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    /// A store error with a message and the backend's error.
+    pub fn new(
+        message: impl Into<String>,
+        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The Redis store against the machine's real Redis: the conformance suite (on the caller's
+//! clock), Redis `TIME` as the clock, NOSCRIPT recovery, several replicas sharing one server,
+//! and an unreachable server.
+
+mod common;
+
+use std::time::Duration;
+
+use palisade_core::{ManualClock, Profile};
+use palisade_throttle::{BucketKey, Limit, Quota, RedisStore, ThrottleStore};
+
+fn url() -> String {
+    std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn prefix(test: &str) -> String {
+    format!("palisade-throttle-test:{}:{test}:", std::process::id())
+}
+
+async fn store(test: &str) -> RedisStore {
+    RedisStore::connect(&url(), &prefix(test), Profile::Development)
+        .await
+        .expect("the machine's Redis")
+}
+
+async fn cleanup(test: &str) {
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", prefix(test)))
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    for key in keys {
+        let _: () = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+}
+
+#[tokio::test]
+async fn redis_store_conformance_on_the_callers_clock() {
+    let clock = ManualClock::new(common::at(0, 0));
+    let s = store("conformance")
+        .await
+        .with_test_clock(clock.shared(), Profile::Development)
+        .expect("test clock");
+    common::conformance(&s, &clock, "t").await;
+    cleanup("conformance").await;
+}
+
+#[tokio::test]
+async fn the_callers_clock_is_refused_in_production() {
+    let s = store("prod").await;
+    let clock = ManualClock::new(common::at(0, 0));
+    assert!(
+        s.with_test_clock(clock.shared(), Profile::Production)
+            .is_err()
+    );
+}
+
+fn limit(subject: &str, quota: Quota) -> Limit<'_> {
+    Limit {
+        key: BucketKey {
+            tag: "org-1",
+            rule: "org",
+            subject,
+        },
+        quota,
+        cost: 1,
+    }
+}
+
+#[tokio::test]
+async fn redis_time_is_the_clock_and_keys_expire() {
+    let s = store("time").await;
+    let quota = Quota::per_window(3, Duration::from_secs(3600)).expect("quota");
+    for n in 0..3u32 {
+        let v = s.check(&[limit("a", quota)]).await.expect("redis");
+        assert!(v.allowed());
+        assert_eq!(v.decisions()[0].remaining(), 2 - n);
+    }
+    let v = s.check(&[limit("a", quota)]).await.expect("redis");
+    assert!(!v.allowed());
+    let retry = v.decisions()[0].retry_after();
+    assert!(
+        retry > Duration::from_secs(1190) && retry <= Duration::from_secs(1200),
+        "{retry:?}"
+    );
+    // The key carries a TTL of the time until the bucket is full again.
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(s.key(&limit("a", quota).key))
+        .query_async(&mut conn)
+        .await
+        .expect("pttl");
+    assert!(ttl > 3_590_000 && ttl <= 3_600_001, "{ttl}");
+    cleanup("time").await;
+}
+
+#[tokio::test]
+async fn keys_share_the_request_tag_and_escape_their_parts() {
+    let s = store("keys").await;
+    let key = s.key(&BucketKey {
+        tag: "ac}me",
+        rule: "user",
+        subject: "https://idp/x|a:b%",
+    });
+    assert_eq!(
+        key,
+        format!(
+            "{}{{ac%7Dme}}:user:https%3A//idp/x|a%3Ab%25",
+            prefix("keys")
+        )
+    );
+}
+
+#[tokio::test]
+async fn the_script_is_reloaded_after_a_flush() {
+    let s = store("noscript").await;
+    let quota = Quota::per_minute(10).expect("quota");
+    assert!(
+        s.check(&[limit("a", quota)])
+            .await
+            .expect("redis")
+            .allowed()
+    );
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut conn)
+        .await
+        .expect("flush");
+    let v = s.check(&[limit("a", quota)]).await.expect("reloaded");
+    assert_eq!(v.decisions()[0].remaining(), 8);
+    cleanup("noscript").await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_an_error() {
+    // A port nothing listens on: connecting fails, nothing is allowed.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let answer = RedisStore::connect(
+        &format!("redis://127.0.0.1:{port}"),
+        "x:",
+        Profile::Development,
+    )
+    .await;
+    assert!(answer.is_err());
+    assert!(
+        RedisStore::connect("redis://redis.example.com:6379", "x:", Profile::Production)
+            .await
+            .is_err(),
+        "plaintext to another machine is refused in production"
+    );
+}
+
+/// Several replicas (own connections) sharing one Redis admit at most
+/// burst + rate × T + 1 requests over T, T measured by Redis itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_admit_at_most_burst_plus_rate() {
+    let burst = 20u32;
+    let quota = Quota::per_window(burst, Duration::from_secs(1)).expect("quota");
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let time = |conn: &mut redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        async move {
+            let (s, us): (u64, u64) = redis::cmd("TIME")
+                .query_async(&mut conn)
+                .await
+                .expect("time");
+            s as f64 + us as f64 / 1e6
+        }
+    };
+    let start = time(&mut conn).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let replica = store("replicas").await;
+        tasks.push(tokio::spawn(async move {
+            let mut admitted = 0u32;
+            for _ in 0..300 {
+                if replica
+                    .check(&[limit("shared", quota)])
+                    .await
+                    .expect("redis")
+                    .allowed()
+                {
+                    admitted += 1;
+                }
+            }
+            admitted
+        }));
+    }
+    let mut admitted = 0;
+    for t in tasks {
+        admitted += t.await.expect("task");
+    }
+    let elapsed = time(&mut conn).await - start;
+    let bound = f64::from(burst) + f64::from(burst) * elapsed + 1.0;
+    assert!(admitted >= burst, "the burst is available: {admitted}");
+    assert!(
+        f64::from(admitted) <= bound,
+        "{admitted} admitted over {elapsed:.3} s, bound {bound:.1}"
+    );
+    cleanup("replicas").await;
+}
