@@ -23,11 +23,7 @@ fn keys(n: usize) -> Vec<String> {
 
 fn limit(subject: &str, quota: Quota) -> Limit<'_> {
     Limit {
-        key: BucketKey {
-            tag: subject,
-            rule: "org",
-            subject,
-        },
+        key: BucketKey::new(subject, "org", subject),
         quota,
         cost: 1,
     }

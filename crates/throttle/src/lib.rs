@@ -16,12 +16,17 @@
 //!
 //! let store = MemoryStore::new();
 //! let per_org = Limit {
-//!     key: BucketKey { tag: "acme", rule: "org", subject: "acme" },
+//!     key: BucketKey::new("acme", "org", "acme"),
 //!     quota: Quota::per_minute(100)?,
 //!     cost: 1,
 //! };
 //! let per_user = Limit {
-//!     key: BucketKey { tag: "acme", rule: "user", subject: "https://idp/realms/acme|alice" },
+//!     key: BucketKey {
+//!         tag: "acme",
+//!         rule: "user",
+//!         namespace: "https://idp.example.com/realms/acme",
+//!         subject: "alice",
+//!     },
 //!     quota: Quota::per_minute(2)?,
 //!     cost: 1,
 //! };

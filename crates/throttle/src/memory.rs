@@ -225,13 +225,14 @@ impl MemoryStore {
         let parts = [
             key.tag.as_bytes(),
             key.rule.as_bytes(),
+            key.namespace.as_bytes(),
             key.subject.as_bytes(),
         ];
         let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
         let mut buf = [0u8; 128];
         if let Some(joined) = buf.get_mut(..len) {
-            // Short keys: one write of `tag 0xff rule 0xff subject 0xff` (0xff is never in
-            // UTF-8, so the encoding is unambiguous).
+            // Short keys: one write of `tag 0xff rule 0xff namespace 0xff subject 0xff` (0xff
+            // is never in UTF-8, so the encoding is unambiguous).
             let mut at = 0;
             for part in parts {
                 joined[at..at + part.len()].copy_from_slice(part);
@@ -245,8 +246,8 @@ impl MemoryStore {
             };
             Id(hash(a), hash(b))
         } else {
-            let triple = (key.tag, key.rule, key.subject);
-            Id(a.hash_one(triple), b.hash_one(triple))
+            let parts = (key.tag, key.rule, key.namespace, key.subject);
+            Id(a.hash_one(parts), b.hash_one(parts))
         }
     }
 

@@ -12,7 +12,7 @@
 //! - **Bounded:** every key is written with a TTL of the time until its bucket is full again
 //!   (plus a millisecond), after which it holds no information.
 //! - **Redis Cluster:** key names are built in Rust, never in the script, as
-//!   `<prefix>{<tag>}:<rule>:<subject>`; the `{tag}` (the org, or the client for anonymous
+//!   `<prefix>{<tag>}:<rule>:<namespace>:<subject>`; the `{tag}` (the org, or the client for anonymous
 //!   requests) puts all of a request's keys on one slot. Components are escaped (`%`, `{`,
 //!   `}`, `:` and control bytes as `%XX`) so no two buckets share a name.
 //! - **Fail explicitly:** any Redis error (down, timed out, refused) is a [`StoreError`]; the
@@ -172,13 +172,20 @@ impl RedisStore {
     /// The Redis key of a bucket.
     pub fn key(&self, key: &BucketKey<'_>) -> String {
         let mut out = String::with_capacity(
-            self.prefix.len() + key.tag.len() + key.rule.len() + key.subject.len() + 5,
+            self.prefix.len()
+                + key.tag.len()
+                + key.rule.len()
+                + key.namespace.len()
+                + key.subject.len()
+                + 6,
         );
         out.push_str(&self.prefix);
         out.push('{');
         escape(&mut out, key.tag);
         out.push_str("}:");
         escape(&mut out, key.rule);
+        out.push(':');
+        escape(&mut out, key.namespace);
         out.push(':');
         escape(&mut out, key.subject);
         out

@@ -14,15 +14,30 @@ pub const MAX_LIMITS: usize = 8;
 /// `tag` groups the buckets of one request so that a shared store can check them together:
 /// the org for authenticated requests, the client for anonymous ones (the Redis store puts it in
 /// a `{hash tag}` so every key of a request lives on one Redis Cluster slot). `rule` names the
-/// rule; `subject` is who is counted (an org id, issuer and subject, a client IP, a key id).
+/// rule; `namespace` and `subject` say who is counted (a token's issuer and subject; an empty
+/// namespace and an org id, a client network or a key id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BucketKey<'a> {
     /// The request's grouping tag.
     pub tag: &'a str,
     /// The rule's name.
     pub rule: &'a str,
+    /// Where the subject's name comes from (a token issuer), or empty.
+    pub namespace: &'a str,
     /// Who is counted.
     pub subject: &'a str,
+}
+
+impl<'a> BucketKey<'a> {
+    /// A key with an empty namespace.
+    pub fn new(tag: &'a str, rule: &'a str, subject: &'a str) -> Self {
+        Self {
+            tag,
+            rule,
+            namespace: "",
+            subject,
+        }
+    }
 }
 
 /// One limit to check for a request.

@@ -20,11 +20,7 @@ async fn memory_store_conformance() {
 
 fn limit(subject: &str, quota: Quota) -> Limit<'_> {
     Limit {
-        key: BucketKey {
-            tag: "t",
-            rule: "r",
-            subject,
-        },
+        key: BucketKey::new("t", "r", subject),
         quota,
         cost: 1,
     }

@@ -14,7 +14,7 @@ pub(crate) fn at(seconds: u64, millis: u64) -> SystemTime {
 
 fn limit<'a>(tag: &'a str, rule: &'a str, subject: &'a str, quota: Quota, cost: u32) -> Limit<'a> {
     Limit {
-        key: BucketKey { tag, rule, subject },
+        key: BucketKey::new(tag, rule, subject),
         quota,
         cost,
     }
@@ -198,6 +198,28 @@ pub(crate) async fn conformance<S: ThrottleStore>(store: &S, clock: &ManualClock
             .await
             .allowed()
     );
+    let ns = |namespace, subject| Limit {
+        key: BucketKey {
+            tag,
+            rule: "ns",
+            namespace,
+            subject,
+        },
+        quota: tight,
+        cost: 1,
+    };
+    assert!(one(store, ns("https://a", "b"), at(700, 0)).await.allowed());
+    assert!(
+        one(store, ns("https://a:b", ""), at(700, 0))
+            .await
+            .allowed()
+    );
+    assert!(
+        one(store, ns("", "https://a:b"), at(700, 0))
+            .await
+            .allowed()
+    );
+    assert!(!one(store, ns("https://a", "b"), at(700, 0)).await.allowed());
     let other_tag = format!("{tag}}}:j");
     assert!(
         one(store, limit(&other_tag, "a", "b", tight, 1), at(700, 0))
