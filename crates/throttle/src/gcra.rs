@@ -59,6 +59,12 @@ pub enum QuotaError {
 const MAX_INTERVAL_NS: u64 = 366 * 24 * 3600 * 1_000_000_000;
 
 impl Quota {
+    /// A placeholder for unused slots of fixed-size arrays; never decided.
+    pub(crate) const FILLER: Quota = Quota {
+        burst: 1,
+        emission_ns: 1_000_000_000,
+    };
+
     /// `limit` requests per `window`, all of them available at once: the burst is `limit` and
     /// one request's worth refills every `window / limit`.
     pub fn per_window(limit: u32, window: Duration) -> Result<Self, QuotaError> {

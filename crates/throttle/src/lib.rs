@@ -1,7 +1,8 @@
 //! Per-org rate limiting after authentication for Tower services.
 //!
-//! This crate is being built in steps (issue 6). It has:
-//!
+//! - [`ThrottleLayer`]: the Tower layer (see [`layer`]): the org from the verified identity,
+//!   claimed orgs checked, tiers and flags per org, 429 with `Retry-After` and the IETF
+//!   `RateLimit` fields, a failure policy per rule;
 //! - [`gcra`]: the generic cell rate algorithm in integer nanoseconds, with exact burst and
 //!   rate semantics ([`Quota`], [`gcra::decide`]);
 //! - [`ThrottleStore`]: limiter state for many keys, checked all-or-nothing for the several
@@ -42,14 +43,28 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod events;
 pub mod gcra;
+pub mod headers;
+pub mod layer;
 pub mod memory;
+pub mod org;
+pub mod policy;
+pub mod quotas;
 #[cfg(feature = "redis")]
 pub mod redis_store;
+pub mod rule;
 pub mod store;
+mod time;
 
+pub use events::{Limited, LogEvents, StoreFailed, ThrottleEvents};
 pub use gcra::{Decision, Quota, QuotaError};
+pub use layer::{ConfigError, Throttle, ThrottleBuilder, ThrottleError, ThrottleLayer};
 pub use memory::{MemoryStats, MemoryStore};
+pub use org::OrgSource;
+pub use policy::{DEFAULT_TIER, OrgPolicies, OrgPolicy, StaticPolicies};
+pub use quotas::{QuotaTable, Quotas};
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
+pub use rule::{FailurePolicy, Rule, Scope};
 pub use store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};

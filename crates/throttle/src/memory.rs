@@ -19,9 +19,11 @@ use std::fmt;
 use std::future::{Future, Ready, ready};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use palisade_core::SharedClock;
+
+use crate::time::Time;
 
 use crate::gcra::{self, Decision};
 use crate::store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};
@@ -88,32 +90,6 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
-/// Where the store reads the time.
-enum Time {
-    /// A monotonic clock read from the CPU's counter (`quanta`): cheap, and immune to the wall
-    /// clock being stepped. Nanoseconds since the store was made.
-    Monotonic {
-        clock: quanta::Clock,
-        start: quanta::Instant,
-    },
-    /// An injected clock (tests, simulations).
-    Clock(SharedClock),
-}
-
-impl Time {
-    fn nanos(&self) -> u64 {
-        match self {
-            // Starts a year in so that no decision sees a time near zero.
-            Self::Monotonic { clock, start } => {
-                const OFFSET: u64 = 366 * 24 * 3600 * 1_000_000_000;
-                let elapsed = clock.now().saturating_duration_since(*start).as_nanos();
-                OFFSET.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
-            }
-            Self::Clock(clock) => nanos(clock.now()),
-        }
-    }
-}
-
 impl Default for MemoryStore {
     fn default() -> Self {
         Self::with_capacity(1_000_000)
@@ -151,9 +127,7 @@ impl MemoryStore {
     /// A store of up to `capacity` buckets (rounded up to a multiple of [`SHARDS`]), on a
     /// monotonic clock.
     pub fn with_capacity(capacity: usize) -> Self {
-        let clock = quanta::Clock::new();
-        let start = clock.now();
-        Self::build(capacity, Time::Monotonic { clock, start })
+        Self::build(capacity, Time::monotonic())
     }
 
     /// A store of up to `capacity` buckets reading the time from `clock` (a manual clock in
@@ -392,10 +366,9 @@ impl ThrottleStore for MemoryStore {
         let answer: Ready<_> = ready(self.check_sync(limits));
         answer
     }
-}
 
-/// Nanoseconds since the Unix epoch (0 before it).
-fn nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    #[inline]
+    fn try_check_now(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
+        Some(self.check_sync(limits))
+    }
 }

@@ -121,6 +121,14 @@ pub trait ThrottleStore: Send + Sync + 'static {
         &self,
         limits: &[Limit<'_>],
     ) -> impl Future<Output = Result<Verdict, StoreError>> + Send;
+
+    /// Answers at once when the store can (the in-process store does): the layer then needs
+    /// no future of its own. `None` (the default) when the caller must wait on
+    /// [`ThrottleStore::check`].
+    fn try_check_now(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
+        let _ = limits;
+        None
+    }
 }
 
 impl<S: ThrottleStore> ThrottleStore for Arc<S> {
@@ -129,6 +137,10 @@ impl<S: ThrottleStore> ThrottleStore for Arc<S> {
         limits: &[Limit<'_>],
     ) -> impl Future<Output = Result<Verdict, StoreError>> + Send {
         (**self).check(limits)
+    }
+
+    fn try_check_now(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
+        (**self).try_check_now(limits)
     }
 }
 

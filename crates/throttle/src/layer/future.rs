@@ -1,0 +1,133 @@
+//! The response future of [`super::Throttle`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use palisade_core::{Rejection, RejectionKind, ResponseBody};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{Check, Refusal, ThrottleError};
+use crate::headers::RateHeaders;
+use crate::store::StoreError;
+
+pin_project! {
+    /// The response future of [`super::Throttle`]: the inner service's future (with the
+    /// rate-limit fields to add), a refusal, or the boxed check of the slow path.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Checking { check: Check, service: Option<S>, request: Option<Request<B>> },
+        Calling { #[pin] future: S::Future, headers: Option<RateHeaders> },
+        Refused { refusal: Option<Box<Refusal>> },
+    }
+}
+
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn calling(future: S::Future, headers: Option<RateHeaders>) -> Self {
+        Self {
+            state: State::Calling { future, headers },
+        }
+    }
+
+    pub(crate) fn refused(refusal: Box<Refusal>) -> Self {
+        Self {
+            state: State::Refused {
+                refusal: Some(refusal),
+            },
+        }
+    }
+
+    pub(crate) fn checking(check: Check, service: S, request: Request<B>) -> Self {
+        Self {
+            state: State::Checking {
+                check,
+                service: Some(service),
+                request: Some(request),
+            },
+        }
+    }
+}
+
+/// The refusal of a future polled again after it finished: never served.
+fn spent() -> Box<Refusal> {
+    Refusal::new(Rejection::new(
+        RejectionKind::Unavailable,
+        ThrottleError::Store(StoreError::new(
+            "throttle future polled after completion",
+            None,
+        )),
+    ))
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let this = self.as_mut().project();
+            match this.state.project() {
+                StateProj::Checking {
+                    check,
+                    service,
+                    request,
+                } => {
+                    let outcome = ready!(check.as_mut().poll(cx));
+                    match (outcome, service.take(), request.take()) {
+                        (Ok(headers), Some(mut service), Some(request)) => {
+                            let future = service.call(request);
+                            self.as_mut()
+                                .project()
+                                .state
+                                .set(State::Calling { future, headers });
+                        }
+                        (Err(refusal), _, _) => {
+                            return Poll::Ready(Ok(refusal.into_response()));
+                        }
+                        _ => return Poll::Ready(Ok(spent().into_response())),
+                    }
+                }
+                StateProj::Calling { future, headers } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(headers) = headers.take() {
+                        headers.apply(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                }
+                StateProj::Refused { refusal } => {
+                    let refusal = refusal.take().unwrap_or_else(spent);
+                    return Poll::Ready(Ok(refusal.into_response()));
+                }
+            }
+        }
+    }
+}

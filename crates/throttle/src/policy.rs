@@ -1,0 +1,232 @@
+//! Per-org tiers and feature-flag overrides, looked up through a trait and cached.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use crate::store::StoreError;
+
+/// What applies to one org: its tier (which selects the quotas) and its overrides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgPolicy {
+    tier: Arc<str>,
+    unlimited: bool,
+    raise: Arc<[(Arc<str>, u32)]>,
+    shadow: Arc<[Arc<str>]>,
+}
+
+impl Default for OrgPolicy {
+    fn default() -> Self {
+        Self::tier(DEFAULT_TIER)
+    }
+}
+
+/// The tier of orgs without one, and of requests without an org.
+pub const DEFAULT_TIER: &str = "default";
+
+impl OrgPolicy {
+    /// An org of `tier`, without overrides.
+    pub fn tier(tier: &str) -> Self {
+        Self {
+            tier: tier.into(),
+            unlimited: false,
+            raise: Arc::from([]),
+            shadow: Arc::from([]),
+        }
+    }
+
+    /// The org is not limited at all (a flag for an incident, a migration, an internal org).
+    pub fn unlimited(mut self) -> Self {
+        self.unlimited = true;
+        self
+    }
+
+    /// Multiplies `rule`'s quota (burst and rate) by `factor` for this org.
+    pub fn raise(mut self, rule: &str, factor: u32) -> Self {
+        let mut raise: Vec<_> = self.raise.iter().cloned().collect();
+        raise.retain(|(r, _)| &**r != rule);
+        raise.push((rule.into(), factor.max(1)));
+        self.raise = raise.into();
+        self
+    }
+
+    /// Puts `rule` in shadow mode for this org: counted and reported, never refusing.
+    pub fn shadow(mut self, rule: &str) -> Self {
+        let mut shadow: Vec<_> = self.shadow.iter().cloned().collect();
+        if !shadow.iter().any(|r| &**r == rule) {
+            shadow.push(rule.into());
+        }
+        self.shadow = shadow.into();
+        self
+    }
+
+    /// The tier's name.
+    pub fn tier_name(&self) -> &str {
+        &self.tier
+    }
+
+    /// Whether the org is unlimited.
+    pub fn is_unlimited(&self) -> bool {
+        self.unlimited
+    }
+
+    /// The factor `rule`'s quota is raised by (1 when not raised).
+    pub fn factor(&self, rule: &str) -> u32 {
+        self.raise
+            .iter()
+            .find(|(r, _)| &**r == rule)
+            .map_or(1, |(_, f)| *f)
+    }
+
+    /// Whether `rule` only reports for this org.
+    pub fn is_shadow(&self, rule: &str) -> bool {
+        self.shadow.iter().any(|r| &**r == rule)
+    }
+}
+
+/// Where org policies come from (a database, a feature-flag service). The layer caches the
+/// answers for a configurable time.
+pub trait OrgPolicies: Send + Sync + 'static {
+    /// The policy of `org`. An error refuses the request with 503 (the tier decides the
+    /// quota: without it nothing can be decided safely).
+    fn policy(&self, org: &str) -> impl Future<Output = Result<OrgPolicy, StoreError>> + Send;
+}
+
+/// The object-safe form the layer holds.
+pub(crate) trait DynPolicies: Send + Sync + 'static {
+    fn policy_boxed<'a>(
+        &'a self,
+        org: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<OrgPolicy, StoreError>> + Send + 'a>>;
+}
+
+impl<P: OrgPolicies> DynPolicies for P {
+    fn policy_boxed<'a>(
+        &'a self,
+        org: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<OrgPolicy, StoreError>> + Send + 'a>> {
+        Box::pin(self.policy(org))
+    }
+}
+
+/// Policies kept in memory and changed at runtime; orgs not listed get the default policy.
+#[derive(Clone, Debug, Default)]
+pub struct StaticPolicies {
+    inner: Arc<RwLock<HashMap<String, OrgPolicy>>>,
+}
+
+impl StaticPolicies {
+    /// No org listed: every org gets the default tier.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `org`'s policy (seen by layers once their cached copy expires).
+    pub fn set(&self, org: &str, policy: OrgPolicy) {
+        self.inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(org.to_owned(), policy);
+    }
+
+    /// Sets `org`'s policy, builder style.
+    pub fn with(self, org: &str, policy: OrgPolicy) -> Self {
+        self.set(org, policy);
+        self
+    }
+}
+
+impl OrgPolicies for StaticPolicies {
+    async fn policy(&self, org: &str) -> Result<OrgPolicy, StoreError> {
+        Ok(self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(org)
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+/// Cached policies and when each expires.
+type Entries = HashMap<Box<str>, (Arc<OrgPolicy>, u64)>;
+
+/// The layer's cache of org policies: bounded, entries expire after a TTL.
+#[derive(Debug)]
+pub(crate) struct PolicyCache {
+    map: RwLock<Entries>,
+    ttl_ns: u64,
+    capacity: usize,
+}
+
+impl PolicyCache {
+    pub(crate) fn new(ttl_ns: u64, capacity: usize) -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            ttl_ns,
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// The cached policy of `org`, if fresh at `now`.
+    #[inline]
+    pub(crate) fn get(&self, org: &str, now: u64) -> Option<Arc<OrgPolicy>> {
+        let map = self
+            .map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get(org) {
+            Some((policy, expires)) if now < *expires => Some(Arc::clone(policy)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put(&self, org: &str, policy: Arc<OrgPolicy>, now: u64) {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= self.capacity && !map.contains_key(org) {
+            map.retain(|_, (_, expires)| now < *expires);
+            if map.len() >= self.capacity {
+                // Still full of fresh entries: start over rather than grow (a refill costs one
+                // lookup per org).
+                map.clear();
+            }
+        }
+        map.insert(org.into(), (policy, now.saturating_add(self.ttl_ns)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_compose() {
+        let p = OrgPolicy::tier("gold")
+            .raise("org", 10)
+            .raise("org", 3)
+            .shadow("user")
+            .shadow("user");
+        assert_eq!(p.tier_name(), "gold");
+        assert_eq!((p.factor("org"), p.factor("user")), (3, 1));
+        assert!(p.is_shadow("user") && !p.is_shadow("org"));
+        assert!(!p.is_unlimited() && p.clone().unlimited().is_unlimited());
+        assert_eq!(OrgPolicy::default().tier_name(), DEFAULT_TIER);
+    }
+
+    #[test]
+    fn the_cache_expires_and_stays_bounded() {
+        let cache = PolicyCache::new(10, 2);
+        let p = Arc::new(OrgPolicy::tier("gold"));
+        cache.put("a", p.clone(), 0);
+        assert!(cache.get("a", 9).is_some());
+        assert!(cache.get("a", 10).is_none());
+        cache.put("b", p.clone(), 0);
+        cache.put("c", p.clone(), 5);
+        cache.put("d", p, 5);
+        assert!(cache.map.read().map(|m| m.len() <= 2).unwrap_or(false));
+    }
+}
