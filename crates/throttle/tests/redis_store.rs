@@ -218,3 +218,161 @@ async fn replicas_sharing_redis_admit_at_most_burst_plus_rate() {
     );
     cleanup("replicas").await;
 }
+
+/// A TCP relay to the real Redis that the test can cut.
+async fn relay_to(target: &str) -> (u16, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let (cut, watch) = tokio::sync::watch::channel(false);
+    let target = target.to_owned();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                return;
+            };
+            let mut watch = watch.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = watch.wait_for(|cut| *cut) => {}
+                }
+            });
+        }
+    });
+    (port, cut)
+}
+
+mod through_the_layer {
+    use std::convert::Infallible;
+
+    use http::{Request, Response, StatusCode};
+    use palisade_core::{AuthMethod, Identity, Surface};
+    use palisade_throttle::{
+        FailurePolicy, QuotaTable, Quotas, Rule, Scope, ThrottleLayer, ThrottleStore,
+    };
+    use tower::{Layer as _, ServiceExt as _};
+
+    use super::*;
+
+    type Body = http_body_util::Empty<bytes::Bytes>;
+
+    fn layer<St: ThrottleStore>(store: St, policies: [FailurePolicy; 2]) -> ThrottleLayer<St> {
+        let q = Quota::per_window(20, Duration::from_secs(1)).expect("quota");
+        ThrottleLayer::builder(store)
+            .rule(Rule::new("org", Scope::Org).on_store_error(policies[0]))
+            .rule(Rule::new("user", Scope::User).on_store_error(policies[1]))
+            .quotas(Quotas::new(
+                QuotaTable::new().rule("org", q).rule("user", q),
+            ))
+            .build()
+            .expect("layer")
+    }
+
+    async fn send<St: ThrottleStore>(
+        layer: &ThrottleLayer<St>,
+        org: &str,
+        user: &str,
+    ) -> StatusCode {
+        let mut req = Request::builder()
+            .uri("/x")
+            .body(Body::new())
+            .expect("request");
+        req.extensions_mut().insert(
+            Identity::new(
+                "https://idp.example.com",
+                user,
+                AuthMethod::Oidc,
+                Surface::API,
+            )
+            .with_org(org),
+        );
+        let svc = layer.layer(tower::service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::new()))
+        }));
+        svc.oneshot(req).await.expect("infallible").status()
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_under_each_failure_policy() {
+        use FailurePolicy::{Closed, Open};
+        for (policies, expected) in [
+            ([Closed, Closed], StatusCode::SERVICE_UNAVAILABLE),
+            ([Closed, Open], StatusCode::SERVICE_UNAVAILABLE),
+            ([Open, Closed], StatusCode::SERVICE_UNAVAILABLE),
+            ([Open, Open], StatusCode::OK),
+        ] {
+            let (port, cut) = relay_to("127.0.0.1:6379").await;
+            let store = RedisStore::connect(
+                &format!("redis://127.0.0.1:{port}"),
+                &prefix("outage"),
+                Profile::Development,
+            )
+            .await
+            .expect("through the relay");
+            let layer = layer(store, policies);
+            assert_eq!(send(&layer, "acme", "alice").await, StatusCode::OK);
+            cut.send(true).expect("cut");
+            assert_eq!(
+                send(&layer, "acme", "alice").await,
+                expected,
+                "{policies:?}"
+            );
+        }
+        cleanup("outage").await;
+    }
+
+    /// Several replicas, each its own layer and connection, share one Redis: over T they
+    /// admit at most burst + rate × T + 1 requests of one org.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replica_layers_share_the_limit() {
+        let client = redis::Client::open(url()).expect("url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let time = |conn: redis::aio::MultiplexedConnection| async move {
+            let mut conn = conn;
+            let (s, us): (u64, u64) = redis::cmd("TIME")
+                .query_async(&mut conn)
+                .await
+                .expect("time");
+            s as f64 + us as f64 / 1e6
+        };
+        let start = time(conn.clone()).await;
+        let mut tasks = Vec::new();
+        for replica in 0..3 {
+            let layer = layer(store("replica-layers").await, [FailurePolicy::Closed; 2]);
+            tasks.push(tokio::spawn(async move {
+                let mut admitted = 0u32;
+                for i in 0..200 {
+                    let user = format!("r{replica}-u{i}");
+                    if send(&layer, "acme", &user).await == StatusCode::OK {
+                        admitted += 1;
+                    }
+                }
+                admitted
+            }));
+        }
+        let mut admitted = 0;
+        for task in tasks {
+            admitted += task.await.expect("task");
+        }
+        let elapsed = time(conn.clone()).await - start;
+        let bound = 20.0 + 20.0 * elapsed + 1.0;
+        assert!(admitted >= 20, "{admitted}");
+        assert!(
+            f64::from(admitted) <= bound,
+            "{admitted} admitted over {elapsed:.3} s, bound {bound:.1}"
+        );
+        let _: () = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("ping");
+        cleanup("replica-layers").await;
+    }
+}
