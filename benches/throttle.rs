@@ -1,5 +1,8 @@
 //! The in-process throttle decision against `governor`'s keyed limiter (`check_key`) in the
-//! same run, at 1,000 and 100,000 keys, with the memory each uses per key.
+//! same run, at 1,000 and 100,000 keys, with the memory each uses per key; the whole layer
+//! (identity to org, cached tier, check) against the same bare check; and the Redis decision
+//! against a `PING` round trip (p50) and a no-op `EVALSHA` (throughput with 32 concurrent
+//! callers), on the same server in the same run.
 //!
 //! Both sides read their own clock on every decision (both a monotonic `quanta` clock), and
 //! both admit every request (the quotas are far above the request rate per key), so the allow
@@ -79,9 +82,274 @@ fn throttle(c: &mut Criterion) {
     }
 }
 
+type Body = http_body_util::Empty<bytes::Bytes>;
+
+fn now<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(output) = future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            return output;
+        }
+    }
+}
+
+/// The whole layer over a service that answers at once, against the same service bare: the
+/// difference is the layer's cost, set beside governor's bare check of the same org keys.
+fn layer(c: &mut Criterion) {
+    use palisade::core::{AuthMethod, Identity, Surface};
+    use palisade::throttle::{
+        OrgPolicy, QuotaTable, Quotas, Rule, Scope, StaticPolicies, ThrottleLayer,
+    };
+    use tower::{Layer as _, Service as _};
+
+    let rate = 1_000_000u32;
+    let q = Quota::per_second(rate).expect("quota");
+    let n = 1_000;
+    let orgs = keys(n);
+    let mut policies = StaticPolicies::new();
+    for org in orgs.iter().step_by(2) {
+        policies = policies.with(org, OrgPolicy::tier("gold"));
+    }
+    // One org rule: the single check governor makes, plus everything around it.
+    let layer = ThrottleLayer::builder(MemoryStore::new())
+        .rule(Rule::new("org", Scope::Org))
+        .quotas(Quotas::new(
+            QuotaTable::new().rule("org", q).tier("org", "gold", q),
+        ))
+        .policies(policies)
+        .build()
+        .expect("layer");
+    // The inner service keeps the request (dropping it is not the layer's cost) and answers
+    // at once; requests are made before the clock starts.
+    thread_local! {
+        static KEPT: std::cell::RefCell<Vec<http::Request<Body>>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let inner = tower::service_fn(|req: http::Request<Body>| {
+        KEPT.with(|kept| kept.borrow_mut().push(req));
+        std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+            Body::new(),
+        )))
+    });
+    let mut throttled = layer.layer(inner);
+    let mut bare = inner;
+    let identities: Vec<Identity> = orgs
+        .iter()
+        .map(|org| {
+            Identity::new(
+                "https://idp.example.com/realms/x",
+                "alice",
+                AuthMethod::Oidc,
+                Surface::API,
+            )
+            .with_org(org.as_str())
+        })
+        .collect();
+    let mut i = 0usize;
+    let mut make = || {
+        i = (i + 7919) % n;
+        let mut req = http::Request::builder()
+            .uri("/api/x")
+            .body(Body::new())
+            .expect("request");
+        req.extensions_mut().insert(identities[i].clone());
+        req
+    };
+    for _ in 0..2 * n {
+        now(throttled.call(make())).expect("infallible");
+    }
+    KEPT.with(|kept| kept.borrow_mut().clear());
+    let governor = governor::RateLimiter::keyed(governor::Quota::per_second(
+        NonZeroU32::new(rate).expect("non-zero"),
+    ));
+    let mut group = c.benchmark_group("throttle/layer_1000_orgs");
+    let mut j = 0usize;
+    group.bench_function("governor_check_key", |b| {
+        b.iter(|| {
+            j = (j + 7919) % n;
+            black_box(governor.check_key(black_box(&orgs[j])).is_ok())
+        })
+    });
+    let mut timed = |svc: &mut dyn FnMut(http::Request<Body>), iters: u64| {
+        let mut total = Duration::ZERO;
+        let mut left = iters;
+        while left > 0 {
+            let batch = left.min(32);
+            let requests: Vec<_> = (0..batch).map(|_| make()).collect();
+            KEPT.with(|kept| kept.borrow_mut().reserve(batch as usize));
+            let start = std::time::Instant::now();
+            for req in requests {
+                svc(req);
+            }
+            total += start.elapsed();
+            KEPT.with(|kept| kept.borrow_mut().clear());
+            left -= batch;
+        }
+        total
+    };
+    group.bench_function("bare_service", |b| {
+        b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(bare.call(req)))), iters))
+    });
+    group.bench_function("throttled_service", |b| {
+        b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(throttled.call(req)))), iters))
+    });
+    group.finish();
+}
+
+/// The Redis decision against the round trips it cannot avoid, on the machine's Redis.
+fn redis(c: &mut Criterion) {
+    use palisade::throttle::{RedisStore, ThrottleStore};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url =
+        std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("palisade-throttle-bench:{}:", std::process::id());
+    // Round trips are timed on a current-thread runtime (no cross-thread wake-ups in the
+    // measurement); throughput on the two-worker runtime.
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let local_store = local
+        .block_on(RedisStore::connect(
+            &url,
+            &prefix,
+            palisade::core::Profile::Development,
+        ))
+        .expect("redis");
+    let local_conn = local
+        .block_on(
+            redis::Client::open(url.as_str())
+                .expect("url")
+                .get_multiplexed_async_connection(),
+        )
+        .expect("connect");
+    let store = rt
+        .block_on(RedisStore::connect(
+            &url,
+            &prefix,
+            palisade::core::Profile::Development,
+        ))
+        .expect("redis");
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let conn = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .expect("connect");
+    let noop = redis::Script::new("return {1, 0, 0, 0, 0}");
+    let quota = Quota::per_second(1_000_000).expect("quota");
+    let orgs = keys(1_000);
+
+    let mut group = c.benchmark_group("throttle/redis");
+    group.bench_function("ping", |b| {
+        b.iter(|| {
+            let mut conn = local_conn.clone();
+            local.block_on(async move {
+                let pong: String = redis::cmd("PING")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ping");
+                pong
+            })
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("decision", |b| {
+        b.iter(|| {
+            i = (i + 7919) % orgs.len();
+            let limit = limit(&orgs[i], quota);
+            local
+                .block_on(local_store.check(&[limit]))
+                .expect("redis")
+                .allowed()
+        })
+    });
+    group.bench_function("noop_evalsha", |b| {
+        b.iter(|| {
+            let mut conn = local_conn.clone();
+            let noop = &noop;
+            local.block_on(async move {
+                let v: Vec<i64> = noop
+                    .key("k")
+                    .arg("")
+                    .arg(1)
+                    .arg(1)
+                    .arg(1)
+                    .invoke_async(&mut conn)
+                    .await
+                    .expect("noop");
+                v
+            })
+        })
+    });
+    group.finish();
+
+    // Throughput: 32 concurrent callers, each making its share of the calls.
+    const CALLERS: usize = 32;
+    const CALLS: usize = 200;
+    let throughput = |decision: bool| {
+        rt.block_on(async {
+            let start = std::time::Instant::now();
+            let mut tasks = Vec::new();
+            for caller in 0..CALLERS {
+                let store = store.clone();
+                let mut conn = conn.clone();
+                let noop = noop.clone();
+                let org = orgs[caller].clone();
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..CALLS {
+                        if decision {
+                            store.check(&[limit(&org, quota)]).await.expect("redis");
+                        } else {
+                            let _: Vec<i64> = noop
+                                .key("k")
+                                .arg("")
+                                .arg(1)
+                                .arg(1)
+                                .arg(1)
+                                .invoke_async(&mut conn)
+                                .await
+                                .expect("noop");
+                        }
+                    }
+                }));
+            }
+            for task in tasks {
+                task.await.expect("task");
+            }
+            (CALLERS * CALLS) as f64 / start.elapsed().as_secs_f64()
+        })
+    };
+    let mut ratios = Vec::new();
+    let mut rates = (Vec::new(), Vec::new());
+    for _ in 0..9 {
+        let noop_rate = throughput(false);
+        let decision_rate = throughput(true);
+        rates.0.push(noop_rate);
+        rates.1.push(decision_rate);
+        ratios.push(decision_rate / noop_rate);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "throttle/redis: 32 concurrent callers: no-op EVALSHA {:.0}/s, decision {:.0}/s, decision/no-op {:.2} (median of 9 alternating rounds)",
+        median(&mut rates.0),
+        median(&mut rates.1),
+        median(&mut ratios)
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = throttle
+    targets = throttle, layer, redis
 }
 criterion_main!(benches);

@@ -232,7 +232,11 @@ impl MemoryStore {
 
     /// [`ThrottleStore::check`] without the future: decides `limits` all-or-nothing now.
     pub fn check_sync(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
-        let now = self.inner.time.nanos();
+        self.check_at(limits, self.inner.time.nanos())
+    }
+
+    #[inline]
+    fn check_at(&self, limits: &[Limit<'_>], now: u64) -> Result<Verdict, StoreError> {
         match limits {
             [] => Verdict::new(&[]),
             [limit] => {
@@ -370,5 +374,21 @@ impl ThrottleStore for MemoryStore {
     #[inline]
     fn try_check_now(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
         Some(self.check_sync(limits))
+    }
+
+    #[inline]
+    fn try_check_at(
+        &self,
+        limits: &[Limit<'_>],
+        monotonic_now: u64,
+    ) -> Option<Result<Verdict, StoreError>> {
+        // The caller's reading is on this store's scale only when both use the process's
+        // monotonic clock.
+        let now = if self.inner.time.is_monotonic() {
+            monotonic_now
+        } else {
+            self.inner.time.nanos()
+        };
+        Some(self.check_at(limits, now))
     }
 }

@@ -149,45 +149,84 @@ impl OrgPolicies for StaticPolicies {
     }
 }
 
-/// Cached policies and when each expires.
-type Entries = HashMap<Box<str>, (Arc<OrgPolicy>, u64)>;
+/// Cached values and when each expires.
+type Entries<V> = HashMap<CacheKey, (V, u64), foldhash::fast::RandomState>;
 
-/// The layer's cache of org policies: bounded, entries expire after a TTL.
+/// A cache key kept inside the table (no pointer to follow on a lookup): keys of up to 47
+/// bytes as they are, longer ones as 128 bits of keyed hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey([u64; 6]);
+
+impl CacheKey {
+    #[inline]
+    fn of(key: &str, seeds: &(foldhash::fast::RandomState, foldhash::fast::RandomState)) -> Self {
+        use std::hash::BuildHasher as _;
+        let mut bytes = [0u8; 48];
+        let raw = key.as_bytes();
+        if let Some(slot) = bytes.get_mut(1..=raw.len()).filter(|_| raw.len() <= 47) {
+            slot.copy_from_slice(raw);
+            bytes[0] = raw.len() as u8;
+        } else {
+            bytes[0] = 0xff;
+            bytes[1..9].copy_from_slice(&seeds.0.hash_one(key).to_le_bytes());
+            bytes[9..17].copy_from_slice(&seeds.1.hash_one(key).to_le_bytes());
+        }
+        let mut words = [0u64; 6];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(w);
+        }
+        Self(words)
+    }
+}
+
+/// The layer's cache of resolved org policies: bounded, entries expire after a TTL. Readers
+/// use an entry in place under the read lock (no reference count to touch).
 #[derive(Debug)]
-pub(crate) struct PolicyCache {
-    map: RwLock<Entries>,
+pub(crate) struct PolicyCache<V> {
+    map: RwLock<Entries<V>>,
+    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
     ttl_ns: u64,
     capacity: usize,
 }
 
-impl PolicyCache {
+impl<V> PolicyCache<V> {
     pub(crate) fn new(ttl_ns: u64, capacity: usize) -> Self {
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(HashMap::default()),
+            seeds: Default::default(),
             ttl_ns,
             capacity: capacity.max(1),
         }
     }
 
-    /// The cached policy of `org`, if fresh at `now`.
+    /// `f` of the entry of `key`, if there is one fresh at `now` (and `f` answers).
     #[inline]
-    pub(crate) fn get(&self, org: &str, now: u64) -> Option<Arc<OrgPolicy>> {
+    pub(crate) fn with<R>(
+        &self,
+        key: &str,
+        now: u64,
+        f: impl FnOnce(&V) -> Option<R>,
+    ) -> Option<R> {
+        let key = CacheKey::of(key, &self.seeds);
         let map = self
             .map
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match map.get(org) {
-            Some((policy, expires)) if now < *expires => Some(Arc::clone(policy)),
+        match map.get(&key) {
+            Some((value, expires)) if now < *expires => f(value),
             _ => None,
         }
     }
 
-    pub(crate) fn put(&self, org: &str, policy: Arc<OrgPolicy>, now: u64) {
+    pub(crate) fn put(&self, key: &str, value: V, now: u64) {
         let mut map = self
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() >= self.capacity && !map.contains_key(org) {
+        let key = CacheKey::of(key, &self.seeds);
+        if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, (_, expires)| now < *expires);
             if map.len() >= self.capacity {
                 // Still full of fresh entries: start over rather than grow (a refill costs one
@@ -195,7 +234,7 @@ impl PolicyCache {
                 map.clear();
             }
         }
-        map.insert(org.into(), (policy, now.saturating_add(self.ttl_ns)));
+        map.insert(key, (value, now.saturating_add(self.ttl_ns)));
     }
 }
 
@@ -218,12 +257,36 @@ mod tests {
     }
 
     #[test]
+    fn cache_keys_are_exact_for_short_keys_and_hashed_for_long_ones() {
+        let seeds = Default::default();
+        let a = CacheKey::of("acme", &seeds);
+        assert_eq!(a, CacheKey::of("acme", &seeds));
+        assert_ne!(a, CacheKey::of("acm", &seeds));
+        assert_ne!(a, CacheKey::of("acme\0", &seeds));
+        let long = "x".repeat(47);
+        assert_ne!(
+            CacheKey::of(&long, &seeds),
+            CacheKey::of(&"x".repeat(48), &seeds)
+        );
+        let longer = "y".repeat(100);
+        assert_eq!(CacheKey::of(&longer, &seeds), CacheKey::of(&longer, &seeds));
+        assert_ne!(
+            CacheKey::of(&longer, &seeds),
+            CacheKey::of(&"y".repeat(101), &seeds)
+        );
+    }
+
+    #[test]
     fn the_cache_expires_and_stays_bounded() {
         let cache = PolicyCache::new(10, 2);
-        let p = Arc::new(OrgPolicy::tier("gold"));
+        let p = OrgPolicy::tier("gold");
         cache.put("a", p.clone(), 0);
-        assert!(cache.get("a", 9).is_some());
-        assert!(cache.get("a", 10).is_none());
+        assert!(
+            cache
+                .with("a", 9, |p| Some(p.tier_name().to_owned()))
+                .is_some()
+        );
+        assert!(cache.with("a", 10, |_| Some(())).is_none());
         cache.put("b", p.clone(), 0);
         cache.put("c", p.clone(), 5);
         cache.put("d", p, 5);

@@ -1,6 +1,7 @@
 //! Quotas per rule and tier, replaceable while the layer runs.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -24,13 +25,13 @@ use crate::layer::ConfigError;
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct QuotaTable {
-    rules: HashMap<Box<str>, RuleQuotas>,
+    rules: HashMap<Box<str>, RuleQuotas, foldhash::fast::RandomState>,
 }
 
 #[derive(Clone, Debug)]
 struct RuleQuotas {
     default: Quota,
-    tiers: HashMap<Box<str>, Quota>,
+    tiers: HashMap<Box<str>, Quota, foldhash::fast::RandomState>,
 }
 
 impl QuotaTable {
@@ -48,7 +49,7 @@ impl QuotaTable {
                     rule.into(),
                     RuleQuotas {
                         default: quota,
-                        tiers: HashMap::new(),
+                        tiers: HashMap::default(),
                     },
                 );
             }
@@ -60,7 +61,7 @@ impl QuotaTable {
     pub fn tier(mut self, rule: &str, tier: &str, quota: Quota) -> Self {
         let entry = self.rules.entry(rule.into()).or_insert(RuleQuotas {
             default: quota,
-            tiers: HashMap::new(),
+            tiers: HashMap::default(),
         });
         entry.tiers.insert(tier.into(), quota);
         self
@@ -105,6 +106,8 @@ pub struct Quotas {
 #[derive(Debug)]
 struct QuotasInner {
     table: ArcSwap<QuotaTable>,
+    /// Bumped on every replacement: layers cache quotas resolved per org and tag them with it.
+    version: AtomicU64,
     /// (rule, cost) of every layer built with this handle.
     requirements: Mutex<Vec<(Arc<str>, u32)>>,
 }
@@ -115,6 +118,7 @@ impl Quotas {
         Self {
             inner: Arc::new(QuotasInner {
                 table: ArcSwap::from_pointee(table),
+                version: AtomicU64::new(0),
                 requirements: Mutex::new(Vec::new()),
             }),
         }
@@ -130,7 +134,14 @@ impl Quotas {
             .unwrap_or_else(PoisonError::into_inner);
         table.check(&requirements)?;
         self.inner.table.store(Arc::new(table));
+        self.inner.version.fetch_add(1, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The table's version: it changes on every replacement.
+    #[inline]
+    pub(crate) fn version(&self) -> u64 {
+        self.inner.version.load(Ordering::Acquire)
     }
 
     /// The current table.

@@ -34,68 +34,117 @@ pub const SCRIPT: &str = r#"
 local now
 if ARGV[1] == '' then
   local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  now = t[1] * 1000000 + t[2]
 else
   now = tonumber(ARGV[1])
 end
+local n = #KEYS
+if n == 1 then
+  -- One bucket (the common case): no bookkeeping tables.
+  local e = tonumber(ARGV[2])
+  local burst = tonumber(ARGV[3])
+  local cost = tonumber(ARGV[4])
+  local tol = e * burst
+  local tat = tonumber(redis.call('GET', KEYS[1])) or now
+  if tat < now then tat = now end
+  local new_tat = tat + e * cost
+  if new_tat - tol <= now and cost <= burst then
+    if cost > 0 then
+      redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
+        string.format('%.0f', math.floor((new_tat - now) / 1000) + 1))
+    end
+    local room = now + tol - new_tat
+    local r = math.floor(room / e)
+    if r * e > room then r = r - 1 end
+    if r > burst then r = burst end
+    return {1, 1, r, new_tat - now, 0}
+  end
+  local room = now + tol - tat
+  local r = 0
+  if room > 0 then
+    r = math.floor(room / e)
+    if r * e > room then r = r - 1 end
+    if r > burst then r = burst end
+  end
+  local retry = tat - now
+  if cost <= burst then retry = new_tat - tol - now end
+  return {0, 0, r, tat - now, retry}
+end
 local out = {1}
-local pending = {}
-local writes = {}
-local unchanged = {}
+-- Per key: the stored TAT (at least now), and the new TAT to write (false: nothing to write).
+local stored = {}
+local news = {}
 local all = true
-for i = 1, #KEYS do
+for i = 1, n do
   local key = KEYS[i]
-  local emission = tonumber(ARGV[3 * i - 1])
+  local e = tonumber(ARGV[3 * i - 1])
   local burst = tonumber(ARGV[3 * i])
   local cost = tonumber(ARGV[3 * i + 1])
-  local tolerance = emission * burst
-  local stored = tonumber(redis.call('GET', key) or now)
-  if stored < now then stored = now end
-  local tat = pending[key] or stored
-  local new_tat = tat + emission * cost
-  local function remaining(t)
-    local room = now + tolerance - t
-    if room <= 0 then return 0 end
-    local r = math.floor(room / emission)
-    if r * emission > room then r = r - 1 end
-    if r > burst then r = burst end
-    return r
+  local tol = e * burst
+  local old = tonumber(redis.call('GET', key)) or now
+  if old < now then old = now end
+  stored[i] = old
+  local tat = old
+  -- A bucket named twice in one call sees its earlier charge.
+  for j = 1, i - 1 do
+    if news[j] and KEYS[j] == key then tat = news[j] end
   end
-  if new_tat - tolerance <= now and cost <= burst then
-    if cost > 0 then
-      pending[key] = new_tat
-      writes[#writes + 1] = key
-    end
-    -- Reported as it stays if another limit refuses (nothing is charged then).
-    unchanged[#unchanged + 1] = {#out + 1, remaining(stored), stored - now}
-    out[#out + 1] = 1
-    out[#out + 1] = remaining(new_tat)
-    out[#out + 1] = new_tat - now
-    out[#out + 1] = 0
+  local new_tat = tat + e * cost
+  local b = 4 * i - 2
+  if new_tat - tol <= now and cost <= burst then
+    news[i] = cost > 0 and new_tat
+    local room = now + tol - new_tat
+    local r = math.floor(room / e)
+    if r * e > room then r = r - 1 end
+    if r > burst then r = burst end
+    out[b] = 1
+    out[b + 1] = r
+    out[b + 2] = new_tat - now
+    out[b + 3] = 0
   else
     all = false
-    local retry = tat - now
-    if cost <= burst then retry = new_tat - tolerance - now end
-    out[#out + 1] = 0
-    out[#out + 1] = remaining(tat)
-    out[#out + 1] = tat - now
-    out[#out + 1] = retry
+    news[i] = false
+    local room = now + tol - tat
+    local r = 0
+    if room > 0 then
+      r = math.floor(room / e)
+      if r * e > room then r = r - 1 end
+      if r > burst then r = burst end
+    end
+    out[b] = 0
+    out[b + 1] = r
+    out[b + 2] = tat - now
+    if cost <= burst then out[b + 3] = new_tat - tol - now else out[b + 3] = tat - now end
   end
 end
 if all then
-  for _, key in ipairs(writes) do
-    local tat = pending[key]
-    if tat ~= nil then
-      local ttl = math.floor((tat - now) / 1000) + 1
-      redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
-      pending[key] = nil
+  for i = 1, n do
+    local tat = news[i]
+    -- The last charge of a bucket named twice is its total.
+    local last = true
+    for j = i + 1, n do
+      if news[j] and KEYS[j] == KEYS[i] then last = false end
+    end
+    if tat and last then
+      redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX',
+        string.format('%.0f', math.floor((tat - now) / 1000) + 1))
     end
   end
 else
   out[1] = 0
-  for _, u in ipairs(unchanged) do
-    out[u[1] + 1] = u[2]
-    out[u[1] + 2] = u[3]
+  -- Nothing is charged: the admitting limits report their buckets as they stay.
+  for i = 1, n do
+    local b = 4 * i - 2
+    if out[b] == 1 then
+      local e = tonumber(ARGV[3 * i - 1])
+      local burst = tonumber(ARGV[3 * i])
+      local room = now + e * burst - stored[i]
+      local r = math.floor(room / e)
+      if r * e > room then r = r - 1 end
+      if r > burst then r = burst end
+      out[b + 1] = r
+      out[b + 2] = stored[i] - now
+    end
   end
 end
 return out

@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::gcra::{Decision, Quota};
 
 /// The most limits one request may be checked against (per-user, per-org, per-route, ...).
-pub const MAX_LIMITS: usize = 8;
+///
+/// Verdicts are fixed-size arrays moved on every request: four keep them small.
+pub const MAX_LIMITS: usize = 4;
 
 /// Which bucket a limit counts in.
 ///
@@ -129,6 +131,19 @@ pub trait ThrottleStore: Send + Sync + 'static {
         let _ = limits;
         None
     }
+
+    /// [`ThrottleStore::try_check_now`] with the caller's reading of the process's monotonic
+    /// clock, which a store on that same clock may use instead of reading it again. Stores
+    /// with any other clock ignore it (the default).
+    #[doc(hidden)]
+    fn try_check_at(
+        &self,
+        limits: &[Limit<'_>],
+        monotonic_now: u64,
+    ) -> Option<Result<Verdict, StoreError>> {
+        let _ = monotonic_now;
+        self.try_check_now(limits)
+    }
 }
 
 impl<S: ThrottleStore> ThrottleStore for Arc<S> {
@@ -141,6 +156,14 @@ impl<S: ThrottleStore> ThrottleStore for Arc<S> {
 
     fn try_check_now(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
         (**self).try_check_now(limits)
+    }
+
+    fn try_check_at(
+        &self,
+        limits: &[Limit<'_>],
+        monotonic_now: u64,
+    ) -> Option<Result<Verdict, StoreError>> {
+        (**self).try_check_at(limits, monotonic_now)
     }
 }
 

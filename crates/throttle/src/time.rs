@@ -28,10 +28,25 @@ impl std::fmt::Debug for Time {
 }
 
 impl Time {
+    /// The process's monotonic clock: every store and layer made with it reads the same time
+    /// scale, so a layer can hand its reading to the store.
     pub(crate) fn monotonic() -> Self {
-        let clock = quanta::Clock::new();
-        let start = clock.now();
-        Self::Monotonic { clock, start }
+        static BASE: std::sync::OnceLock<(quanta::Clock, quanta::Instant)> =
+            std::sync::OnceLock::new();
+        let (clock, start) = BASE.get_or_init(|| {
+            let clock = quanta::Clock::new();
+            let start = clock.now();
+            (clock, start)
+        });
+        Self::Monotonic {
+            clock: clock.clone(),
+            start: *start,
+        }
+    }
+
+    /// Whether this is the process's monotonic clock.
+    pub(crate) fn is_monotonic(&self) -> bool {
+        matches!(self, Self::Monotonic { .. })
     }
 
     #[inline]

@@ -31,7 +31,7 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Checking { check: Check, service: Option<S>, request: Option<Request<B>> },
+        Checking { check: Check<B>, service: Option<S> },
         Calling { #[pin] future: S::Future, headers: Option<RateHeaders> },
         Refused { refusal: Option<Box<Refusal>> },
     }
@@ -64,12 +64,11 @@ where
         }
     }
 
-    pub(crate) fn checking(check: Check, service: S, request: Request<B>) -> Self {
+    pub(crate) fn checking(check: Check<B>, service: S) -> Self {
         Self {
             state: State::Checking {
                 check,
                 service: Some(service),
-                request: Some(request),
             },
         }
     }
@@ -96,24 +95,20 @@ where
         loop {
             let this = self.as_mut().project();
             match this.state.project() {
-                StateProj::Checking {
-                    check,
-                    service,
-                    request,
-                } => {
-                    let outcome = ready!(check.as_mut().poll(cx));
-                    match (outcome, service.take(), request.take()) {
-                        (Ok(headers), Some(mut service), Some(request)) => {
+                StateProj::Checking { check, service } => {
+                    let (outcome, request) = ready!(check.as_mut().poll(cx));
+                    match (outcome, service.take()) {
+                        (Ok(headers), Some(mut service)) => {
                             let future = service.call(request);
                             self.as_mut()
                                 .project()
                                 .state
                                 .set(State::Calling { future, headers });
                         }
-                        (Err(refusal), _, _) => {
+                        (Err(refusal), _) => {
                             return Poll::Ready(Ok(refusal.into_response()));
                         }
-                        _ => return Poll::Ready(Ok(spent().into_response())),
+                        (Ok(_), None) => return Poll::Ready(Ok(spent().into_response())),
                     }
                 }
                 StateProj::Calling { future, headers } => {

@@ -70,10 +70,13 @@ use crate::gcra::Quota;
 use crate::headers::RateHeaders;
 use crate::org::OrgSource;
 use crate::policy::{DynPolicies, OrgPolicies, OrgPolicy, PolicyCache, StaticPolicies};
-use crate::quotas::{QuotaTable, Quotas};
+use crate::quotas::Quotas;
 use crate::rule::{FailurePolicy, Rule, Scope, valid_name};
 use crate::store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};
 use crate::time::Time;
+
+/// The most rules one layer may have.
+pub const MAX_RULES: usize = 8;
 
 /// A layer that cannot be built as configured.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +85,9 @@ pub enum ConfigError {
     /// No rule: the layer would limit nothing.
     #[error("a throttle layer needs at least one rule")]
     NoRules,
-    /// More rules than one store call can check.
-    #[error("at most {MAX_LIMITS} rules per layer")]
+    /// More than [`MAX_RULES`] rules, or more than one store call can check could apply to one
+    /// request.
+    #[error("at most {MAX_RULES} rules per layer, and at most {MAX_LIMITS} per request")]
     TooManyRules,
     /// A rule name outside `a-z 0-9 - _ .` or over 64 characters.
     #[error("rule name {0:?} must be 1-64 characters of a-z, 0-9, '-', '_' and '.'")]
@@ -161,8 +165,7 @@ pub(crate) struct Shared<St> {
     quotas: Quotas,
     org_sources: Box<[OrgSource]>,
     policies: Arc<dyn DynPolicies>,
-    cache: PolicyCache,
-    default_policy: Arc<OrgPolicy>,
+    cache: PolicyCache<Resolved>,
     headers_on_success: bool,
     events: Arc<dyn ThrottleEvents>,
     time: Time,
@@ -257,7 +260,19 @@ impl<St: ThrottleStore> ThrottleBuilder<St> {
         if self.rules.is_empty() {
             return Err(ConfigError::NoRules);
         }
-        if self.rules.len() > MAX_LIMITS {
+        // At most MAX_LIMITS rules may apply to one request: authenticated requests meet every
+        // rule but the anonymous ones, anonymous requests the anonymous and route rules.
+        let authenticated = self
+            .rules
+            .iter()
+            .filter(|r| r.scope != Scope::Anonymous)
+            .count();
+        let anonymous = self
+            .rules
+            .iter()
+            .filter(|r| matches!(r.scope, Scope::Anonymous | Scope::Route))
+            .count();
+        if authenticated.max(anonymous) > MAX_LIMITS || self.rules.len() > MAX_RULES {
             return Err(ConfigError::TooManyRules);
         }
         for (i, rule) in self.rules.iter().enumerate() {
@@ -287,7 +302,6 @@ impl<St: ThrottleStore> ThrottleBuilder<St> {
                 org_sources: self.org_sources.into(),
                 policies: self.policies,
                 cache: PolicyCache::new(ttl_ns, self.cache_capacity),
-                default_policy: Arc::new(OrgPolicy::default()),
                 headers_on_success: self.headers_on_success,
                 events: self.events,
                 time: self.clock.map_or_else(Time::monotonic, Time::Clock),
@@ -428,14 +442,13 @@ impl<'a> Who<'a> {
     }
 }
 
-/// The limits of one request, in rule order, and which rule each comes from.
+/// The limits of one request and which rule each comes from: the enforced ones from the front
+/// of one array, the shadow ones from the back.
 struct Plan<'a> {
     limits: [Limit<'a>; MAX_LIMITS],
     rules: [usize; MAX_LIMITS],
     len: usize,
-    shadow: [Limit<'a>; MAX_LIMITS],
-    shadow_rules: [usize; MAX_LIMITS],
-    shadow_len: usize,
+    shadow_from: usize,
     /// Whether every applicable enforced rule fails open.
     fail_open: bool,
 }
@@ -452,22 +465,24 @@ const FILLER: Limit<'static> = Limit {
 };
 
 impl<'a> Plan<'a> {
-    fn new<St>(
-        shared: &'a Shared<St>,
-        table: &QuotaTable,
-        policy: &OrgPolicy,
-        who: &Who<'a>,
-        path: &str,
-    ) -> Result<Self, Box<Refusal>> {
-        let mut plan = Self {
+    fn empty() -> Self {
+        Self {
             limits: [FILLER; MAX_LIMITS],
             rules: [0; MAX_LIMITS],
             len: 0,
-            shadow: [FILLER; MAX_LIMITS],
-            shadow_rules: [0; MAX_LIMITS],
-            shadow_len: 0,
+            shadow_from: MAX_LIMITS,
             fail_open: true,
-        };
+        }
+    }
+
+    /// Fills the plan in place with the limits that apply to the request.
+    fn fill<St>(
+        &mut self,
+        shared: &'a Shared<St>,
+        resolved: &Resolved,
+        who: &Who<'a>,
+        path: &str,
+    ) -> Result<(), Box<Refusal>> {
         for (index, rule) in shared.rules.iter().enumerate() {
             let Some(route) = rule.route(path) else {
                 continue;
@@ -495,17 +510,11 @@ impl<'a> Plan<'a> {
                 (Scope::Route, _) => ("", route),
                 (Scope::User | Scope::Org | Scope::AccessKey, None) => continue,
             };
-            let Some(base) = table.quota(&rule.name, policy.tier_name()) else {
+            let Some(Some(quota)) = resolved.quotas.get(index).copied() else {
                 return Err(Refusal::new(Rejection::new(
                     RejectionKind::Unavailable,
                     ThrottleError::NoQuota(rule.name.to_string()),
                 )));
-            };
-            let factor = policy.factor(&rule.name);
-            let quota = if factor > 1 {
-                base.scaled(factor).unwrap_or(base)
-            } else {
-                base
             };
             let limit = Limit {
                 key: BucketKey {
@@ -517,18 +526,25 @@ impl<'a> Plan<'a> {
                 quota,
                 cost: rule.cost,
             };
-            if policy.is_shadow(&rule.name) {
-                plan.shadow[plan.shadow_len] = limit;
-                plan.shadow_rules[plan.shadow_len] = index;
-                plan.shadow_len += 1;
-            } else {
-                plan.limits[plan.len] = limit;
-                plan.rules[plan.len] = index;
-                plan.len += 1;
-                plan.fail_open &= rule.failure == FailurePolicy::Open;
+            // The build checked that no request meets more than MAX_LIMITS rules.
+            if self.len >= self.shadow_from {
+                return Err(Refusal::new(Rejection::new(
+                    RejectionKind::Unavailable,
+                    ThrottleError::NoQuota(rule.name.to_string()),
+                )));
             }
+            let slot = if resolved.shadow & (1 << index) != 0 {
+                self.shadow_from -= 1;
+                self.shadow_from
+            } else {
+                self.len += 1;
+                self.fail_open &= rule.failure == FailurePolicy::Open;
+                self.len - 1
+            };
+            self.limits[slot] = limit;
+            self.rules[slot] = index;
         }
-        Ok(plan)
+        Ok(())
     }
 
     fn enforced(&self) -> &[Limit<'a>] {
@@ -536,7 +552,11 @@ impl<'a> Plan<'a> {
     }
 
     fn shadowed(&self) -> &[Limit<'a>] {
-        &self.shadow[..self.shadow_len]
+        &self.limits[self.shadow_from..]
+    }
+
+    fn has_shadow(&self) -> bool {
+        self.shadow_from < MAX_LIMITS
     }
 }
 
@@ -565,29 +585,32 @@ impl<St: ThrottleStore> Shared<St> {
         }
     }
 
-    /// The cached policy for the request's org (the default without an org).
-    fn cached_policy(&self, org: Option<&str>) -> Option<Arc<OrgPolicy>> {
-        match org {
-            None => Some(Arc::clone(&self.default_policy)),
-            Some(org) => self.cache.get(org, self.time.nanos()),
-        }
-    }
-
-    async fn fetch_policy(&self, org: Option<&str>) -> Result<Arc<OrgPolicy>, Box<Refusal>> {
-        if let Some(policy) = self.cached_policy(org) {
-            return Ok(policy);
-        }
-        let org = org.unwrap_or_default();
-        match self.policies.policy_boxed(org).await {
-            Ok(policy) => {
-                let policy = Arc::new(policy);
-                self.cache.put(org, Arc::clone(&policy), self.time.nanos());
-                Ok(policy)
+    /// Resolves `policy` against the current quotas: per rule, the quota of the tier raised by
+    /// the org's flags, and whether the rule is in shadow mode.
+    fn resolve(&self, policy: OrgPolicy) -> Resolved {
+        // The version is read first: a table replaced in between is seen by the next request.
+        let version = self.quotas.version();
+        let table = self.quotas.current();
+        let mut quotas = [None; MAX_RULES];
+        let mut shadow = 0u8;
+        for (index, rule) in self.rules.iter().enumerate().take(MAX_RULES) {
+            quotas[index] = table.quota(&rule.name, policy.tier_name()).map(|base| {
+                let factor = policy.factor(&rule.name);
+                if factor > 1 {
+                    base.scaled(factor).unwrap_or(base)
+                } else {
+                    base
+                }
+            });
+            if policy.is_shadow(&rule.name) {
+                shadow |= 1 << index;
             }
-            Err(e) => Err(Refusal::new(Rejection::new(
-                RejectionKind::Unavailable,
-                ThrottleError::Policy(e),
-            ))),
+        }
+        Resolved {
+            policy,
+            quotas,
+            shadow,
+            version,
         }
     }
 
@@ -604,7 +627,7 @@ impl<St: ThrottleStore> Shared<St> {
             for (i, decision) in shadow.decisions().iter().enumerate() {
                 if !decision.allowed() {
                     self.events.limited(&Limited {
-                        rule: &self.rules[plan.shadow_rules[i]].name,
+                        rule: &self.rules[plan.rules[plan.shadow_from + i]].name,
                         org,
                         tier: policy.tier_name(),
                         shadow: true,
@@ -668,50 +691,99 @@ impl<St: ThrottleStore> Shared<St> {
         }))
     }
 
-    /// Decides without waiting, when the policy is cached and the store answers at once.
+    /// Decides without waiting, when the resolved policy is cached and the store answers at
+    /// once.
     fn decide_now(&self, who: &Who<'_>, path: &str) -> Option<Outcome> {
-        let policy = self.cached_policy(who.org)?;
-        if policy.is_unlimited() {
-            return Some(Ok(None));
-        }
-        let table = self.quotas.current();
-        let plan = match Plan::new(self, &table, &policy, who, path) {
-            Ok(plan) => plan,
-            Err(refusal) => return Some(Err(refusal)),
-        };
-        let verdict = self.store.try_check_now(plan.enforced())?;
-        let shadow = if plan.shadow_len > 0 {
-            Some(self.store.try_check_now(plan.shadowed())?)
-        } else {
-            None
-        };
-        Some(self.conclude(&plan, &policy, who.org, verdict, shadow))
+        let version = self.quotas.version();
+        let now = self.time.nanos();
+        self.cache.with(cache_key(who.org), now, |resolved| {
+            if resolved.version != version {
+                return None;
+            }
+            if resolved.policy.is_unlimited() {
+                return Some(Ok(None));
+            }
+            let mut plan = Plan::empty();
+            if let Err(refusal) = plan.fill(self, resolved, who, path) {
+                return Some(Err(refusal));
+            }
+            // A layer on an injected clock never hands its reading to the store.
+            let verdict = if self.time.is_monotonic() {
+                self.store.try_check_at(plan.enforced(), now)?
+            } else {
+                self.store.try_check_now(plan.enforced())?
+            };
+            let shadow = if plan.has_shadow() {
+                Some(self.store.try_check_now(plan.shadowed())?)
+            } else {
+                None
+            };
+            Some(self.conclude(&plan, &resolved.policy, who.org, verdict, shadow))
+        })
     }
 
     /// Decides, waiting for the policy source and the store as needed.
     async fn decide(&self, who: &Who<'_>, path: &str) -> Outcome {
-        let policy = self.fetch_policy(who.org).await?;
-        if policy.is_unlimited() {
+        let key = cache_key(who.org);
+        let version = self.quotas.version();
+        let cached = self.cache.with(key, self.time.nanos(), |resolved| {
+            (resolved.version == version).then(|| resolved.clone())
+        });
+        let resolved = match cached {
+            Some(resolved) => resolved,
+            None => {
+                let policy = match who.org {
+                    None => OrgPolicy::default(),
+                    Some(org) => self.policies.policy_boxed(org).await.map_err(|e| {
+                        Refusal::new(Rejection::new(
+                            RejectionKind::Unavailable,
+                            ThrottleError::Policy(e),
+                        ))
+                    })?,
+                };
+                let resolved = self.resolve(policy);
+                self.cache.put(key, resolved.clone(), self.time.nanos());
+                resolved
+            }
+        };
+        if resolved.policy.is_unlimited() {
             return Ok(None);
         }
-        // The table's guard is not held across the store call.
-        let plan = Plan::new(self, &self.quotas.current(), &policy, who, path)?;
+        let mut plan = Plan::empty();
+        plan.fill(self, &resolved, who, path)?;
         let verdict = if plan.len > 0 {
             self.store.check(plan.enforced()).await
         } else {
             Verdict::new(&[])
         };
-        let shadow = if plan.shadow_len > 0 {
+        let shadow = if plan.has_shadow() {
             Some(self.store.check(plan.shadowed()).await)
         } else {
             None
         };
-        self.conclude(&plan, &policy, who.org, verdict, shadow)
+        self.conclude(&plan, &resolved.policy, who.org, verdict, shadow)
     }
 }
 
-/// The boxed check of the slow path.
-pub(crate) type Check = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+/// The cache key of a request's org; requests without an org share one entry (NUL is not in
+/// org ids).
+fn cache_key(org: Option<&str>) -> &str {
+    org.unwrap_or("\0")
+}
+
+/// An org's policy resolved against the quota table of `version`, per rule of the layer.
+#[derive(Clone, Debug)]
+pub(crate) struct Resolved {
+    policy: OrgPolicy,
+    /// Per rule (at most MAX_RULES), inline so that a lookup touches one entry.
+    quotas: [Option<Quota>; MAX_RULES],
+    /// Bit i: rule i is in shadow mode.
+    shadow: u8,
+    version: u64,
+}
+
+/// The boxed check of the slow path; it holds the request and hands it back.
+pub(crate) type Check<B> = Pin<Box<dyn Future<Output = (Outcome, Request<B>)> + Send>>;
 
 impl<S, St, B, ResBody> Service<Request<B>> for Throttle<S, St>
 where
@@ -747,16 +819,18 @@ where
             None => {
                 // The slow path: the policy or the store has to be waited for.
                 let shared = Arc::clone(shared);
-                let identity = identity.cloned();
-                let path = request.uri().path().to_owned();
-                let check: Check = Box::pin(async move {
-                    let net = ip.map(Net::of);
-                    let who = Who::new(identity.as_ref(), net.as_ref());
-                    shared.decide(&who, &path).await
+                let check: Check<B> = Box::pin(async move {
+                    let outcome = {
+                        let identity = request.extensions().get::<Identity>();
+                        let net = ip.map(Net::of);
+                        let who = Who::new(identity, net.as_ref());
+                        shared.decide(&who, request.uri().path()).await
+                    };
+                    (outcome, request)
                 });
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::checking(check, inner, request)
+                ResponseFuture::checking(check, inner)
             }
         }
     }
