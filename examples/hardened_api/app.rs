@@ -34,6 +34,10 @@ use palisade::sessions::single_use::{Purpose, SingleUseToken, SingleUseTokens};
 use palisade::sessions::{
     DeviceBinding, MemorySingleUseStore, MemoryStore, RefreshSessions, SessionError,
 };
+use palisade::throttle::{
+    MemoryStore as ThrottleMemory, OrgPolicy, OrgSource, Quota, QuotaTable, Quotas, Rule, Scope,
+    StaticPolicies, ThrottleLayer,
+};
 use serde_json::{Value, json};
 
 use crate::Settings;
@@ -302,9 +306,34 @@ pub(crate) async fn build(
             access_keys.shared_store(),
             MemoryNonceStore::new(),
         ));
+    // Throttling, after authentication: per user and per org on the tenant routes (the org
+    // named in the path, an `x-org-id` header or an `org` query parameter must be the token's),
+    // per client address for anonymous callers. Two tiers: org-2 is "premium" and flagged
+    // unlimited.
+    let throttle = ThrottleLayer::builder(ThrottleMemory::new())
+        .rule(Rule::new("anon", Scope::Anonymous))
+        .rule(Rule::new("user", Scope::User))
+        .rule(Rule::new("org", Scope::Org))
+        .quotas(Quotas::new(
+            QuotaTable::new()
+                .rule("anon", Quota::per_minute(5)?)
+                .rule("user", Quota::per_minute(8)?)
+                .rule("org", Quota::per_minute(12)?)
+                .tier("org", "premium", Quota::per_minute(600)?),
+        ))
+        .policies(StaticPolicies::new().with("org-2", OrgPolicy::tier("premium").unlimited()))
+        .org_from(OrgSource::path_segment_after("/api/orgs/"))
+        .org_from(OrgSource::header(HeaderName::from_static("x-org-id")))
+        .org_from(OrgSource::query("org"))
+        .headers_on_success(true)
+        .build_for(profile)?;
     let api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
+        .route(
+            "/api/orgs/{org}/usage",
+            get(org_usage).route_layer(throttle.clone()),
+        )
         .route("/api/ws-ticket", post(ws_ticket))
         .route("/api/session", post(start_session))
         .route_layer(api_auth)
@@ -335,6 +364,7 @@ pub(crate) async fn build(
     let router = Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/public/status", get(public_status).route_layer(throttle))
         .route(
             "/csp-reports",
             post(csp_report).layer(DefaultBodyLimit::max(MAX_REPORT_BYTES)),
@@ -406,6 +436,16 @@ async fn hello(Extension(id): Extension<Identity>) -> Json<Value> {
         "surface": id.surface().as_str(),
         "roles": id.realm_roles(),
     }))
+}
+
+/// A tenant route: throttled per user and per org of the verified token.
+async fn org_usage(Path(org): Path<String>, Extension(id): Extension<Identity>) -> Json<Value> {
+    Json(json!({ "org": org, "caller": id.subject() }))
+}
+
+/// A public route: throttled per client address.
+async fn public_status() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }
 
 async fn echo(Json(body): Json<Value>) -> Json<Value> {

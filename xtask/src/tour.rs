@@ -565,6 +565,7 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
     }
     rows.extend(auth_rows(target, &http).await);
     rows.extend(access_key_rows(target, &http).await);
+    rows.extend(throttle_rows(target, &http).await);
 
     // A refusal is a generic problem document; the reason stays in the server log.
     match http.get(api("/admin/status")).send().await {
@@ -1705,6 +1706,122 @@ pub(crate) async fn run_behind_proxy(target: &Target) -> Vec<Row> {
             &res,
         ));
     }
+    rows
+}
+
+/// Throttling after authentication: a user's burst then 429 with the IETF fields, a claimed
+/// org that is not the token's, spoofed forwarding headers, an unlimited org.
+async fn throttle_rows(target: &Target, http: &Client) -> Vec<Row> {
+    let api = |path: &str| format!("https://{PUBLIC_HOST}:{}{path}", target.https.port());
+    let mut rows = Vec::new();
+
+    // The demo's user quota is 8 a minute: eight go through, the ninth is refused with the
+    // standard fields naming the user rule and when to come back.
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..9 {
+        match http
+            .get(api("/api/orgs/org-1/usage"))
+            .header(header::AUTHORIZATION, target.bearer("api-user"))
+            .send()
+            .await
+        {
+            Ok(res) => {
+                statuses.push(res.status().as_u16());
+                last = Some(res);
+            }
+            Err(e) => {
+                rows.push(Row::new(
+                    "burst past the user quota",
+                    "8 x 200, then 429",
+                    format!("error: {e}"),
+                    false,
+                ));
+                return rows;
+            }
+        }
+    }
+    let (retry, policy, state) = last
+        .as_ref()
+        .map(|r| {
+            (
+                header_str(r, "retry-after"),
+                header_str(r, "ratelimit-policy"),
+                header_str(r, "ratelimit"),
+            )
+        })
+        .unwrap_or_default();
+    let retry_secs: u64 = retry.parse().unwrap_or(0);
+    let pass = statuses[..8].iter().all(|s| *s == 200)
+        && statuses[8] == 429
+        && (1..=8).contains(&retry_secs)
+        && policy == "\"user\";q=8;w=60"
+        && state == format!("\"user\";r=0;t={retry_secs}");
+    rows.push(Row::new(
+        "burst past the user quota",
+        "8 x 200, then 429 + Retry-After + RateLimit fields",
+        format!("{statuses:?} retry-after={retry} policy={policy} ratelimit={state}"),
+        pass,
+    ));
+
+    // A token of org-1 naming org-2, in the path or in a header: refused before counting.
+    let res = http
+        .get(api("/api/orgs/org-2/usage"))
+        .header(header::AUTHORIZATION, target.bearer("other-tenant"))
+        .header("x-org-id", "org-1")
+        .send()
+        .await;
+    rows.push(status_row(
+        "claim another org in x-org-id",
+        StatusCode::FORBIDDEN,
+        &res,
+    ));
+    let res = http
+        .get(api("/api/orgs/org-1/usage"))
+        .header(header::AUTHORIZATION, target.bearer("other-tenant"))
+        .send()
+        .await;
+    rows.push(status_row(
+        "claim another org in the path",
+        StatusCode::FORBIDDEN,
+        &res,
+    ));
+
+    // Anonymous callers are counted by the connection's address: a new X-Forwarded-For (or
+    // Forwarded) per request does not buy a new bucket (5 a minute).
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let res = http
+            .get(api("/public/status"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .header("forwarded", format!("for=198.51.100.{i}"))
+            .send()
+            .await;
+        statuses.push(res.map_or(0, |r| r.status().as_u16()));
+    }
+    rows.push(Row::new(
+        "rotate X-Forwarded-For to reset the anonymous limit",
+        "5 x 200, then 429",
+        format!("{statuses:?}"),
+        statuses == [200, 200, 200, 200, 200, 429, 429],
+    ));
+
+    // org-2 carries the unlimited flag: well past every quota, never refused.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        let res = http
+            .get(api("/api/orgs/org-2/usage"))
+            .header(header::AUTHORIZATION, target.bearer("other-tenant"))
+            .send()
+            .await;
+        statuses.push(res.map_or(0, |r| r.status().as_u16()));
+    }
+    rows.push(Row::new(
+        "an org flagged unlimited, 20 requests",
+        "20 x 200",
+        format!("{} x 200", statuses.iter().filter(|s| **s == 200).count()),
+        statuses.iter().all(|s| *s == 200),
+    ));
     rows
 }
 
