@@ -154,13 +154,24 @@ type Entries<V> = HashMap<CacheKey, (V, u64), foldhash::fast::RandomState>;
 
 /// A cache key kept inside the table (no pointer to follow on a lookup): keys of up to 47
 /// bytes as they are, longer ones as 128 bits of keyed hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct CacheKey([u64; 6]);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CacheKey {
+    /// A keyed hash of the key text: the table's hash (written once, not the six words).
+    hash: u64,
+    words: [u64; 6],
+}
+
+impl std::hash::Hash for CacheKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 impl CacheKey {
     #[inline]
     fn of(key: &str, seeds: &(foldhash::fast::RandomState, foldhash::fast::RandomState)) -> Self {
         use std::hash::BuildHasher as _;
+        let hash = seeds.0.hash_one(key);
         let mut bytes = [0u8; 48];
         let raw = key.as_bytes();
         if let Some(slot) = bytes.get_mut(1..=raw.len()).filter(|_| raw.len() <= 47) {
@@ -168,7 +179,7 @@ impl CacheKey {
             bytes[0] = raw.len() as u8;
         } else {
             bytes[0] = 0xff;
-            bytes[1..9].copy_from_slice(&seeds.0.hash_one(key).to_le_bytes());
+            bytes[1..9].copy_from_slice(&hash.to_le_bytes());
             bytes[9..17].copy_from_slice(&seeds.1.hash_one(key).to_le_bytes());
         }
         let mut words = [0u64; 6];
@@ -177,7 +188,7 @@ impl CacheKey {
             w.copy_from_slice(chunk);
             *word = u64::from_le_bytes(w);
         }
-        Self(words)
+        Self { hash, words }
     }
 }
 

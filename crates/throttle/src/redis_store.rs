@@ -243,6 +243,13 @@ impl RedisStore {
 
 /// Writes `text` with `%`, `{`, `}`, `:` and control characters as `%XX`.
 fn escape(out: &mut String, text: &str) {
+    if !text
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'{' | b'}' | b':') || b.is_ascii_control())
+    {
+        out.push_str(text);
+        return;
+    }
     for c in text.chars() {
         if matches!(c, '%' | '{' | '}' | ':') || c.is_ascii_control() {
             let _ = write!(out, "%{:02X}", c as u32);

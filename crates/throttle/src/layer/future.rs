@@ -32,7 +32,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Checking { check: Check<B>, service: Option<S> },
-        Calling { #[pin] future: S::Future, headers: Option<RateHeaders> },
+        Calling { #[pin] future: S::Future, headers: Option<Box<RateHeaders>> },
         Refused { refusal: Option<Box<Refusal>> },
     }
 }
@@ -50,7 +50,7 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn calling(future: S::Future, headers: Option<RateHeaders>) -> Self {
+    pub(crate) fn calling(future: S::Future, headers: Option<Box<RateHeaders>>) -> Self {
         Self {
             state: State::Calling { future, headers },
         }

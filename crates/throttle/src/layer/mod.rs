@@ -112,7 +112,7 @@ pub enum ConfigError {
 /// A response the layer answers on its own, before the body type is known.
 pub(crate) struct Refusal {
     rejection: Rejection,
-    headers: Option<RateHeaders>,
+    headers: Option<Box<RateHeaders>>,
 }
 
 impl Refusal {
@@ -561,7 +561,7 @@ impl<'a> Plan<'a> {
 }
 
 /// What the layer does with a request.
-pub(crate) type Outcome = Result<Option<RateHeaders>, Box<Refusal>>;
+pub(crate) type Outcome = Result<Option<Box<RateHeaders>>, Box<Refusal>>;
 
 impl<St: ThrottleStore> Shared<St> {
     /// The refusal when a claimed org is not the verified one.
@@ -656,7 +656,7 @@ impl<St: ThrottleStore> Shared<St> {
         };
         let headers = |(i, decision): (usize, &crate::gcra::Decision)| {
             let rule = &self.rules[plan.rules[i]];
-            RateHeaders::new(&rule.name, &plan.limits[i].quota, decision)
+            RateHeaders::new(&rule.name, &plan.limits[i].quota, decision).map(Box::new)
         };
         if verdict.allowed() {
             if self.headers_on_success {
