@@ -297,11 +297,11 @@ fn redis(c: &mut Criterion) {
         rt.block_on(async {
             let start = std::time::Instant::now();
             let mut tasks = Vec::new();
-            for caller in 0..CALLERS {
+            for org in orgs.iter().take(CALLERS) {
                 let store = store.clone();
                 let mut conn = conn.clone();
                 let noop = noop.clone();
-                let org = orgs[caller].clone();
+                let org = org.clone();
                 tasks.push(tokio::spawn(async move {
                     for _ in 0..CALLS {
                         if decision {

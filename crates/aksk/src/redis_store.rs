@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 
 use crate::StoreError;
 use crate::nonce::NonceStore;
@@ -16,7 +16,7 @@ use crate::nonce::NonceStore;
 /// Nonces in Redis (see the module docs).
 #[derive(Clone)]
 pub struct RedisNonceStore {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     prefix: Arc<str>,
 }
 
@@ -42,13 +42,11 @@ impl RedisNonceStore {
     ) -> Result<Self, StoreError> {
         crate::require_transport(url, profile, "aksk-redis-nonce-store")?;
         let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| err("cannot connect to Redis", e))?;
+        // Reconnects after a disconnect: refused only while Redis is unreachable.
+        let conn =
+            ConnectionManager::new_with_config(client, palisade_sessions::redis_manager_config())
+                .await
+                .map_err(|e| err("cannot connect to Redis", e))?;
         Ok(Self {
             conn,
             prefix: prefix.into(),

@@ -60,6 +60,8 @@ pub use redis_store::{RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub use store::check_transport;
+#[cfg(feature = "redis")]
+pub use store::redis_manager_config;
 pub use store::{
     DeviceBinding, Family, FamilyId, Grace, RefreshStore, Rotation, StoreError, TokenHash,
 };

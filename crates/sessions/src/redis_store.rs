@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
@@ -114,7 +114,7 @@ fn extend_expiry(pipe: &mut redis::Pipeline, key: &str, at: i64) {
 /// The connection the stores share: one server, or a cluster.
 #[derive(Clone)]
 enum Conn {
-    Single(MultiplexedConnection),
+    Single(ConnectionManager),
     #[cfg(feature = "redis-cluster")]
     Cluster(redis::cluster_async::ClusterConnection),
 }
@@ -169,8 +169,9 @@ impl RedisStore {
     /// Connects to `url` without a posture check.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
-        let conn = client
-            .get_multiplexed_async_connection()
+        // Reconnects in the background after a disconnect: commands fail (and requests are
+        // refused) only while Redis is unreachable.
+        let conn = ConnectionManager::new_with_config(client, crate::store::redis_manager_config())
             .await
             .map_err(|e| err("cannot connect to Redis", e))?;
         Ok(Self::with_conn(Conn::Single(conn), prefix))

@@ -223,6 +223,19 @@ pub trait RefreshStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
+/// How Palisade's Redis stores hold their connection: a reconnecting connection manager that
+/// fails fast while Redis is unreachable (one connection attempt of at most a second per
+/// command, commands answered within two seconds), so requests are refused promptly during
+/// an outage and served again once Redis is back, without restarting the process.
+#[cfg(feature = "redis")]
+pub fn redis_manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(std::time::Duration::from_millis(200))
+        .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(2)))
+}
+
 /// Records a finding when a store URL is plaintext to a host that is not this machine: in
 /// production that refuses the build (`rediss://` without `#insecure`, or
 /// `sslmode=verify-full`, are required).

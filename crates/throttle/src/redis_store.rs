@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionManager;
 
 use crate::gcra::Decision;
 use crate::store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};
@@ -153,7 +153,7 @@ return out
 /// Limiter state in Redis (see the module docs). Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     prefix: Arc<str>,
     script: Arc<redis::Script>,
     test_clock: Option<palisade_core::SharedClock>,
@@ -186,13 +186,12 @@ impl RedisStore {
             .finish()
             .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
         let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| err("cannot connect to Redis", e))?;
+        // Reconnects after a disconnect: the failure policy applies only while Redis is
+        // unreachable.
+        let conn =
+            ConnectionManager::new_with_config(client, palisade_sessions::redis_manager_config())
+                .await
+                .map_err(|e| err("cannot connect to Redis", e))?;
         Ok(Self {
             conn,
             prefix: prefix.into(),

@@ -322,6 +322,18 @@ mod through_the_layer {
                 expected,
                 "{policies:?}"
             );
+            // Redis is back: the store reconnects and requests are decided again, without a
+            // new layer. (The request that notices the old connection is gone may still fail;
+            // a bounded number of tries, no sleeping.)
+            cut.send(false).expect("heal");
+            let mut recovered = false;
+            for _ in 0..20 {
+                if send(&layer, "acme", "alice").await == StatusCode::OK {
+                    recovered = true;
+                    break;
+                }
+            }
+            assert!(recovered, "{policies:?}: the store never reconnected");
         }
         cleanup("outage").await;
     }
