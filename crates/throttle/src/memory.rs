@@ -9,10 +9,12 @@
 //!   is full again and holds no information, so it is dropped; each shard sweeps its own idle
 //!   buckets when it fills and at most once a second, so a sweep touches one shard
 //!   (`capacity / SHARDS` entries), never the whole store. When a shard is full of live
-//!   buckets, new buckets are refused with a [`StoreError`] (the rule's failure policy
-//!   decides), never by forgetting live ones.
+//!   buckets (a flood of new callers), the eighth of it nearest to full again is forgotten, so
+//!   new callers are still counted; the forgotten callers lose at most the little debt they
+//!   had left.
 //! - **Exact:** distinct bucket keys could only share state on a 128-bit collision of a keyed
-//!   hash, which a caller cannot aim for without the seeds.
+//!   hash. `foldhash` is not a cryptographic hash, but its seeds are random per store and never
+//!   leave it, and a collision needs both 64-bit halves to agree.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -348,12 +350,34 @@ impl MemoryStore {
     }
 
     /// Makes room for `needed` new buckets in a shard: sweeps its idle buckets when it would
-    /// overflow or a sweep is due, and refuses when live buckets fill it.
+    /// overflow or a sweep is due. When live buckets still fill it (a flood of new callers,
+    /// say one bucket per IPv6 /64), the eighth of the shard nearest to full again is forgotten:
+    /// those callers lose at most the little debt they had left, while new callers are still
+    /// counted (refusing them would let a flood lock everyone else out, or, under a fail-open
+    /// rule, stop limiting them).
     fn make_room(&self, shard: &mut Shard, needed: usize, now: u64) -> Result<(), StoreError> {
-        let fits = |shard: &Shard| shard.tats.len() + needed <= self.inner.per_shard;
+        let per_shard = self.inner.per_shard;
+        let fits = |shard: &Shard| shard.tats.len() + needed <= per_shard;
         if !fits(shard) || now >= shard.next_sweep {
             shard.tats.retain(|_, t| *t > now);
             shard.next_sweep = now.saturating_add(SWEEP_EVERY_NS);
+        }
+        if !fits(shard) {
+            let mut tats: Vec<u64> = shard.tats.values().copied().collect();
+            let evict = (per_shard / 8).max(needed).min(tats.len());
+            if evict > 0 {
+                let (_, cutoff, _) = tats.select_nth_unstable(evict - 1);
+                let cutoff = *cutoff;
+                let mut left = evict;
+                shard.tats.retain(|_, t| {
+                    if *t <= cutoff && left > 0 {
+                        left -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
+            }
             if !fits(shard) {
                 return Err(StoreError::new("in-process throttle store is full", None));
             }

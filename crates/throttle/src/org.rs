@@ -71,9 +71,14 @@ impl OrgSource {
         };
         match &self.0 {
             Kind::PathSegment(prefix) => match uri.path().strip_prefix(prefix.as_str()) {
+                // Nothing after the prefix: no claim.
+                Some("") => true,
                 Some(rest) => {
                     let segment = rest.split('/').next().unwrap_or_default();
-                    segment.is_empty() || same(decode(segment))
+                    // An empty or dot segment (`//x`, `/./x`, `/../x`) names something a later
+                    // normalization could read as another org: refused.
+                    !matches!(segment, "" | "." | "..")
+                        && same(decode(segment, false).filter(|d| !matches!(&**d, "." | "..")))
                 }
                 None => true,
             },
@@ -83,8 +88,8 @@ impl OrgSource {
                 .all(|v| same(v.to_str().ok().map(|s| Cow::Borrowed(s.trim())))),
             Kind::Query(name) => uri.query().unwrap_or_default().split('&').all(|pair| {
                 let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-                match decode(key) {
-                    Some(key) if key == name.as_str() => same(decode(value)),
+                match decode(key, true) {
+                    Some(key) if key == name.as_str() => same(decode(value, true)),
                     // A key that does not decode could be the parameter in disguise.
                     None => false,
                     Some(_) => true,
@@ -97,10 +102,13 @@ impl OrgSource {
     }
 }
 
-/// Percent-decodes (and `+` as space, as forms do) into UTF-8; `None` for a bad escape or
-/// bytes that are not UTF-8.
-fn decode(text: &str) -> Option<Cow<'_, str>> {
-    if !text.bytes().any(|b| b == b'%' || b == b'+') {
+/// Percent-decodes into UTF-8 (and `+` as a space in queries, as forms do; a path keeps its
+/// `+`); `None` for an escape that is not `%` and two hex digits, or bytes that are not UTF-8.
+fn decode(text: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
+    if !text
+        .bytes()
+        .any(|b| b == b'%' || (plus_is_space && b == b'+'))
+    {
         return Some(Cow::Borrowed(text));
     }
     let bytes = text.as_bytes();
@@ -110,11 +118,14 @@ fn decode(text: &str) -> Option<Cow<'_, str>> {
         match bytes[i] {
             b'%' => {
                 let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -155,6 +166,19 @@ mod tests {
         assert!(agrees(&s, "/api/orgs/ac%6De/docs", &[], Some("acme")));
         assert!(!agrees(&s, "/api/orgs/ac%6/docs", &[], Some("acme")));
         assert!(!agrees(&s, "/api/orgs/%FF/docs", &[], Some("acme")));
+        // Signs are not hex digits; a path keeps its `+`.
+        assert!(!agrees(&s, "/api/orgs/%+A/docs", &[], Some("\n")));
+        assert!(!agrees(&s, "/api/orgs/a+b/docs", &[], Some("a b")));
+        assert!(agrees(&s, "/api/orgs/a+b/docs", &[], Some("a+b")));
+        // Empty and dot segments under the prefix are refused.
+        for path in [
+            "/api/orgs//evil",
+            "/api/orgs/./x",
+            "/api/orgs/../x",
+            "/api/orgs/%2E%2E/x",
+        ] {
+            assert!(!agrees(&s, path, &[], Some("acme")), "{path}");
+        }
     }
 
     #[test]

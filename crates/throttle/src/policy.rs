@@ -169,8 +169,19 @@ impl std::hash::Hash for CacheKey {
 
 impl CacheKey {
     #[inline]
-    fn of(key: &str, seeds: &(foldhash::fast::RandomState, foldhash::fast::RandomState)) -> Self {
+    fn of(
+        key: Option<&str>,
+        seeds: &(foldhash::fast::RandomState, foldhash::fast::RandomState),
+    ) -> Self {
         use std::hash::BuildHasher as _;
+        let Some(key) = key else {
+            // No key (a request without an org) has an entry of its own: a first byte of 0xfe
+            // is neither a length (at most 47) nor the long-key mark.
+            return Self {
+                hash: 0xfe,
+                words: [0xfe, 0, 0, 0, 0, 0],
+            };
+        };
         let hash = seeds.0.hash_one(key);
         let mut bytes = [0u8; 48];
         let raw = key.as_bytes();
@@ -216,7 +227,7 @@ impl<V> PolicyCache<V> {
     #[inline]
     pub(crate) fn with<R>(
         &self,
-        key: &str,
+        key: Option<&str>,
         now: u64,
         f: impl FnOnce(&V) -> Option<R>,
     ) -> Option<R> {
@@ -231,7 +242,7 @@ impl<V> PolicyCache<V> {
         }
     }
 
-    pub(crate) fn put(&self, key: &str, value: V, now: u64) {
+    pub(crate) fn put(&self, key: Option<&str>, value: V, now: u64) {
         let mut map = self
             .map
             .write()
@@ -270,37 +281,36 @@ mod tests {
     #[test]
     fn cache_keys_are_exact_for_short_keys_and_hashed_for_long_ones() {
         let seeds = Default::default();
-        let a = CacheKey::of("acme", &seeds);
-        assert_eq!(a, CacheKey::of("acme", &seeds));
-        assert_ne!(a, CacheKey::of("acm", &seeds));
-        assert_ne!(a, CacheKey::of("acme\0", &seeds));
+        let of = |k: &str| CacheKey::of(Some(k), &seeds);
+        let a = of("acme");
+        assert_eq!(a, of("acme"));
+        assert_ne!(a, of("acm"));
+        assert_ne!(a, of("acme\0"));
+        // No org is not any org, not even an empty or NUL one.
+        for k in ["", "\0", "\u{fe}"] {
+            assert_ne!(CacheKey::of(None, &seeds), of(k));
+        }
         let long = "x".repeat(47);
-        assert_ne!(
-            CacheKey::of(&long, &seeds),
-            CacheKey::of(&"x".repeat(48), &seeds)
-        );
+        assert_ne!(of(&long), of(&"x".repeat(48)));
         let longer = "y".repeat(100);
-        assert_eq!(CacheKey::of(&longer, &seeds), CacheKey::of(&longer, &seeds));
-        assert_ne!(
-            CacheKey::of(&longer, &seeds),
-            CacheKey::of(&"y".repeat(101), &seeds)
-        );
+        assert_eq!(of(&longer), of(&longer));
+        assert_ne!(of(&longer), of(&"y".repeat(101)));
     }
 
     #[test]
     fn the_cache_expires_and_stays_bounded() {
         let cache = PolicyCache::new(10, 2);
         let p = OrgPolicy::tier("gold");
-        cache.put("a", p.clone(), 0);
+        cache.put(Some("a"), p.clone(), 0);
         assert!(
             cache
-                .with("a", 9, |p| Some(p.tier_name().to_owned()))
+                .with(Some("a"), 9, |p| Some(p.tier_name().to_owned()))
                 .is_some()
         );
-        assert!(cache.with("a", 10, |_| Some(())).is_none());
-        cache.put("b", p.clone(), 0);
-        cache.put("c", p.clone(), 5);
-        cache.put("d", p, 5);
+        assert!(cache.with(Some("a"), 10, |_| Some(())).is_none());
+        cache.put(Some("b"), p.clone(), 0);
+        cache.put(Some("c"), p.clone(), 5);
+        cache.put(Some("d"), p, 5);
         assert!(cache.map.read().map(|m| m.len() <= 2).unwrap_or(false));
     }
 }

@@ -283,7 +283,8 @@ impl ThrottleStore for RedisStore {
         for limit in limits {
             invocation
                 .key(self.key(&limit.key))
-                .arg(limit.quota.emission_ns() / 1_000)
+                // Whole microseconds, rounded up: never laxer than the quota.
+                .arg(limit.quota.emission_ns().div_ceil(1_000))
                 .arg(limit.quota.burst())
                 .arg(limit.cost);
         }

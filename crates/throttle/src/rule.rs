@@ -12,7 +12,11 @@ pub enum Scope {
     /// [`ClientIp`](palisade_core::ClientIp) resolved through the trusted proxies only (an IPv4
     /// address, or the /64 of an IPv6 address, since one host holds a whole /64).
     Anonymous,
-    /// Authenticated requests, by token issuer and subject.
+    /// Authenticated requests, by token issuer and subject, within the request's org: the
+    /// bucket carries the org as its tag, so that all of a request's buckets live on one Redis
+    /// Cluster slot and are decided in one script call. A user with tokens for several orgs has
+    /// a bucket in each (each org's own limit still applies); a limit across a user's orgs
+    /// needs a layer of its own without org rules.
     User,
     /// Authenticated requests of an org, by the verified org id. Requests without an org are
     /// not counted by this rule.

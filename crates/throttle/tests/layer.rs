@@ -495,3 +495,48 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn route_buckets_never_mix_an_org_a_user_and_a_network_of_one_name() {
+    let fx = fixture();
+    // An org named "alice" spends its route quota (2 a minute)...
+    let org = || {
+        request(
+            "/api/export",
+            Some(user(&unique(), Some("alice"))),
+            "192.0.2.1",
+        )
+    };
+    assert_eq!(statuses(&fx, 3, org).await, [200, 200, 429]);
+    // ...which is not the route quota of a user "alice" without an org, nor of a user "alice"
+    // at another issuer, nor of the client network "alice" could never be.
+    let lone = || request("/api/export", Some(user("alice", None)), "192.0.2.1");
+    assert_eq!(statuses(&fx, 3, lone).await, [200, 200, 429]);
+    let elsewhere = || {
+        let identity = Identity::new(
+            "https://other-idp.example.com",
+            "alice",
+            AuthMethod::Oidc,
+            Surface::API,
+        );
+        request("/api/export", Some(identity), "192.0.2.1")
+    };
+    assert_eq!(statuses(&fx, 3, elsewhere).await, [200, 200, 429]);
+}
+
+#[tokio::test]
+async fn shadow_rules_count_admitted_requests_only() {
+    let fx = fixture();
+    // "trial": the user rule (5 a minute) only reports; the org rule (8) still refuses.
+    let carol = || request("/x", Some(user("carol", Some("trial"))), "192.0.2.1");
+    assert_eq!(
+        statuses(&fx, 10, carol).await,
+        [vec![200; 8], vec![429; 2]].concat()
+    );
+    let events = fx.events.0.lock().expect("events").clone();
+    let shadowed = events.iter().filter(|e| e.0 == "user" && e.3).count();
+    let enforced = events.iter().filter(|e| e.0 == "org" && !e.3).count();
+    // Requests 6, 7 and 8 pass the user's quota (reported); 9 and 10 are refused by the org
+    // rule and do not count against the user.
+    assert_eq!((shadowed, enforced), (3, 2));
+}

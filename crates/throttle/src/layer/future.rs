@@ -106,6 +106,11 @@ where
                                 .set(State::Calling { future, headers });
                         }
                         (Err(refusal), _) => {
+                            // Polled again, the future answers "spent", never resumes the check.
+                            self.as_mut()
+                                .project()
+                                .state
+                                .set(State::Refused { refusal: None });
                             return Poll::Ready(Ok(refusal.into_response()));
                         }
                         (Ok(_), None) => return Poll::Ready(Ok(spent().into_response())),

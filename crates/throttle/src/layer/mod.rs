@@ -421,23 +421,28 @@ struct Who<'a> {
     identity: Option<&'a Identity>,
     org: Option<&'a str>,
     net: Option<&'a str>,
+    /// The org, else the user's subject, else the client network.
     tag: &'a str,
+    /// What kind of name the tag is (`org`, the user's issuer, `net`): route buckets carry it,
+    /// so an org, a user and a network with the same name never share one.
+    tag_kind: &'a str,
 }
 
 impl<'a> Who<'a> {
     fn new(identity: Option<&'a Identity>, net: Option<&'a Net>) -> Self {
         let org = identity.and_then(Identity::org);
         let net = net.map(Net::as_str);
-        let tag = match (org, identity) {
-            (Some(org), _) => org,
-            (None, Some(identity)) => identity.subject(),
-            (None, None) => net.unwrap_or_default(),
+        let (tag, tag_kind) = match (org, identity) {
+            (Some(org), _) => (org, "org"),
+            (None, Some(identity)) => (identity.subject(), identity.issuer()),
+            (None, None) => (net.unwrap_or_default(), "net"),
         };
         Self {
             identity,
             org,
             net,
             tag,
+            tag_kind,
         }
     }
 }
@@ -507,7 +512,7 @@ impl<'a> Plan<'a> {
                     AuthMethod::AccessKey { key_id } => ("", key_id.as_str()),
                     _ => continue,
                 },
-                (Scope::Route, _) => ("", route),
+                (Scope::Route, _) => (who.tag_kind, route),
                 (Scope::User | Scope::Org | Scope::AccessKey, None) => continue,
             };
             let Some(Some(quota)) = resolved.quotas.get(index).copied() else {
@@ -625,9 +630,13 @@ impl<St: ThrottleStore> Shared<St> {
     ) -> Outcome {
         if let Some(Ok(shadow)) = &shadow {
             for (i, decision) in shadow.decisions().iter().enumerate() {
-                if !decision.allowed() {
+                let rule = plan
+                    .rules
+                    .get(plan.shadow_from + i)
+                    .and_then(|&r| self.rules.get(r));
+                if let (false, Some(rule)) = (decision.allowed(), rule) {
                     self.events.limited(&Limited {
-                        rule: &self.rules[plan.rules[plan.shadow_from + i]].name,
+                        rule: &rule.name,
                         org,
                         tier: policy.tier_name(),
                         shadow: true,
@@ -654,9 +663,12 @@ impl<St: ThrottleStore> Shared<St> {
                 };
             }
         };
+        // The store answers one decision per limit; a store that answers more is not trusted
+        // with an index.
+        let rule_of = |i: usize| plan.rules.get(i).and_then(|&r| self.rules.get(r));
         let headers = |(i, decision): (usize, &crate::gcra::Decision)| {
-            let rule = &self.rules[plan.rules[i]];
-            RateHeaders::new(&rule.name, &plan.limits[i].quota, decision).map(Box::new)
+            let rule = rule_of(i)?;
+            RateHeaders::new(&rule.name, &plan.limits.get(i)?.quota, decision).map(Box::new)
         };
         if verdict.allowed() {
             if self.headers_on_success {
@@ -665,9 +677,9 @@ impl<St: ThrottleStore> Shared<St> {
             return Ok(None);
         }
         for (i, decision) in verdict.decisions().iter().enumerate() {
-            if !decision.allowed() {
+            if let (false, Some(rule)) = (decision.allowed(), rule_of(i)) {
                 self.events.limited(&Limited {
-                    rule: &self.rules[plan.rules[i]].name,
+                    rule: &rule.name,
                     org,
                     tier: policy.tier_name(),
                     shadow: false,
@@ -677,7 +689,7 @@ impl<St: ThrottleStore> Shared<St> {
         }
         let binding = verdict.binding();
         let (rule, retry) = binding.map_or(("", Duration::ZERO), |(i, d)| {
-            (&*self.rules[plan.rules[i]].name, d.retry_after())
+            (rule_of(i).map_or("", |r| &*r.name), d.retry_after())
         });
         Err(Box::new(Refusal {
             rejection: Rejection::new(
@@ -696,7 +708,7 @@ impl<St: ThrottleStore> Shared<St> {
     fn decide_now(&self, who: &Who<'_>, path: &str) -> Option<Outcome> {
         let version = self.quotas.version();
         let now = self.time.nanos();
-        self.cache.with(cache_key(who.org), now, |resolved| {
+        self.cache.with(who.org, now, |resolved| {
             if resolved.version != version {
                 return None;
             }
@@ -708,13 +720,19 @@ impl<St: ThrottleStore> Shared<St> {
                 return Some(Err(refusal));
             }
             // A layer on an injected clock never hands its reading to the store.
-            let verdict = if self.time.is_monotonic() {
-                self.store.try_check_at(plan.enforced(), now)?
-            } else {
-                self.store.try_check_now(plan.enforced())?
+            let check = |limits| {
+                if self.time.is_monotonic() {
+                    self.store.try_check_at(limits, now)
+                } else {
+                    self.store.try_check_now(limits)
+                }
             };
-            let shadow = if plan.has_shadow() {
-                Some(self.store.try_check_now(plan.shadowed())?)
+            let verdict = check(plan.enforced())?;
+            // Shadow rules count admitted requests only; once the enforced limits are charged
+            // there is no going back to the slow path (a store that cannot answer the shadow
+            // check at once just leaves it unreported).
+            let shadow = if plan.has_shadow() && verdict.as_ref().is_ok_and(Verdict::allowed) {
+                check(plan.shadowed())
             } else {
                 None
             };
@@ -724,9 +742,8 @@ impl<St: ThrottleStore> Shared<St> {
 
     /// Decides, waiting for the policy source and the store as needed.
     async fn decide(&self, who: &Who<'_>, path: &str) -> Outcome {
-        let key = cache_key(who.org);
         let version = self.quotas.version();
-        let cached = self.cache.with(key, self.time.nanos(), |resolved| {
+        let cached = self.cache.with(who.org, self.time.nanos(), |resolved| {
             (resolved.version == version).then(|| resolved.clone())
         });
         let resolved = match cached {
@@ -742,7 +759,7 @@ impl<St: ThrottleStore> Shared<St> {
                     })?,
                 };
                 let resolved = self.resolve(policy);
-                self.cache.put(key, resolved.clone(), self.time.nanos());
+                self.cache.put(who.org, resolved.clone(), self.time.nanos());
                 resolved
             }
         };
@@ -756,19 +773,13 @@ impl<St: ThrottleStore> Shared<St> {
         } else {
             Verdict::new(&[])
         };
-        let shadow = if plan.has_shadow() {
+        let shadow = if plan.has_shadow() && verdict.as_ref().is_ok_and(Verdict::allowed) {
             Some(self.store.check(plan.shadowed()).await)
         } else {
             None
         };
         self.conclude(&plan, &resolved.policy, who.org, verdict, shadow)
     }
-}
-
-/// The cache key of a request's org; requests without an org share one entry (NUL is not in
-/// org ids).
-fn cache_key(org: Option<&str>) -> &str {
-    org.unwrap_or("\0")
 }
 
 /// An org's policy resolved against the quota table of `version`, per rule of the layer.
