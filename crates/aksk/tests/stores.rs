@@ -341,31 +341,7 @@ async fn a_thousand_concurrent_copies_in_memory_are_accepted_once() {
     thousand_copies(Arc::new(fixture().await)).await;
 }
 
-/// A TCP relay to the real Redis that the test can cut.
-async fn relay_to(target: &str) -> (u16, tokio::sync::watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (cut, watch) = tokio::sync::watch::channel(false);
-    let target = target.to_owned();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
-                return;
-            };
-            let mut watch = watch.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = watch.wait_for(|cut| *cut) => {}
-                }
-            });
-        }
-    });
-    (port, cut)
-}
+use palisade_testkit::relay::relay_to;
 
 #[tokio::test]
 async fn an_unreachable_nonce_store_refuses_signed_requests() {

@@ -150,10 +150,52 @@ end
 return out
 "#;
 
+/// The connection: one server (reconnecting), or a cluster.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    #[cfg(feature = "redis-cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            #[cfg(feature = "redis-cluster")]
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// Limiter state in Redis (see the module docs). Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: Arc<str>,
     script: Arc<redis::Script>,
     test_clock: Option<palisade_core::SharedClock>,
@@ -192,12 +234,53 @@ impl RedisStore {
             ConnectionManager::new_with_config(client, palisade_sessions::redis_manager_config())
                 .await
                 .map_err(|e| err("cannot connect to Redis", e))?;
-        Ok(Self {
+        Ok(Self::with_conn(Conn::Single(conn), prefix))
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://` or `rediss://` URLs);
+    /// keys start with `prefix`. All of a request's buckets share its `{tag}`, so they live on
+    /// one slot and one script call decides them. Each URL passes the transport check under
+    /// `profile`, and in production only `rediss://` seeds are accepted (the cluster hands out
+    /// the addresses of its other nodes).
+    #[cfg(feature = "redis-cluster")]
+    pub async fn connect_cluster(
+        nodes: &[&str],
+        prefix: &str,
+        profile: palisade_core::Profile,
+    ) -> Result<Self, StoreError> {
+        for url in nodes {
+            let mut posture = palisade_core::Posture::new(profile, "throttle-redis-store");
+            palisade_sessions::check_transport(url, &mut posture);
+            if !url.starts_with("rediss://") {
+                posture.record(
+                    palisade_core::Severity::Deny,
+                    "store-plaintext",
+                    "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
+                );
+            }
+            posture
+                .finish()
+                .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().copied())
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| err("invalid Redis Cluster URLs", e))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| err("cannot connect to Redis Cluster", e))?;
+        Ok(Self::with_conn(Conn::Cluster(conn), prefix))
+    }
+
+    fn with_conn(conn: Conn, prefix: &str) -> Self {
+        Self {
             conn,
             prefix: prefix.into(),
             script: Arc::new(redis::Script::new(SCRIPT)),
             test_clock: None,
-        })
+        }
     }
 
     /// Decides with `clock` instead of Redis `TIME`: only so that tests can drive the script on

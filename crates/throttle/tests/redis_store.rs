@@ -219,33 +219,7 @@ async fn replicas_sharing_redis_admit_at_most_burst_plus_rate() {
     cleanup("replicas").await;
 }
 
-/// A TCP relay to the real Redis that the test can cut.
-async fn relay_to(target: &str) -> (u16, tokio::sync::watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (cut, watch) = tokio::sync::watch::channel(false);
-    let target = target.to_owned();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
-                return;
-            };
-            let mut watch = watch.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                    _ = watch.wait_for(|cut| *cut) => {}
-                }
-            });
-        }
-    });
-    (port, cut)
-}
+use palisade_testkit::relay::relay_to;
 
 mod through_the_layer {
     use std::convert::Infallible;
@@ -386,5 +360,33 @@ mod through_the_layer {
             .await
             .expect("ping");
         cleanup("replica-layers").await;
+    }
+}
+
+/// The conformance suite on a real three-node Redis Cluster: every request's buckets share
+/// its `{tag}`, so each script call touches one slot; requests with other tags land on other
+/// slots (and nodes) and are decided there.
+#[cfg(feature = "redis-cluster")]
+#[tokio::test]
+async fn redis_cluster_conformance() {
+    let cluster = tokio::task::spawn_blocking(palisade_testkit::redis_cluster::get)
+        .await
+        .expect("cluster start");
+    let urls: Vec<&str> = cluster.urls.iter().map(String::as_str).collect();
+    // Production refuses plaintext cluster seeds even on loopback; the test cluster has no TLS.
+    assert!(
+        RedisStore::connect_cluster(&urls, "x:", Profile::Production)
+            .await
+            .is_err()
+    );
+    let clock = ManualClock::new(common::at(0, 0));
+    let s = RedisStore::connect_cluster(&urls, &prefix("cluster"), Profile::Development)
+        .await
+        .expect("cluster")
+        .with_test_clock(clock.shared(), Profile::Development)
+        .expect("test clock");
+    // Many tags: the suite's buckets spread over the cluster's slots.
+    for tag in ["t", "acme", "globex", "initech", "org-1", "org-2"] {
+        common::conformance(&s, &clock, tag).await;
     }
 }
