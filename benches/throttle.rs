@@ -290,6 +290,47 @@ fn redis(c: &mut Criterion) {
     });
     group.finish();
 
+    // p50 of single round trips, PING and decision alternating (the host's drift hits both).
+    let mut pings = Vec::new();
+    let mut decisions = Vec::new();
+    let mut k = 0usize;
+    for round in 0..4_001 {
+        let ping = || {
+            let mut conn = local_conn.clone();
+            let start = std::time::Instant::now();
+            local.block_on(async move {
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut conn)
+                    .await
+                    .expect("ping");
+            });
+            start.elapsed()
+        };
+        let mut decide = || {
+            k = (k + 7919) % orgs.len();
+            let limit = limit(&orgs[k], quota);
+            let start = std::time::Instant::now();
+            local.block_on(local_store.check(&[limit])).expect("redis");
+            start.elapsed()
+        };
+        if round % 2 == 0 {
+            pings.push(ping());
+            decisions.push(decide());
+        } else {
+            decisions.push(decide());
+            pings.push(ping());
+        }
+    }
+    pings.sort();
+    decisions.sort();
+    let (p, d) = (pings[pings.len() / 2], decisions[decisions.len() / 2]);
+    println!(
+        "throttle/redis: p50 of 4,001 alternating round trips: PING {:.1} µs, decision {:.1} µs, decision/PING {:.2}",
+        p.as_secs_f64() * 1e6,
+        d.as_secs_f64() * 1e6,
+        d.as_secs_f64() / p.as_secs_f64()
+    );
+
     // Throughput: 32 concurrent callers, each making its share of the calls.
     const CALLERS: usize = 32;
     const CALLS: usize = 200;
@@ -328,7 +369,7 @@ fn redis(c: &mut Criterion) {
     };
     let mut ratios = Vec::new();
     let mut rates = (Vec::new(), Vec::new());
-    for _ in 0..9 {
+    for _ in 0..15 {
         let noop_rate = throughput(false);
         let decision_rate = throughput(true);
         rates.0.push(noop_rate);
@@ -340,7 +381,7 @@ fn redis(c: &mut Criterion) {
         v[v.len() / 2]
     };
     println!(
-        "throttle/redis: 32 concurrent callers: no-op EVALSHA {:.0}/s, decision {:.0}/s, decision/no-op {:.2} (median of 9 alternating rounds)",
+        "throttle/redis: 32 concurrent callers: no-op EVALSHA {:.0}/s, decision {:.0}/s, decision/no-op {:.2} (median of 15 alternating rounds)",
         median(&mut rates.0),
         median(&mut rates.1),
         median(&mut ratios)

@@ -7,8 +7,9 @@
 //!   on time whatever its own clock says.
 //! - **Exact arithmetic:** Lua numbers are doubles. Times are microseconds (about 1.8 × 10¹⁵
 //!   today, well under 2⁵³, so sums and products of the values used are exact), divisions are
-//!   corrected to the exact floor, and stored values are written with `%.0f` (Lua's
-//!   `tostring` keeps only 14 significant digits).
+//!   corrected to the exact floor, and numbers reach Redis as command arguments, which Redis
+//!   writes with every digit (Lua's own `tostring` would keep only 14 significant digits: the
+//!   script never uses it). A test reads a stored value back to the microsecond.
 //! - **Bounded:** every key is written with a TTL of the time until its bucket is full again
 //!   (plus a millisecond), after which it holds no information.
 //! - **Redis Cluster:** key names are built in Rust, never in the script, as
@@ -50,8 +51,7 @@ if n == 1 then
   local new_tat = tat + e * cost
   if new_tat - tol <= now and cost <= burst then
     if cost > 0 then
-      redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
-        string.format('%.0f', math.floor((new_tat - now) / 1000) + 1))
+      redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1)
     end
     local room = now + tol - new_tat
     local r = math.floor(room / e)
@@ -126,8 +126,7 @@ if all then
       if news[j] and KEYS[j] == KEYS[i] then last = false end
     end
     if tat and last then
-      redis.call('SET', KEYS[i], string.format('%.0f', tat), 'PX',
-        string.format('%.0f', math.floor((tat - now) / 1000) + 1))
+      redis.call('SET', KEYS[i], tat, 'PX', math.floor((tat - now) / 1000) + 1)
     end
   end
 else

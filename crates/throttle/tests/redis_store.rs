@@ -390,3 +390,42 @@ async fn redis_cluster_conformance() {
         common::conformance(&s, &clock, tag).await;
     }
 }
+
+/// Stored times keep every digit: 16-digit microsecond values would lose their last digits
+/// through Lua's own number formatting.
+#[tokio::test]
+async fn stored_times_are_exact_to_the_microsecond() {
+    let now = common::at(0, 0) + Duration::from_micros(123_457);
+    let clock = ManualClock::new(now);
+    let s = store("exact")
+        .await
+        .with_test_clock(clock.shared(), Profile::Development)
+        .expect("test clock");
+    let quota = Quota::new(5, Duration::from_micros(1_000_003)).expect("quota");
+    assert!(
+        s.check(&[limit("a", quota)])
+            .await
+            .expect("redis")
+            .allowed()
+    );
+    let client = redis::Client::open(url()).expect("url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stored: String = redis::cmd("GET")
+        .arg(s.key(&limit("a", quota).key))
+        .query_async(&mut conn)
+        .await
+        .expect("get");
+    let now_us = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_micros();
+    assert_eq!(
+        stored.parse::<u128>().ok(),
+        Some(now_us + 1_000_003),
+        "{stored}"
+    );
+    cleanup("exact").await;
+}
