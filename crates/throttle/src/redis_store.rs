@@ -16,17 +16,22 @@
 //!   `<prefix>{<tag>}:<rule>:<namespace>:<subject>`; the `{tag}` (the org, or the client for anonymous
 //!   requests) puts all of a request's keys on one slot. Components are escaped (`%`, `{`,
 //!   `}`, `:` and control bytes as `%XX`) so no two buckets share a name.
+//! - **Over-limit callers answered locally** (optional, [`RedisStore::with_blocked_cache`]):
+//!   a refused bucket's "blocked until" is remembered, so a caller hammering past its limit
+//!   costs no round trip until it may succeed again.
 //! - **Fail explicitly:** any Redis error (down, timed out, refused) is a [`StoreError`]; the
 //!   rule's failure policy decides what happens to the request.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 
 use crate::gcra::Decision;
 use crate::store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};
+use crate::time::Time;
 
 /// The decision script. `KEYS`: the buckets. `ARGV[1]`: empty (use `TIME`) or, for tests
 /// only, the caller's clock in microseconds; then per key: emission interval (µs), burst, cost.
@@ -198,6 +203,49 @@ pub struct RedisStore {
     prefix: Arc<str>,
     script: Arc<redis::Script>,
     test_clock: Option<palisade_core::SharedClock>,
+    /// The local clock of the blocked-until cache (the test clock under tests).
+    local_time: Time,
+    blocked: Option<Arc<Blocked>>,
+}
+
+/// Buckets known to refuse until a moment, answered without a round trip.
+#[derive(Debug)]
+struct Blocked {
+    until: Mutex<HashMap<String, u64>>,
+    capacity: usize,
+}
+
+impl Blocked {
+    /// A refusal, if one of `keys` is blocked at `now`: the blocked limit refuses with the
+    /// time left, the others are reported admitted but uncharged (nothing was charged).
+    fn answer(&self, keys: &[String], limits: &[Limit<'_>], now: u64) -> Option<Verdict> {
+        let until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if !keys.iter().any(|k| until.get(k).is_some_and(|&t| t > now)) {
+            return None;
+        }
+        let mut decisions = [Decision::new(true, 0, 0, Duration::ZERO, Duration::ZERO); MAX_LIMITS];
+        for ((key, limit), decision) in keys.iter().zip(limits).zip(&mut decisions) {
+            *decision = match until.get(key) {
+                Some(&t) if t > now => {
+                    let left = Duration::from_nanos(t - now);
+                    Decision::new(false, limit.quota.burst(), 0, left, left)
+                }
+                _ => Decision::new(true, limit.quota.burst(), 0, Duration::ZERO, Duration::ZERO),
+            };
+        }
+        Verdict::new(&decisions[..limits.len()]).ok()
+    }
+
+    fn block(&self, key: &str, until_ns: u64, now: u64) {
+        let mut until = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if until.len() >= self.capacity && !until.contains_key(key) {
+            until.retain(|_, t| *t > now);
+            if until.len() >= self.capacity {
+                until.clear();
+            }
+        }
+        until.insert(key.to_owned(), until_ns);
+    }
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -205,6 +253,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .field("test_clock", &self.test_clock.is_some())
+            .field("blocked_cache", &self.blocked.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -279,7 +328,23 @@ impl RedisStore {
             prefix: prefix.into(),
             script: Arc::new(redis::Script::new(SCRIPT)),
             test_clock: None,
+            local_time: Time::monotonic(),
+            blocked: None,
         }
+    }
+
+    /// Remembers, for up to `capacity` buckets, until when a refused bucket stays refused, and
+    /// answers callers over their limit from memory until then, without a round trip (a flood
+    /// from one over-limit caller costs Redis nothing). Safe: the time is counted from before
+    /// the refusing call, and other replicas can only push a bucket's time later, so a caller
+    /// answered from memory would have been refused by Redis too. A quota raised meanwhile
+    /// reaches a blocked caller when its block ends.
+    pub fn with_blocked_cache(mut self, capacity: usize) -> Self {
+        self.blocked = Some(Arc::new(Blocked {
+            until: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }));
+        self
     }
 
     /// Decides with `clock` instead of Redis `TIME`: only so that tests can drive the script on
@@ -295,6 +360,7 @@ impl RedisStore {
                 None,
             ));
         }
+        self.local_time = Time::Clock(clock.clone());
         self.test_clock = Some(clock);
         Ok(self)
     }
@@ -352,6 +418,15 @@ impl ThrottleStore for RedisStore {
         if limits.len() > MAX_LIMITS {
             return Err(StoreError::new("too many limits for one request", None));
         }
+        let start = self.local_time.nanos();
+        let keys: Vec<String> = limits.iter().map(|l| self.key(&l.key)).collect();
+        if let Some(verdict) = self
+            .blocked
+            .as_ref()
+            .and_then(|b| b.answer(&keys, limits, start))
+        {
+            return Ok(verdict);
+        }
         let mut invocation = self.script.prepare_invoke();
         let clock = match &self.test_clock {
             Some(clock) => {
@@ -362,9 +437,9 @@ impl ThrottleStore for RedisStore {
             None => String::new(),
         };
         invocation.arg(clock);
-        for limit in limits {
+        for (limit, key) in limits.iter().zip(&keys) {
             invocation
-                .key(self.key(&limit.key))
+                .key(key)
                 // Whole microseconds, rounded up: never laxer than the quota.
                 .arg(limit.quota.emission_ns().div_ceil(1_000))
                 .arg(limit.quota.burst())
@@ -396,6 +471,15 @@ impl ThrottleStore for RedisStore {
                 micros(non_negative(fields[2])),
                 micros(non_negative(fields[3])),
             );
+        }
+        if let Some(blocked) = &self.blocked {
+            for (key, decision) in keys.iter().zip(&decisions[..limits.len()]) {
+                if !decision.allowed() {
+                    let retry =
+                        u64::try_from(decision.retry_after().as_nanos()).unwrap_or(u64::MAX);
+                    blocked.block(key, start.saturating_add(retry), start);
+                }
+            }
         }
         Verdict::new(&decisions[..limits.len()])
     }

@@ -429,3 +429,41 @@ async fn stored_times_are_exact_to_the_microsecond() {
     );
     cleanup("exact").await;
 }
+
+/// With the blocked-until cache, a caller over its limit is refused from memory: with Redis
+/// cut off, it still gets its refusal (not a store error), while anyone else needs Redis.
+#[tokio::test]
+async fn over_limit_callers_are_answered_without_a_round_trip() {
+    let (port, cut) = relay_to("127.0.0.1:6379").await;
+    let s = RedisStore::connect(
+        &format!("redis://127.0.0.1:{port}"),
+        &prefix("blocked"),
+        Profile::Development,
+    )
+    .await
+    .expect("through the relay")
+    .with_blocked_cache(1_000);
+    let quota = Quota::per_window(2, Duration::from_secs(3600)).expect("quota");
+    for _ in 0..2 {
+        assert!(
+            s.check(&[limit("a", quota)])
+                .await
+                .expect("redis")
+                .allowed()
+        );
+    }
+    let refused = s.check(&[limit("a", quota)]).await.expect("redis");
+    assert!(!refused.allowed());
+    cut.send(true).expect("cut");
+    let local = s
+        .check(&[limit("a", quota)])
+        .await
+        .expect("answered from memory");
+    assert!(!local.allowed());
+    let left = local.decisions()[0].retry_after();
+    assert!(left > Duration::from_secs(1700) && left <= refused.decisions()[0].retry_after());
+    // Redis really is out of reach: a caller that is not blocked gets a store error.
+    assert!(s.check(&[limit("b", quota)]).await.is_err());
+    cut.send(false).expect("heal");
+    cleanup("blocked").await;
+}
