@@ -56,7 +56,7 @@ pub use postgres_store::PostgresStore;
 #[cfg(all(feature = "redis", feature = "local-login"))]
 pub use redis_store::RedisAccounts;
 #[cfg(feature = "redis")]
-pub use redis_store::{RedisSingleUseStore, RedisStore};
+pub use redis_store::{RedisConnection, RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};
 #[cfg(any(feature = "redis", feature = "postgres"))]
 pub use store::check_transport;

@@ -154,6 +154,103 @@ fn err(message: &str, e: redis::RedisError) -> StoreError {
     StoreError::new(message, Some(Arc::new(e)))
 }
 
+/// A connection to one Redis server or to a Redis Cluster, held the way Palisade's Redis stores
+/// hold theirs: one server through a reconnecting connection manager
+/// ([`redis_manager_config`](crate::redis_manager_config)), a cluster through the cluster
+/// client. Cheap to clone (clones share the connection); usable anywhere redis-rs takes an
+/// async connection.
+#[derive(Clone)]
+pub struct RedisConnection(Conn);
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Conn::Single(_) => "Single",
+            #[cfg(feature = "redis-cluster")]
+            Conn::Cluster(_) => "Cluster",
+        };
+        f.debug_tuple("RedisConnection").field(&kind).finish()
+    }
+}
+
+impl RedisConnection {
+    /// Connects to one server at `url` (`redis://` or `rediss://`) after the transport check
+    /// under `profile`: in production, plaintext to another machine is refused. `component`
+    /// names the store in the findings.
+    pub async fn single(
+        url: &str,
+        profile: palisade_core::Profile,
+        component: &'static str,
+    ) -> Result<Self, StoreError> {
+        crate::store::require_transport(url, profile, component, |_| {})?;
+        Self::single_unchecked(url).await
+    }
+
+    async fn single_unchecked(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
+        // Reconnects in the background after a disconnect: commands fail (and requests are
+        // refused) only while Redis is unreachable.
+        let conn = ConnectionManager::new_with_config(client, crate::store::redis_manager_config())
+            .await
+            .map_err(|e| err("cannot connect to Redis", e))?;
+        Ok(Self(Conn::Single(conn)))
+    }
+
+    /// Connects to a Redis Cluster through any of `nodes` (`redis://` or `rediss://` URLs).
+    /// Each URL passes the transport check under `profile`, and in production only
+    /// `rediss://` seeds are accepted, even on loopback (the cluster hands out the addresses
+    /// of its other nodes).
+    #[cfg(feature = "redis-cluster")]
+    pub async fn cluster(
+        nodes: &[&str],
+        profile: palisade_core::Profile,
+        component: &'static str,
+    ) -> Result<Self, StoreError> {
+        for url in nodes {
+            crate::store::require_transport(url, profile, component, |posture| {
+                // The client goes on to the node addresses the cluster reports, which a
+                // loopback seed says nothing about: plaintext is refused whatever its host.
+                if !url.starts_with("rediss://") {
+                    posture.record(
+                        palisade_core::Severity::Deny,
+                        "store-plaintext",
+                        "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
+                    );
+                }
+            })?;
+        }
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().copied())
+            .connection_timeout(std::time::Duration::from_secs(1))
+            .response_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .map_err(|e| err("invalid Redis Cluster URLs", e))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(|e| err("cannot connect to Redis Cluster", e))?;
+        Ok(Self(Conn::Cluster(conn)))
+    }
+}
+
+impl redis::aio::ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://` or `rediss://`); keys start with `prefix`. In
     /// production, a plaintext URL to another machine is refused (see [`crate::check_transport`]).
@@ -168,13 +265,8 @@ impl RedisStore {
 
     /// Connects to `url` without a posture check.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
-        // Reconnects in the background after a disconnect: commands fail (and requests are
-        // refused) only while Redis is unreachable.
-        let conn = ConnectionManager::new_with_config(client, crate::store::redis_manager_config())
-            .await
-            .map_err(|e| err("cannot connect to Redis", e))?;
-        Ok(Self::with_conn(Conn::Single(conn), prefix))
+        let RedisConnection(conn) = RedisConnection::single_unchecked(url).await?;
+        Ok(Self::with_conn(conn, prefix))
     }
 
     fn with_conn(conn: Conn, prefix: &str) -> Self {
@@ -197,26 +289,8 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        for url in nodes {
-            crate::store::require_transport(url, profile, "redis-store", |posture| {
-                // The client goes on to the node addresses the cluster reports, which a
-                // loopback seed says nothing about: plaintext is refused whatever its host.
-                if !url.starts_with("rediss://") {
-                    posture.record(
-                        palisade_core::Severity::Deny,
-                        "store-plaintext",
-                        "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
-                    );
-                }
-            })?;
-        }
-        let client = redis::cluster::ClusterClient::new(nodes.iter().copied())
-            .map_err(|e| err("invalid Redis Cluster URLs", e))?;
-        let conn = client
-            .get_async_connection()
-            .await
-            .map_err(|e| err("cannot connect to Redis Cluster", e))?;
-        Ok(Self::with_conn(Conn::Cluster(conn), prefix))
+        let RedisConnection(conn) = RedisConnection::cluster(nodes, profile, "redis-store").await?;
+        Ok(Self::with_conn(conn, prefix))
     }
 
     /// Revokes atomically, and only if the family still exists (never a key without a TTL);

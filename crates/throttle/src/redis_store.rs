@@ -27,7 +27,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use palisade_sessions::RedisConnection;
 
 use crate::gcra::Decision;
 use crate::store::{BucketKey, Limit, MAX_LIMITS, StoreError, ThrottleStore, Verdict};
@@ -154,52 +154,10 @@ end
 return out
 "#;
 
-/// The connection: one server (reconnecting), or a cluster.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
-}
-
-impl redis::aio::ConnectionLike for Conn {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            #[cfg(feature = "redis-cluster")]
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            #[cfg(feature = "redis-cluster")]
-            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            #[cfg(feature = "redis-cluster")]
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 /// Limiter state in Redis (see the module docs). Cloning shares the connection.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: Conn,
+    conn: RedisConnection,
     prefix: Arc<str>,
     script: Arc<redis::Script>,
     test_clock: Option<palisade_core::SharedClock>,
@@ -270,19 +228,10 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        let mut posture = palisade_core::Posture::new(profile, "throttle-redis-store");
-        palisade_sessions::check_transport(url, &mut posture);
-        posture
-            .finish()
+        let conn = RedisConnection::single(url, profile, "throttle-redis-store")
+            .await
             .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
-        let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
-        // Reconnects after a disconnect: the failure policy applies only while Redis is
-        // unreachable.
-        let conn =
-            ConnectionManager::new_with_config(client, palisade_sessions::redis_manager_config())
-                .await
-                .map_err(|e| err("cannot connect to Redis", e))?;
-        Ok(Self::with_conn(Conn::Single(conn), prefix))
+        Ok(Self::with_conn(conn, prefix))
     }
 
     /// Connects to a Redis Cluster through any of `nodes` (`redis://` or `rediss://` URLs);
@@ -296,33 +245,13 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        for url in nodes {
-            let mut posture = palisade_core::Posture::new(profile, "throttle-redis-store");
-            palisade_sessions::check_transport(url, &mut posture);
-            if !url.starts_with("rediss://") {
-                posture.record(
-                    palisade_core::Severity::Deny,
-                    "store-plaintext",
-                    "Redis Cluster nodes are reached without TLS (use rediss:// seeds)",
-                );
-            }
-            posture
-                .finish()
-                .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
-        }
-        let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().copied())
-            .connection_timeout(Duration::from_secs(1))
-            .response_timeout(Duration::from_secs(2))
-            .build()
-            .map_err(|e| err("invalid Redis Cluster URLs", e))?;
-        let conn = client
-            .get_async_connection()
+        let conn = RedisConnection::cluster(nodes, profile, "throttle-redis-store")
             .await
-            .map_err(|e| err("cannot connect to Redis Cluster", e))?;
-        Ok(Self::with_conn(Conn::Cluster(conn), prefix))
+            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        Ok(Self::with_conn(conn, prefix))
     }
 
-    fn with_conn(conn: Conn, prefix: &str) -> Self {
+    fn with_conn(conn: RedisConnection, prefix: &str) -> Self {
         Self {
             conn,
             prefix: prefix.into(),
