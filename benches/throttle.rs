@@ -193,6 +193,22 @@ fn layer(c: &mut Criterion) {
     group.bench_function("bare_service", |b| {
         b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(bare.call(req)))), iters))
     });
+    // What reading the verified org costs on its own (any layer after authentication pays it).
+    let mut reading = tower::service_fn(|req: http::Request<Body>| {
+        let org_len = req
+            .extensions()
+            .get::<Identity>()
+            .and_then(Identity::org)
+            .map_or(0, str::len);
+        black_box(org_len);
+        KEPT.with(|kept| kept.borrow_mut().push(req));
+        std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+            Body::new(),
+        )))
+    });
+    group.bench_function("bare_service_reading_the_org", |b| {
+        b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(reading.call(req)))), iters))
+    });
     group.bench_function("throttled_service", |b| {
         b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(throttled.call(req)))), iters))
     });
