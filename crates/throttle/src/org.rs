@@ -141,6 +141,27 @@ fn decode(text: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any percent-encoded text decodes back to itself, and arbitrary text never panics
+        /// the decoder; a claim that decodes to the verified org agrees, anything else not.
+        #[test]
+        fn decoding_round_trips_and_never_panics(org in "\\PC{0,12}", junk in "\\PC{0,24}") {
+            let encoded: String = org.bytes().map(|b| format!("%{b:02X}")).collect();
+            let (path, query) = (decode(&encoded, false), decode(&encoded, true));
+            prop_assert_eq!(path.as_deref(), Some(org.as_str()));
+            prop_assert_eq!(query.as_deref(), Some(org.as_str()));
+            let _ = decode(&junk, true);
+            let _ = decode(&junk, false);
+            let query = OrgSource::query("org");
+            let uri: Uri = format!("/x?org={encoded}").parse().expect("uri");
+            let verified = Some(org.as_str());
+            prop_assert!(query.agrees(&uri, &HeaderMap::new(), verified));
+            let other = format!("{org}x");
+            prop_assert!(!query.agrees(&uri, &HeaderMap::new(), Some(other.as_str())));
+        }
+    }
 
     fn agrees(source: &OrgSource, uri: &str, headers: &[(&str, &str)], org: Option<&str>) -> bool {
         let uri: Uri = uri.parse().expect("uri");
