@@ -240,13 +240,15 @@ fn redis(c: &mut Criterion) {
             palisade::core::Profile::Development,
         ))
         .expect("redis");
-    let local_conn = local
-        .block_on(
-            redis::Client::open(url.as_str())
-                .expect("url")
-                .get_multiplexed_async_connection(),
+    // PING and the no-op script go through the same kind of connection the store holds.
+    let connect = || {
+        palisade::sessions::RedisConnection::single(
+            &url,
+            palisade::core::Profile::Development,
+            "throttle-bench",
         )
-        .expect("connect");
+    };
+    let local_conn = local.block_on(connect()).expect("connect");
     let store = rt
         .block_on(RedisStore::connect(
             &url,
@@ -254,10 +256,7 @@ fn redis(c: &mut Criterion) {
             palisade::core::Profile::Development,
         ))
         .expect("redis");
-    let client = redis::Client::open(url.as_str()).expect("url");
-    let conn = rt
-        .block_on(client.get_multiplexed_async_connection())
-        .expect("connect");
+    let conn = rt.block_on(connect()).expect("connect");
     let noop = redis::Script::new("return {1, 0, 0, 0, 0}");
     let quota = Quota::per_second(1_000_000).expect("quota");
     let orgs = keys(1_000);
