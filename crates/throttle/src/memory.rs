@@ -244,17 +244,18 @@ impl MemoryStore {
             [limit] => {
                 let id = self.id(&limit.key);
                 let mut shard = self.lock(Self::shard_of(&id));
-                let (decision, next) =
-                    gcra::decide(&limit.quota, shard.tats.get(&id).copied(), now, limit.cost);
-                if decision.allowed()
-                    && let Some(tat) = next
-                {
-                    if let Some(slot) = shard.tats.get_mut(&id) {
+                // One probe for a known bucket: decided and updated in place.
+                if let Some(slot) = shard.tats.get_mut(&id) {
+                    let (decision, next) = gcra::decide(&limit.quota, Some(*slot), now, limit.cost);
+                    if let (true, Some(tat)) = (decision.allowed(), next) {
                         *slot = tat;
-                    } else {
-                        self.make_room(&mut shard, 1, now)?;
-                        shard.tats.insert(id, tat);
                     }
+                    return Ok(Verdict::single(decision));
+                }
+                let (decision, next) = gcra::decide(&limit.quota, None, now, limit.cost);
+                if let (true, Some(tat)) = (decision.allowed(), next) {
+                    self.make_room(&mut shard, 1, now)?;
+                    shard.tats.insert(id, tat);
                 }
                 Ok(Verdict::single(decision))
             }
