@@ -33,9 +33,13 @@ fn now<F: Future>(future: F) -> F::Output {
 
 #[test]
 fn the_allow_path_does_not_allocate() {
-    assert_eq!(allocations_per_request(false), 0);
-    // The count sees allocations: the fields on admitted responses cost a few.
-    assert!(allocations_per_request(true) > 0);
+    // The counting allocator sees every thread of the test process (the harness's own
+    // threads may allocate while a loaded machine runs the test slowly): the fewest of a few
+    // runs is the layer's count, since an allocation on the allow path shows in every run.
+    let fewest = |fields| (0..5).map(|_| allocations_per_request(fields)).min();
+    assert_eq!(fewest(false), Some(0));
+    // The count sees allocations: the fields on admitted responses cost a few, every time.
+    assert!(fewest(true) > Some(0));
 }
 
 /// Allocations on the allow path, after the first request of each kind (which fills the
