@@ -157,6 +157,9 @@ pub enum ThrottleError {
     /// A rule has no quota in the current table.
     #[error("rule {0:?} has no quota")]
     NoQuota(String),
+    /// More limits applied to one request than one store call can check.
+    #[error("more than {MAX_LIMITS} limits apply to one request")]
+    TooManyLimits,
 }
 
 pub(crate) struct Shared<St> {
@@ -531,11 +534,12 @@ impl<'a> Plan<'a> {
                 quota,
                 cost: rule.cost,
             };
-            // The build checked that no request meets more than MAX_LIMITS rules.
+            // The build checked that no request meets more than MAX_LIMITS rules; were it
+            // wrong, the request is refused rather than a limit dropped.
             if self.len >= self.shadow_from {
                 return Err(Refusal::new(Rejection::new(
                     RejectionKind::Unavailable,
-                    ThrottleError::NoQuota(rule.name.to_string()),
+                    ThrottleError::TooManyLimits,
                 )));
             }
             let slot = if resolved.shadow & (1 << index) != 0 {
