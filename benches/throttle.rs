@@ -215,6 +215,21 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// The no-op script, with a decision's shape: one key and the same arguments.
+async fn noop_call(
+    noop: &redis::Script,
+    conn: &mut palisade::sessions::RedisConnection,
+) -> Vec<i64> {
+    noop.key("k")
+        .arg("")
+        .arg(1)
+        .arg(1)
+        .arg(1)
+        .invoke_async(conn)
+        .await
+        .expect("noop")
+}
+
 /// The Redis decision against the round trips it cannot avoid, on the machine's Redis.
 fn redis(c: &mut Criterion) {
     use palisade::throttle::{RedisStore, ThrottleStore};
@@ -290,15 +305,7 @@ fn redis(c: &mut Criterion) {
             let mut conn = local_conn.clone();
             let noop = &noop;
             local.block_on(async move {
-                let v: Vec<i64> = noop
-                    .key("k")
-                    .arg("")
-                    .arg(1)
-                    .arg(1)
-                    .arg(1)
-                    .invoke_async(&mut conn)
-                    .await
-                    .expect("noop");
+                let v: Vec<i64> = noop_call(noop, &mut conn).await;
                 v
             })
         })
@@ -363,15 +370,7 @@ fn redis(c: &mut Criterion) {
                         if decision {
                             store.check(&[limit(&org, quota)]).await.expect("redis");
                         } else {
-                            let _: Vec<i64> = noop
-                                .key("k")
-                                .arg("")
-                                .arg(1)
-                                .arg(1)
-                                .arg(1)
-                                .invoke_async(&mut conn)
-                                .await
-                                .expect("noop");
+                            let _: Vec<i64> = noop_call(&noop, &mut conn).await;
                         }
                     }
                 }));

@@ -304,39 +304,7 @@ fn encode_into(out: &mut Vec<u8>, bytes: &[u8], keep_slash: bool) {
     }
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes `bytes`; `plus_is_space` applies form decoding. `None` on a bad escape.
-fn decode(bytes: &[u8], plus_is_space: bool) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hi = hex_val(*bytes.get(i + 1)?)?;
-                let lo = hex_val(*bytes.get(i + 2)?)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
+use palisade_core::percent::decode;
 
 /// Whether `path` has `.`/`..` segments or empty segments (`//`) that normalization changes,
 /// or does not start with `/`.

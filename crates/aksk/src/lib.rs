@@ -57,8 +57,6 @@
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-use std::sync::Arc;
-
 pub mod canonical;
 pub mod client;
 pub mod credential;
@@ -85,31 +83,10 @@ pub use redis_store::RedisNonceStore;
 pub use server::{AccessKey, AccessKeyLayer, VerifiedBody};
 pub use verifier::{Malformed, Precheck, Verifier, VerifierBuilder, VerifyError};
 
-/// A credential or nonce store failed (unreachable, timed out, refused). The request it served
-/// is refused.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("access-key store error: {message}")]
-pub struct StoreError {
-    message: String,
-    #[source]
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StoreError {
-    /// A store error with a message and the backend's error.
-    pub fn new(
-        message: impl Into<String>,
-        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source,
-        }
-    }
-}
+pub use palisade_core::StoreError;
 
 /// Runs the store-URL transport check of `palisade-sessions` under `profile`.
-#[cfg(any(feature = "redis", feature = "postgres"))]
+#[cfg(feature = "postgres")]
 pub(crate) fn require_transport(
     url: &str,
     profile: palisade_core::Profile,
@@ -120,5 +97,5 @@ pub(crate) fn require_transport(
     posture
         .finish()
         .map(|_| ())
-        .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))
+        .map_err(|e| StoreError::new(e.to_string(), Some(std::sync::Arc::new(e))))
 }

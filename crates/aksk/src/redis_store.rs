@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::ConnectionManager;
+use palisade_sessions::RedisConnection;
 
 use crate::StoreError;
 use crate::nonce::NonceStore;
@@ -16,7 +16,7 @@ use crate::nonce::NonceStore;
 /// Nonces in Redis (see the module docs).
 #[derive(Clone)]
 pub struct RedisNonceStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: Arc<str>,
 }
 
@@ -40,13 +40,8 @@ impl RedisNonceStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        crate::require_transport(url, profile, "aksk-redis-nonce-store")?;
-        let client = redis::Client::open(url).map_err(|e| err("invalid Redis URL", e))?;
         // Reconnects after a disconnect: refused only while Redis is unreachable.
-        let conn =
-            ConnectionManager::new_with_config(client, palisade_sessions::redis_manager_config())
-                .await
-                .map_err(|e| err("cannot connect to Redis", e))?;
+        let conn = RedisConnection::single(url, profile, "aksk-redis-nonce-store").await?;
         Ok(Self {
             conn,
             prefix: prefix.into(),

@@ -41,10 +41,12 @@ pub mod client_ip;
 pub mod clock;
 pub mod identity;
 pub mod keyring;
+pub mod percent;
 pub mod posture;
 pub mod rejection;
 pub mod revocation;
 pub mod secret;
+pub mod store;
 
 pub use body::{ResponseBody, ShortCircuitFuture};
 pub use client_ip::{
@@ -57,3 +59,4 @@ pub use posture::{Finding, Posture, PostureError, Profile, Severity};
 pub use rejection::{Rejection, RejectionKind};
 pub use revocation::{RevocationError, SessionRevocation};
 pub use secret::constant_time_eq;
+pub use store::StoreError;

@@ -154,27 +154,7 @@ pub enum Rotation {
     Unknown,
 }
 
-/// A store failure (unreachable, timed out, corrupt): refreshes fail closed.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("session store error: {message}")]
-pub struct StoreError {
-    message: String,
-    #[source]
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StoreError {
-    /// A store error with a message and the backend's error.
-    pub fn new(
-        message: impl Into<String>,
-        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source,
-        }
-    }
-}
+pub use palisade_core::StoreError;
 
 /// Where refresh families live. Every operation is atomic on its own.
 pub trait RefreshStore: Send + Sync + 'static {

@@ -111,30 +111,7 @@ fn decode(text: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
     {
         return Some(Cow::Borrowed(text));
     }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                if !hex.iter().all(u8::is_ascii_hexdigit) {
-                    return None;
-                }
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+    let out = palisade_core::percent::decode(text.as_bytes(), plus_is_space)?;
     String::from_utf8(out).ok().map(Cow::Owned)
 }
 

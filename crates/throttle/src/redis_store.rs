@@ -44,6 +44,15 @@ if ARGV[1] == '' then
 else
   now = tonumber(ARGV[1])
 end
+-- Requests of cost 1 that still fit in `room` (µs), exactly: the floor of room / e, corrected
+-- for the rounding of the division, at most the burst; 0 when there is no room.
+local function fit(room, e, burst)
+  if room <= 0 then return 0 end
+  local r = math.floor(room / e)
+  if r * e > room then r = r - 1 end
+  if r > burst then r = burst end
+  return r
+end
 local n = #KEYS
 if n == 1 then
   -- One bucket (the common case): no bookkeeping tables.
@@ -58,22 +67,11 @@ if n == 1 then
     if cost > 0 then
       redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1)
     end
-    local room = now + tol - new_tat
-    local r = math.floor(room / e)
-    if r * e > room then r = r - 1 end
-    if r > burst then r = burst end
-    return {1, 1, r, new_tat - now, 0}
-  end
-  local room = now + tol - tat
-  local r = 0
-  if room > 0 then
-    r = math.floor(room / e)
-    if r * e > room then r = r - 1 end
-    if r > burst then r = burst end
+    return {1, 1, fit(now + tol - new_tat, e, burst), new_tat - now, 0}
   end
   local retry = tat - now
   if cost <= burst then retry = new_tat - tol - now end
-  return {0, 0, r, tat - now, retry}
+  return {0, 0, fit(now + tol - tat, e, burst), tat - now, retry}
 end
 local out = {1}
 -- Per key: the stored TAT (at least now), and the new TAT to write (false: nothing to write).
@@ -98,26 +96,15 @@ for i = 1, n do
   local b = 4 * i - 2
   if new_tat - tol <= now and cost <= burst then
     news[i] = cost > 0 and new_tat
-    local room = now + tol - new_tat
-    local r = math.floor(room / e)
-    if r * e > room then r = r - 1 end
-    if r > burst then r = burst end
     out[b] = 1
-    out[b + 1] = r
+    out[b + 1] = fit(now + tol - new_tat, e, burst)
     out[b + 2] = new_tat - now
     out[b + 3] = 0
   else
     all = false
     news[i] = false
-    local room = now + tol - tat
-    local r = 0
-    if room > 0 then
-      r = math.floor(room / e)
-      if r * e > room then r = r - 1 end
-      if r > burst then r = burst end
-    end
     out[b] = 0
-    out[b + 1] = r
+    out[b + 1] = fit(now + tol - tat, e, burst)
     out[b + 2] = tat - now
     if cost <= burst then out[b + 3] = new_tat - tol - now else out[b + 3] = tat - now end
   end
@@ -142,11 +129,7 @@ else
     if out[b] == 1 then
       local e = tonumber(ARGV[3 * i - 1])
       local burst = tonumber(ARGV[3 * i])
-      local room = now + e * burst - stored[i]
-      local r = math.floor(room / e)
-      if r * e > room then r = r - 1 end
-      if r > burst then r = burst end
-      out[b + 1] = r
+      out[b + 1] = fit(now + e * burst - stored[i], e, burst)
       out[b + 2] = stored[i] - now
     end
   end
@@ -228,9 +211,7 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        let conn = RedisConnection::single(url, profile, "throttle-redis-store")
-            .await
-            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        let conn = RedisConnection::single(url, profile, "throttle-redis-store").await?;
         Ok(Self::with_conn(conn, prefix))
     }
 
@@ -245,9 +226,7 @@ impl RedisStore {
         prefix: &str,
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
-        let conn = RedisConnection::cluster(nodes, profile, "throttle-redis-store")
-            .await
-            .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))?;
+        let conn = RedisConnection::cluster(nodes, profile, "throttle-redis-store").await?;
         Ok(Self::with_conn(conn, prefix))
     }
 

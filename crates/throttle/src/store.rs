@@ -167,25 +167,4 @@ impl<S: ThrottleStore> ThrottleStore for Arc<S> {
     }
 }
 
-/// A throttle store failed (unreachable, timed out, full). What happens to the request is the
-/// rule's failure policy.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("throttle store error: {message}")]
-pub struct StoreError {
-    message: String,
-    #[source]
-    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StoreError {
-    /// A store error with a message and the backend's error.
-    pub fn new(
-        message: impl Into<String>,
-        source: Option<Arc<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        Self {
-            message: message.into(),
-            source,
-        }
-    }
-}
+pub use palisade_core::StoreError;

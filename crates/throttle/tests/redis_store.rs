@@ -23,12 +23,23 @@ async fn store(test: &str) -> RedisStore {
         .expect("the machine's Redis")
 }
 
-async fn cleanup(test: &str) {
-    let client = redis::Client::open(url()).expect("url");
-    let mut conn = client
+/// A plain connection to the machine's Redis, for commands the tests send themselves.
+async fn raw() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url())
+        .expect("url")
         .get_multiplexed_async_connection()
         .await
-        .expect("connect");
+        .expect("the machine's Redis")
+}
+
+/// Redis's own clock, in seconds: the only clock the store's decisions use.
+async fn redis_time(conn: &mut redis::aio::MultiplexedConnection) -> f64 {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("time");
+    s as f64 + us as f64 / 1e6
+}
+
+async fn cleanup(test: &str) {
+    let mut conn = raw().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", prefix(test)))
         .query_async(&mut conn)
@@ -89,11 +100,7 @@ async fn redis_time_is_the_clock_and_keys_expire() {
         "{retry:?}"
     );
     // The key carries a TTL of the time until the bucket is full again.
-    let client = redis::Client::open(url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = raw().await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg(s.key(&limit("a", quota).key))
         .query_async(&mut conn)
@@ -129,11 +136,7 @@ async fn the_script_is_reloaded_after_a_flush() {
             .expect("redis")
             .allowed()
     );
-    let client = redis::Client::open(url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = raw().await;
     let _: () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut conn)
@@ -171,22 +174,8 @@ async fn an_unreachable_server_is_an_error() {
 async fn replicas_sharing_redis_admit_at_most_burst_plus_rate() {
     let burst = 20u32;
     let quota = Quota::per_window(burst, Duration::from_secs(1)).expect("quota");
-    let client = redis::Client::open(url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let time = |conn: &mut redis::aio::MultiplexedConnection| {
-        let mut conn = conn.clone();
-        async move {
-            let (s, us): (u64, u64) = redis::cmd("TIME")
-                .query_async(&mut conn)
-                .await
-                .expect("time");
-            s as f64 + us as f64 / 1e6
-        }
-    };
-    let start = time(&mut conn).await;
+    let mut conn = raw().await;
+    let start = redis_time(&mut conn).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let replica = store("replicas").await;
@@ -209,7 +198,7 @@ async fn replicas_sharing_redis_admit_at_most_burst_plus_rate() {
     for t in tasks {
         admitted += t.await.expect("task");
     }
-    let elapsed = time(&mut conn).await - start;
+    let elapsed = redis_time(&mut conn).await - start;
     let bound = f64::from(burst) + f64::from(burst) * elapsed + 1.0;
     assert!(admitted >= burst, "the burst is available: {admitted}");
     assert!(
@@ -316,20 +305,8 @@ mod through_the_layer {
     /// admit at most burst + rate × T + 1 requests of one org.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replica_layers_share_the_limit() {
-        let client = redis::Client::open(url()).expect("url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect");
-        let time = |conn: redis::aio::MultiplexedConnection| async move {
-            let mut conn = conn;
-            let (s, us): (u64, u64) = redis::cmd("TIME")
-                .query_async(&mut conn)
-                .await
-                .expect("time");
-            s as f64 + us as f64 / 1e6
-        };
-        let start = time(conn.clone()).await;
+        let mut conn = raw().await;
+        let start = redis_time(&mut conn).await;
         let mut tasks = Vec::new();
         for replica in 0..3 {
             let layer = layer(store("replica-layers").await, [FailurePolicy::Closed; 2]);
@@ -348,7 +325,7 @@ mod through_the_layer {
         for task in tasks {
             admitted += task.await.expect("task");
         }
-        let elapsed = time(conn.clone()).await - start;
+        let elapsed = redis_time(&mut conn).await - start;
         let bound = 20.0 + 20.0 * elapsed + 1.0;
         assert!(admitted >= 20, "{admitted}");
         assert!(
@@ -408,11 +385,7 @@ async fn stored_times_are_exact_to_the_microsecond() {
             .expect("redis")
             .allowed()
     );
-    let client = redis::Client::open(url()).expect("url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = raw().await;
     let stored: String = redis::cmd("GET")
         .arg(s.key(&limit("a", quota).key))
         .query_async(&mut conn)
