@@ -45,6 +45,7 @@
 
 pub mod events;
 pub mod gcra;
+mod hash;
 pub mod headers;
 pub mod layer;
 pub mod memory;

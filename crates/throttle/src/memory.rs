@@ -1,8 +1,8 @@
 //! The in-process [`ThrottleStore`]: sharded maps from a keyed 128-bit bucket hash to the
 //! bucket's theoretical arrival time.
 //!
-//! - **Fast:** a bucket key is hashed once with `foldhash` under two per-store random seeds
-//!   (the 128 bits are the map key, so no key string is stored or compared), one shard is
+//! - **Fast:** a bucket key is hashed once, to 128 bits of keyed `foldhash` (two hashers seeded
+//!   from the operating system's generator per store; the 128 bits are the map key, so no key string is stored or compared), one shard is
 //!   locked for the common single-limit request, and the allow path does not allocate once the
 //!   bucket exists.
 //! - **Bounded:** at most `capacity` buckets. A bucket whose theoretical arrival time has passed
@@ -19,12 +19,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{Future, Ready, ready};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use palisade_core::SharedClock;
 
+use crate::hash::{KeyedHash, PassThrough};
 use crate::time::Time;
 
 use crate::gcra::{self, Decision};
@@ -44,29 +45,8 @@ impl std::hash::Hash for Id {
     }
 }
 
-/// The map's hasher: passes the id's first word through.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Never reached for `Id`; fold anything else all the same.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.0 = word;
-    }
-}
-
 struct Shard {
-    tats: HashMap<Id, u64, BuildHasherDefault<IdHasher>>,
+    tats: HashMap<Id, u64, BuildHasherDefault<PassThrough>>,
     /// When this shard next sweeps idle buckets (nanoseconds).
     next_sweep: u64,
 }
@@ -80,7 +60,7 @@ pub struct MemoryStore {
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
     time: Time,
-    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    hash: KeyedHash,
     per_shard: usize,
 }
 
@@ -152,7 +132,7 @@ impl MemoryStore {
             inner: std::sync::Arc::new(Inner {
                 shards,
                 time,
-                seeds: Default::default(),
+                hash: KeyedHash::default(),
                 per_shard,
             }),
         }
@@ -197,39 +177,18 @@ impl MemoryStore {
 
     #[inline]
     fn id(&self, key: &BucketKey<'_>) -> Id {
-        let (a, b) = &self.inner.seeds;
-        let parts = [
-            key.tag.as_bytes(),
-            key.rule.as_bytes(),
-            key.namespace.as_bytes(),
-            key.subject.as_bytes(),
-        ];
-        let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
-        let mut buf = [0u8; 128];
-        if let Some(joined) = buf.get_mut(..len) {
-            // Short keys: one write of `tag 0xff rule 0xff namespace 0xff subject 0xff` (0xff
-            // is never in UTF-8, so the encoding is unambiguous).
-            let mut at = 0;
-            for part in parts {
-                joined[at..at + part.len()].copy_from_slice(part);
-                joined[at + part.len()] = 0xff;
-                at += part.len() + 1;
-            }
-            let hash = |state: &foldhash::fast::RandomState| {
-                let mut h = state.build_hasher();
-                h.write(joined);
-                h.finish()
-            };
-            Id(hash(a), hash(b))
-        } else {
-            let parts = (key.tag, key.rule, key.namespace, key.subject);
-            Id(a.hash_one(parts), b.hash_one(parts))
-        }
+        let hash = self
+            .inner
+            .hash
+            .hash128([key.tag, key.rule, key.namespace, key.subject]);
+        Id((hash >> 64) as u64, hash as u64)
     }
 
     fn shard_of(id: &Id) -> usize {
-        // The table uses the low bits of the first word; the shard, the high bits.
-        (id.0 >> 59) as usize & (SHARDS - 1)
+        // The table hashes by the first word (its low bits place an entry, its top seven tag
+        // it); the shard comes from the second, so every bit of the first still tells
+        // entries of one shard apart.
+        (id.1 >> 59) as usize & (SHARDS - 1)
     }
 
     /// [`ThrottleStore::check`] without the future: decides `limits` all-or-nothing now.

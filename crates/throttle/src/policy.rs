@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
+use crate::hash::{KeyedHash, PassThrough, copy_small};
 use crate::store::StoreError;
 
 /// What applies to one org: its tier (which selects the quotas) and its overrides.
@@ -150,7 +151,7 @@ impl OrgPolicies for StaticPolicies {
 }
 
 /// Cached values and when each expires.
-type Entries<V> = HashMap<CacheKey, (V, u64), foldhash::fast::RandomState>;
+type Entries<V> = HashMap<CacheKey, (V, u64), std::hash::BuildHasherDefault<PassThrough>>;
 
 /// A cache key kept inside the table (no pointer to follow on a lookup): keys of up to 47
 /// bytes as they are, longer ones as 128 bits of keyed hash.
@@ -169,11 +170,7 @@ impl std::hash::Hash for CacheKey {
 
 impl CacheKey {
     #[inline]
-    fn of(
-        key: Option<&str>,
-        seeds: &(foldhash::fast::RandomState, foldhash::fast::RandomState),
-    ) -> Self {
-        use std::hash::BuildHasher as _;
+    fn of(key: Option<&str>, keyed: &KeyedHash) -> Self {
         let Some(key) = key else {
             // No key (a request without an org) has an entry of its own: a first byte of 0xfe
             // is neither a length (at most 47) nor the long-key mark.
@@ -182,16 +179,15 @@ impl CacheKey {
                 words: [0xfe, 0, 0, 0, 0, 0],
             };
         };
-        let hash = seeds.0.hash_one(key);
-        let mut bytes = [0u8; 48];
         let raw = key.as_bytes();
+        let hash = keyed.hash64(key);
+        let mut bytes = [0u8; 48];
         if let Some(slot) = bytes.get_mut(1..=raw.len()).filter(|_| raw.len() <= 47) {
-            slot.copy_from_slice(raw);
+            copy_small(slot, raw);
             bytes[0] = raw.len() as u8;
         } else {
             bytes[0] = 0xff;
-            bytes[1..9].copy_from_slice(&hash.to_le_bytes());
-            bytes[9..17].copy_from_slice(&seeds.1.hash_one(key).to_le_bytes());
+            bytes[1..17].copy_from_slice(&keyed.hash128([key]).to_le_bytes());
         }
         let mut words = [0u64; 6];
         for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
@@ -208,7 +204,7 @@ impl CacheKey {
 #[derive(Debug)]
 pub(crate) struct PolicyCache<V> {
     map: RwLock<Entries<V>>,
-    seeds: (foldhash::fast::RandomState, foldhash::fast::RandomState),
+    keyed: KeyedHash,
     ttl_ns: u64,
     capacity: usize,
 }
@@ -217,7 +213,7 @@ impl<V> PolicyCache<V> {
     pub(crate) fn new(ttl_ns: u64, capacity: usize) -> Self {
         Self {
             map: RwLock::new(HashMap::default()),
-            seeds: Default::default(),
+            keyed: KeyedHash::default(),
             ttl_ns,
             capacity: capacity.max(1),
         }
@@ -231,7 +227,7 @@ impl<V> PolicyCache<V> {
         now: u64,
         f: impl FnOnce(&V) -> Option<R>,
     ) -> Option<R> {
-        let key = CacheKey::of(key, &self.seeds);
+        let key = CacheKey::of(key, &self.keyed);
         let map = self
             .map
             .read()
@@ -247,7 +243,7 @@ impl<V> PolicyCache<V> {
             .map
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = CacheKey::of(key, &self.seeds);
+        let key = CacheKey::of(key, &self.keyed);
         if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, (_, expires)| now < *expires);
             if map.len() >= self.capacity {
@@ -280,15 +276,15 @@ mod tests {
 
     #[test]
     fn cache_keys_are_exact_for_short_keys_and_hashed_for_long_ones() {
-        let seeds = Default::default();
-        let of = |k: &str| CacheKey::of(Some(k), &seeds);
+        let keyed = KeyedHash::default();
+        let of = |k: &str| CacheKey::of(Some(k), &keyed);
         let a = of("acme");
         assert_eq!(a, of("acme"));
         assert_ne!(a, of("acm"));
         assert_ne!(a, of("acme\0"));
         // No org is not any org, not even an empty or NUL one.
         for k in ["", "\0", "\u{fe}"] {
-            assert_ne!(CacheKey::of(None, &seeds), of(k));
+            assert_ne!(CacheKey::of(None, &keyed), of(k));
         }
         let long = "x".repeat(47);
         assert_ne!(of(&long), of(&"x".repeat(48)));
