@@ -5,8 +5,8 @@
 //! `foldhash` is not a cryptographic hash. Callers cannot choose which slots their keys land in
 //! without the seeds, which never leave the process; the 128-bit form names a bucket, so two
 //! keys share state only on a collision of both 64-bit halves. The parts of a key are hashed
-//! where they are (no joined copy: a copy read back at once stalls the CPU's store forwarding)
-//! as `str` hashes, each followed by `0xff`, which is never in UTF-8.
+//! where they are (no joined copy: a copy read back at once stalls the CPU's store
+//! forwarding), after their lengths, so the encoding is unambiguous.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::OnceLock;
@@ -47,12 +47,32 @@ impl KeyedHash {
     }
 
     /// 128 bits of keyed hash of `parts`, in order.
+    ///
+    /// The parts' lengths go first, as one word of four 16-bit fields, then their bytes (one
+    /// word and one write per part, not a separator each); a key with more parts or a longer
+    /// one is encoded as a word no such key can have (all ones), then each part followed by
+    /// `0xff`, which is never in UTF-8.
     #[inline]
     pub(crate) fn hash128<const N: usize>(&self, parts: [&str; N]) -> u128 {
         let (mut a, mut b) = (self.first.build_hasher(), self.second.build_hasher());
-        for part in parts {
-            part.hash(&mut a);
-            part.hash(&mut b);
+        let short = N <= 4 && parts.iter().all(|p| p.len() < 0xffff);
+        if short {
+            let lengths = parts
+                .iter()
+                .fold(0u64, |acc, p| (acc << 16) | p.len() as u64);
+            a.write_u64(lengths);
+            b.write_u64(lengths);
+            for part in parts {
+                a.write(part.as_bytes());
+                b.write(part.as_bytes());
+            }
+        } else {
+            a.write_u64(u64::MAX);
+            b.write_u64(u64::MAX);
+            for part in parts {
+                part.hash(&mut a);
+                part.hash(&mut b);
+            }
         }
         (u128::from(a.finish()) << 64) | u128::from(b.finish())
     }
@@ -137,6 +157,17 @@ mod tests {
             let rest = &b[moved.len() - a.len()..];
             prop_assert_ne!(h.hash128([&a, &b]), h.hash128([&moved, rest]));
             prop_assert_eq!(h.hash128([&a, &b]), h.hash128([&a, &b]));
+        }
+
+        /// Long parts take the other encoding; boundaries still count.
+        #[test]
+        fn long_parts_hash_apart(n in 0xfff0usize..0x10010, cut in 0usize..3) {
+            let h = KeyedHash::default();
+            let long = "x".repeat(n);
+            let (a, b) = long.split_at(cut);
+            let (c, d) = long.split_at(cut + 1);
+            prop_assert_ne!(h.hash128([a, b]), h.hash128([c, d]));
+            prop_assert_ne!(h.hash128([a, b]), h.hash128([b, a]));
         }
     }
 

@@ -12,7 +12,8 @@ pub(crate) enum Time {
     /// decision sees a time near zero.
     Monotonic {
         clock: quanta::Clock,
-        start: quanta::Instant,
+        /// The clock's raw reading when it was made.
+        start: u64,
     },
     /// An injected clock (tests, simulations).
     Clock(SharedClock),
@@ -31,11 +32,10 @@ impl Time {
     /// The process's monotonic clock: every store and layer made with it reads the same time
     /// scale, so a layer can hand its reading to the store.
     pub(crate) fn monotonic() -> Self {
-        static BASE: std::sync::OnceLock<(quanta::Clock, quanta::Instant)> =
-            std::sync::OnceLock::new();
+        static BASE: std::sync::OnceLock<(quanta::Clock, u64)> = std::sync::OnceLock::new();
         let (clock, start) = BASE.get_or_init(|| {
             let clock = quanta::Clock::new();
-            let start = clock.now();
+            let start = clock.raw();
             (clock, start)
         });
         Self::Monotonic {
@@ -54,8 +54,9 @@ impl Time {
         match self {
             Self::Monotonic { clock, start } => {
                 const OFFSET: u64 = 366 * 24 * 3600 * 1_000_000_000;
-                let elapsed = clock.now().saturating_duration_since(*start).as_nanos();
-                OFFSET.saturating_add(u64::try_from(elapsed).unwrap_or(u64::MAX))
+                // A raw reading scaled once (no `Duration` in between); zero if the counter
+                // reads earlier than the start.
+                OFFSET.saturating_add(clock.delta_as_nanos(*start, clock.raw()))
             }
             Self::Clock(clock) => nanos(clock.now()),
         }
