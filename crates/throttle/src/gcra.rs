@@ -143,17 +143,20 @@ impl Quota {
     }
 }
 
-/// The answer for one key. Its counts are worked out when asked for (a division the allow
-/// path skips when no headers are sent).
+/// The answer for one key, in 32 bytes (a request's decisions are moved whole). Its counts
+/// are worked out when asked for (a division the allow path skips when no headers are sent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
-    allowed: bool,
     limit: u32,
-    /// `remaining = min(room / per, limit)`.
-    room: u64,
+    allowed: bool,
+    /// Whether `per` holds the count of remaining requests (a store that counts on its own,
+    /// such as Redis) rather than the quota's emission interval.
+    explicit: bool,
     per: u64,
     reset_ns: u64,
-    retry_ns: u64,
+    /// Admitted and counted here: the room left in the bucket (nanoseconds of emission),
+    /// `remaining = min(room / per, limit)`; otherwise the time until a retry fits.
+    aux: u64,
 }
 
 impl Decision {
@@ -167,12 +170,12 @@ impl Decision {
     ) -> Self {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Self {
-            allowed,
             limit,
-            room: u64::from(remaining),
-            per: 1,
+            allowed,
+            explicit: true,
+            per: u64::from(remaining),
             reset_ns: ns(reset_after),
-            retry_ns: ns(retry_after),
+            aux: if allowed { 0 } else { ns(retry_after) },
         }
     }
 
@@ -188,9 +191,18 @@ impl Decision {
 
     /// Requests of cost 1 that would still fit now (after this one when it was admitted).
     pub fn remaining(&self) -> u32 {
-        u32::try_from(self.room / self.per.max(1))
-            .unwrap_or(u32::MAX)
-            .min(self.limit)
+        let count = if self.explicit {
+            self.per
+        } else {
+            let room = if self.allowed {
+                self.aux
+            } else {
+                // Refused: the room is what the tolerance leaves past the reset.
+                (u64::from(self.limit).saturating_mul(self.per)).saturating_sub(self.reset_ns)
+            };
+            room / self.per.max(1)
+        };
+        u32::try_from(count).unwrap_or(u32::MAX).min(self.limit)
     }
 
     /// How long until the key's bucket is full again.
@@ -200,7 +212,11 @@ impl Decision {
 
     /// When refused: how long until the same request fits. Zero when admitted.
     pub fn retry_after(&self) -> Duration {
-        Duration::from_nanos(self.retry_ns)
+        if self.allowed {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(self.aux)
+        }
     }
 }
 
@@ -218,16 +234,15 @@ pub fn decide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> (Decision
     let new_tat = tat_or_now.saturating_add(emission.saturating_mul(u64::from(cost)));
     // The earliest instant at which the new TAT fits within the tolerance.
     let allow_at = new_tat.saturating_sub(tolerance);
-    let room = |tat: u64| now.saturating_add(tolerance).saturating_sub(tat);
     if allow_at <= now && cost <= quota.burst {
         let next = if cost == 0 { tat } else { Some(new_tat) };
         let decision = Decision {
-            allowed: true,
             limit: quota.burst,
-            room: room(new_tat),
+            allowed: true,
+            explicit: false,
             per: emission,
             reset_ns: new_tat - now,
-            retry_ns: 0,
+            aux: now.saturating_add(tolerance).saturating_sub(new_tat),
         };
         (decision, next)
     } else {
@@ -237,12 +252,12 @@ pub fn decide(quota: &Quota, tat: Option<u64>, now: u64, cost: u32) -> (Decision
             tat_or_now - now
         };
         let decision = Decision {
-            allowed: false,
             limit: quota.burst,
-            room: room(tat_or_now),
+            allowed: false,
+            explicit: false,
             per: emission,
             reset_ns: tat_or_now - now,
-            retry_ns: retry,
+            aux: retry,
         };
         (decision, tat)
     }
@@ -317,6 +332,11 @@ mod tests {
             q.scaled(3).expect("scaled").window(),
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn a_decision_is_four_words() {
+        assert_eq!(std::mem::size_of::<Decision>(), 32);
     }
 
     #[test]

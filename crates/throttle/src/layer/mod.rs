@@ -629,10 +629,11 @@ impl<St: ThrottleStore> Shared<St> {
         plan: &Plan<'_>,
         policy: &OrgPolicy,
         org: Option<&str>,
-        verdict: Result<Verdict, StoreError>,
-        shadow: Option<Result<Verdict, StoreError>>,
+        verdict: &Result<Verdict, StoreError>,
+        shadow: Option<&Result<Verdict, StoreError>>,
     ) -> Outcome {
-        if let Some(Ok(shadow)) = &shadow {
+        // Borrowed, not moved: a verdict is a few hundred bytes.
+        if let Some(Ok(shadow)) = shadow {
             for (i, decision) in shadow.decisions().iter().enumerate() {
                 let rule = plan
                     .rules
@@ -653,7 +654,7 @@ impl<St: ThrottleStore> Shared<St> {
             Ok(verdict) => verdict,
             Err(error) => {
                 self.events.store_failed(&StoreFailed {
-                    error: &error,
+                    error,
                     failed_open: plan.fail_open,
                     org,
                 });
@@ -662,7 +663,7 @@ impl<St: ThrottleStore> Shared<St> {
                 } else {
                     Err(Refusal::new(Rejection::new(
                         RejectionKind::Unavailable,
-                        ThrottleError::Store(error),
+                        ThrottleError::Store(error.clone()),
                     )))
                 };
             }
@@ -740,7 +741,7 @@ impl<St: ThrottleStore> Shared<St> {
             } else {
                 None
             };
-            Some(self.conclude(&plan, &resolved.policy, who.org, verdict, shadow))
+            Some(self.conclude(&plan, &resolved.policy, who.org, &verdict, shadow.as_ref()))
         })
     }
 
@@ -782,7 +783,7 @@ impl<St: ThrottleStore> Shared<St> {
         } else {
             None
         };
-        self.conclude(&plan, &resolved.policy, who.org, verdict, shadow)
+        self.conclude(&plan, &resolved.policy, who.org, &verdict, shadow.as_ref())
     }
 }
 
