@@ -6,8 +6,9 @@
 //! - **One clock:** the script reads Redis `TIME`, so every replica sharing the server agrees
 //!   on time whatever its own clock says.
 //! - **Exact arithmetic:** Lua numbers are doubles. Times are microseconds (about 1.8 × 10¹⁵
-//!   today, well under 2⁵³, so sums and products of the values used are exact), divisions are
-//!   corrected to the exact floor, and numbers reach Redis as command arguments, which Redis
+//!   today, well under 2⁵³, so sums and products of the values used are exact), the count of
+//!   requests that fit is divided in Rust, in integers, and numbers reach Redis as command
+//!   arguments, which Redis
 //!   writes with every digit (Lua's own `tostring` would keep only 14 significant digits: the
 //!   script never uses it). A test reads a stored value back to the microsecond.
 //! - **Bounded:** every key is written with a TTL of the time until its bucket is full again
@@ -35,7 +36,9 @@ use crate::time::Time;
 
 /// The decision script. `KEYS`: the buckets. `ARGV[1]`: empty (use `TIME`) or, for tests
 /// only, the caller's clock in microseconds; then per key: emission interval (µs), burst, cost.
-/// Answers `{all, allowed_1, remaining_1, reset_1, retry_1, ...}` (times in µs).
+/// Answers `{all, allowed_1, room_1, reset_1, retry_1, ...}` (times in µs; the room is what the
+/// tolerance leaves, which the caller divides by the interval: integer division in Rust, not
+/// floating point in Lua).
 pub const SCRIPT: &str = r#"
 local now
 if ARGV[1] == '' then
@@ -43,15 +46,6 @@ if ARGV[1] == '' then
   now = t[1] * 1000000 + t[2]
 else
   now = tonumber(ARGV[1])
-end
--- Requests of cost 1 that still fit in `room` (µs), exactly: the floor of room / e, corrected
--- for the rounding of the division, at most the burst; 0 when there is no room.
-local function fit(room, e, burst)
-  if room <= 0 then return 0 end
-  local r = math.floor(room / e)
-  if r * e > room then r = r - 1 end
-  if r > burst then r = burst end
-  return r
 end
 local n = #KEYS
 if n == 1 then
@@ -67,11 +61,11 @@ if n == 1 then
     if cost > 0 then
       redis.call('SET', KEYS[1], new_tat, 'PX', math.floor((new_tat - now) / 1000) + 1)
     end
-    return {1, 1, fit(now + tol - new_tat, e, burst), new_tat - now, 0}
+    return {1, 1, now + tol - new_tat, new_tat - now, 0}
   end
   local retry = tat - now
   if cost <= burst then retry = new_tat - tol - now end
-  return {0, 0, fit(now + tol - tat, e, burst), tat - now, retry}
+  return {0, 0, now + tol - tat, tat - now, retry}
 end
 local out = {1}
 -- Per key: the stored TAT (at least now), and the new TAT to write (false: nothing to write).
@@ -97,14 +91,14 @@ for i = 1, n do
   if new_tat - tol <= now and cost <= burst then
     news[i] = cost > 0 and new_tat
     out[b] = 1
-    out[b + 1] = fit(now + tol - new_tat, e, burst)
+    out[b + 1] = now + tol - new_tat
     out[b + 2] = new_tat - now
     out[b + 3] = 0
   else
     all = false
     news[i] = false
     out[b] = 0
-    out[b + 1] = fit(now + tol - tat, e, burst)
+    out[b + 1] = now + tol - tat
     out[b + 2] = tat - now
     if cost <= burst then out[b + 3] = new_tat - tol - now else out[b + 3] = tat - now end
   end
@@ -129,7 +123,7 @@ else
     if out[b] == 1 then
       local e = tonumber(ARGV[3 * i - 1])
       local burst = tonumber(ARGV[3 * i])
-      out[b + 1] = fit(now + e * burst - stored[i], e, burst)
+      out[b + 1] = now + e * burst - stored[i]
       out[b + 2] = stored[i] - now
     end
   end
@@ -197,6 +191,12 @@ impl std::fmt::Debug for RedisStore {
             .field("blocked_cache", &self.blocked.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// The emission interval the script counts with: whole microseconds, rounded up (never laxer
+/// than the quota), at least 1 (quotas are at least a microsecond apart).
+fn emission_us(quota: &crate::gcra::Quota) -> u64 {
+    quota.emission_ns().div_ceil(1_000).max(1)
 }
 
 fn err(message: &str, e: redis::RedisError) -> StoreError {
@@ -348,8 +348,7 @@ impl ThrottleStore for RedisStore {
         for (limit, key) in limits.iter().zip(&keys) {
             invocation
                 .key(key)
-                // Whole microseconds, rounded up: never laxer than the quota.
-                .arg(limit.quota.emission_ns().div_ceil(1_000))
+                .arg(emission_us(&limit.quota))
                 .arg(limit.quota.burst())
                 .arg(limit.cost);
         }
@@ -372,10 +371,12 @@ impl ThrottleStore for RedisStore {
             .zip(&mut decisions)
         {
             let non_negative = |v: i64| u64::try_from(v).unwrap_or(0);
+            // Requests of cost 1 that fit in the room, exactly, at most the burst.
+            let remaining = non_negative(fields[1]) / emission_us(&limit.quota);
             *decision = Decision::new(
                 fields[0] == 1,
                 limit.quota.burst(),
-                u32::try_from(non_negative(fields[1])).unwrap_or(u32::MAX),
+                u32::try_from(remaining).unwrap_or(u32::MAX),
                 micros(non_negative(fields[2])),
                 micros(non_negative(fields[3])),
             );
