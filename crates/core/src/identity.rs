@@ -106,6 +106,54 @@ impl MfaLevel {
     }
 }
 
+/// One of the caller's memberships: an org, optionally one team of it, and the roles the
+/// membership grants there. A caller may belong to many orgs; authorization takes only the
+/// memberships of the org a request targets (`palisade-authz-cerbos` builds its principals so).
+///
+/// ```
+/// use palisade_core::Membership;
+///
+/// let m = Membership::new("org-1", Some("team-a"), ["editor"]);
+/// assert_eq!((m.org(), m.team()), ("org-1", Some("team-a")));
+/// assert!(m.roles().contains("editor"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Membership {
+    org: String,
+    team: Option<String>,
+    roles: BTreeSet<String>,
+}
+
+impl Membership {
+    /// A membership of `org` (of `team` in it, when given) granting `roles`.
+    pub fn new<I, R>(org: impl Into<String>, team: Option<&str>, roles: I) -> Self
+    where
+        I: IntoIterator<Item = R>,
+        R: Into<String>,
+    {
+        Self {
+            org: org.into(),
+            team: team.map(str::to_owned),
+            roles: roles.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The org.
+    pub fn org(&self) -> &str {
+        &self.org
+    }
+
+    /// The team within the org, for a team membership.
+    pub fn team(&self) -> Option<&str> {
+        self.team.as_deref()
+    }
+
+    /// The roles granted.
+    pub fn roles(&self) -> &BTreeSet<String> {
+        &self.roles
+    }
+}
+
 /// The authenticated caller.
 ///
 /// Built by authenticating layers and inserted into request extensions; handlers and later
@@ -126,6 +174,7 @@ pub struct Identity {
     auth_time: Option<SystemTime>,
     session_id: Option<String>,
     expires_at: Option<SystemTime>,
+    memberships: Vec<Membership>,
 }
 
 impl Identity {
@@ -151,6 +200,7 @@ impl Identity {
             auth_time: None,
             session_id: None,
             expires_at: None,
+            memberships: Vec::new(),
         }
     }
 
@@ -206,6 +256,13 @@ impl Identity {
     #[must_use]
     pub fn with_auth_time(mut self, at: SystemTime) -> Self {
         self.auth_time = Some(at);
+        self
+    }
+
+    /// Adds a membership (an org, a team of it, roles there).
+    #[must_use]
+    pub fn with_membership(mut self, membership: Membership) -> Self {
+        self.memberships.push(membership);
         self
     }
 
@@ -287,6 +344,12 @@ impl Identity {
     pub fn auth_time(&self) -> Option<SystemTime> {
         self.auth_time
     }
+
+    /// The caller's memberships, of every org it belongs to.
+    pub fn memberships(&self) -> &[Membership] {
+        &self.memberships
+    }
+
     /// The session or token-family id.
     pub fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()

@@ -53,7 +53,7 @@ pub use client_ip::{
     ClientIp, ClientIpLayer, ConnectionInfo, ForwardedHeader, RequestScheme, TrustedProxies,
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use identity::{AuthMethod, Identity, MfaLevel, Surface};
+pub use identity::{AuthMethod, Identity, Membership, MfaLevel, Surface};
 pub use keyring::{Key, KeyId, KeyRing, KeyRingError};
 pub use posture::{Finding, Posture, PostureError, Profile, Severity};
 pub use rejection::{Rejection, RejectionKind};
