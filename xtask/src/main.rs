@@ -10,6 +10,8 @@
 //! - `cargo xtask scan`: only the scans: MDN HTTP Observatory and Google's CSP Evaluator
 //!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
 
+#[allow(dead_code)] // shared with the test suites, which use all of it
+mod cerbos;
 mod harness;
 #[allow(dead_code)] // shared with the test suites, which use all of it
 mod oidc;
@@ -202,6 +204,10 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The repository's Cerbos policies compile and pass their own policy tests (the PDP
+    // comes from npm, pinned), before any Rust test uses them.
+    let report = cerbos::compile().map_err(|e| format!("policies: {e}"))?;
+    eprintln!("xtask: cerbos compile policies/:\n{}", report.trim_end());
     // Builds the examples too, which the demo integration test starts.
     run(cargo().args(["test", "--workspace", "--all-features"]))?;
     if std::env::var_os("PALISADE_SKIP_SCAN").is_some() {
