@@ -49,3 +49,7 @@ pub use palisade_field_crypto as field_crypto;
 #[cfg(feature = "throttle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "throttle")))]
 pub use palisade_throttle as throttle;
+
+#[cfg(feature = "authz-cerbos")]
+#[cfg_attr(docsrs, doc(cfg(feature = "authz-cerbos")))]
+pub use palisade_authz_cerbos as authz_cerbos;

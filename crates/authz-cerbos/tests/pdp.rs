@@ -1,0 +1,282 @@
+//! Against the real Cerbos PDP (npm `@cerbos/cerbos-linux-x64`, pinned; installed into the
+//! cache folder) serving the repository's `policies/`: plaintext on loopback, TLS with a CA the
+//! test generates, and mutual TLS.
+
+#[path = "../../../xtask/src/cerbos.rs"]
+#[allow(dead_code)]
+mod cerbos;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use palisade_authz_cerbos::{
+    AuthzError, PdpClient, PrincipalOptions, Resource, Tenant, principal_for,
+};
+use palisade_core::{AuthMethod, Identity, Membership, MfaLevel, Profile, Surface};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+fn alice() -> Identity {
+    // A member of org-1 and an admin of org-2.
+    Identity::new(
+        "https://idp/realms/r",
+        "alice",
+        AuthMethod::Oidc,
+        Surface::API,
+    )
+    .with_membership(Membership::new("org-1", None, ["member"]))
+    .with_membership(Membership::new("org-2", None, ["admin"]))
+}
+
+fn doc(org: &str) -> Resource {
+    Resource::new("document", "doc-1").attr("org", org)
+}
+
+async fn allowed(pdp: &PdpClient, who: &Identity, tenant: &str, org_of_doc: &str) -> Vec<String> {
+    let principal =
+        principal_for(who, &Tenant::org(tenant), &PrincipalOptions::default()).expect("principal");
+    pdp.check(
+        principal,
+        doc(org_of_doc),
+        &["read", "update", "export", "delete"],
+        "test",
+    )
+    .await
+    .expect("decision")
+    .allowed_actions()
+    .to_vec()
+}
+
+fn plaintext_client(pdp: &cerbos::Pdp) -> PdpClient {
+    PdpClient::builder(format!("http://{}", pdp.grpc))
+        .insecure_plaintext_loopback()
+        .profile(Profile::Development)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test]
+async fn decisions_follow_the_policies_and_never_cross_tenants() {
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::Plaintext).expect("pdp");
+    let client = plaintext_client(&pdp);
+    // Same org: a member reads, but exports only with MFA.
+    assert_eq!(allowed(&client, &alice(), "org-1", "org-1").await, ["read"]);
+    let mfa = alice().with_mfa(MfaLevel::MultiFactor, Some("2".into()), vec!["otp".into()]);
+    assert_eq!(
+        allowed(&client, &mfa, "org-1", "org-1").await,
+        ["read", "export"]
+    );
+    // Alice is an admin of org-2: her org-2 principal gets nothing on org-1's document, and
+    // her org-1 principal does not carry the org-2 admin role.
+    assert!(allowed(&client, &mfa, "org-2", "org-1").await.is_empty());
+    assert_eq!(
+        allowed(&client, &mfa, "org-2", "org-2").await,
+        ["read", "update", "export", "delete"]
+    );
+    // Impersonating, even with MFA, exports nothing.
+    let impersonated = Identity::new(
+        "https://idp/realms/r",
+        "alice",
+        AuthMethod::Impersonation {
+            actor: Box::new(Identity::new(
+                "https://idp/realms/r",
+                "root",
+                AuthMethod::Oidc,
+                Surface::GLOBAL_ADMIN,
+            )),
+        },
+        Surface::API,
+    )
+    .with_membership(Membership::new("org-1", None, ["member"]))
+    .with_mfa(MfaLevel::MultiFactor, None, vec![]);
+    assert_eq!(
+        allowed(&client, &impersonated, "org-1", "org-1").await,
+        ["read"]
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_pdp_is_a_deny_within_the_timeout_and_a_restarted_one_serves_again() {
+    let mut pdp = cerbos::Pdp::start(&cerbos::Transport::Plaintext).expect("pdp");
+    let client = plaintext_client(&pdp);
+    assert_eq!(allowed(&client, &alice(), "org-1", "org-1").await, ["read"]);
+    pdp.stop();
+    let principal = principal_for(
+        &alice(),
+        &Tenant::org("org-1"),
+        &PrincipalOptions::default(),
+    )
+    .expect("principal");
+    let started = Instant::now();
+    let answer = client
+        .check(principal.clone(), doc("org-1"), &["read"], "down")
+        .await;
+    assert!(matches!(answer, Err(AuthzError::Unavailable)), "{answer:?}");
+    // Two attempts of at most 500 ms each, and some slack for a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    pdp.restart().expect("restart");
+    // The same client (no rebuild) reconnects; the first calls may still meet the old
+    // connection's failure.
+    let mut answer = Err(AuthzError::Unavailable);
+    for _ in 0..20 {
+        answer = client
+            .check(principal.clone(), doc("org-1"), &["read"], "back")
+            .await;
+        if answer.is_ok() {
+            break;
+        }
+    }
+    assert!(answer.expect("served again").allowed("read"));
+}
+
+struct Pki {
+    ca: String,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+    ca_path: std::path::PathBuf,
+    client: (String, String),
+    rogue_client: (String, String),
+}
+
+fn ca(name: &str) -> (Issuer<'static, KeyPair>, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let cert = params.self_signed(&key).expect("ca");
+    (Issuer::new(params, key), cert.pem())
+}
+
+fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str], client: bool) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .expect("params");
+    params.extended_key_usages = vec![if client {
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    let cert = params.signed_by(&key, issuer).expect("leaf");
+    (cert.pem(), key.serialize_pem())
+}
+
+fn pki(dir: &Path) -> Pki {
+    std::fs::create_dir_all(dir).expect("dir");
+    let (issuer, ca_pem) = ca("palisade-authz test CA");
+    let (rogue, _) = ca("someone else's CA");
+    let (cert, key) = leaf(&issuer, &["localhost", "127.0.0.1"], false);
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    Pki {
+        server_cert: write("server.pem", &cert),
+        server_key: write("server.key", &key),
+        ca_path: write("ca.pem", &ca_pem),
+        ca: ca_pem,
+        client: leaf(&issuer, &["client"], true),
+        rogue_client: leaf(&rogue, &["client"], true),
+    }
+}
+
+fn tls_client(
+    pdp: &cerbos::Pdp,
+    ca: Option<&str>,
+    identity: Option<&(String, String)>,
+) -> PdpClient {
+    let mut builder = PdpClient::builder(format!("https://localhost:{}", pdp.grpc.port()))
+        .timeout(Duration::from_millis(1_000));
+    if let Some(ca) = ca {
+        builder = builder.ca_certificate_pem(ca.as_bytes().to_vec());
+    }
+    if let Some((cert, key)) = identity {
+        builder =
+            builder.client_identity_pem(cert.as_bytes().to_vec(), key.as_bytes().to_vec().into());
+    }
+    builder.build().expect("client")
+}
+
+async fn read(client: &PdpClient) -> Result<bool, AuthzError> {
+    let principal = principal_for(
+        &alice(),
+        &Tenant::org("org-1"),
+        &PrincipalOptions::default(),
+    )
+    .expect("principal");
+    client
+        .check(principal, doc("org-1"), &["read"], "tls")
+        .await
+        .map(|d| d.allowed("read"))
+}
+
+#[tokio::test]
+async fn tls_is_verified_and_mutual_tls_presents_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("palisade-authz-pki-{}", std::process::id()));
+    let pki = pki(&dir);
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::Tls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+    })
+    .expect("pdp");
+    // Trusting the test CA: served.
+    assert!(
+        read(&tls_client(&pdp, Some(&pki.ca), None))
+            .await
+            .expect("tls")
+    );
+    // Trusting only the system roots: the PDP's certificate is refused (a deny, not a pass).
+    assert!(read(&tls_client(&pdp, None, None)).await.is_err());
+    drop(pdp);
+
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::MutualTls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client_ca: pki.ca_path.clone(),
+    })
+    .expect("pdp");
+    assert!(
+        read(&tls_client(&pdp, Some(&pki.ca), Some(&pki.client)))
+            .await
+            .expect("mtls")
+    );
+    // A client certificate from another CA is refused by the PDP.
+    assert!(
+        read(&tls_client(&pdp, Some(&pki.ca), Some(&pki.rogue_client)))
+            .await
+            .is_err()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn outside_a_runtime_building_is_an_error_not_a_panic() {
+    let built = PdpClient::builder("https://127.0.0.1:3593").build();
+    assert!(matches!(built, Err(AuthzError::Config(_))));
+}
+
+#[tokio::test]
+async fn unsafe_settings_are_refused_when_the_client_is_built() {
+    let build = |endpoint: &str, insecure: bool, profile: Profile| {
+        let mut b = PdpClient::builder(endpoint).profile(profile);
+        if insecure {
+            b = b.insecure_plaintext_loopback();
+        }
+        b.build().map(|_| ())
+    };
+    // Plaintext needs the named option, loopback, and not Production.
+    assert!(build("http://127.0.0.1:3593", false, Profile::Development).is_err());
+    assert!(build("http://127.0.0.1:3593", true, Profile::Production).is_err());
+    assert!(build("http://10.0.0.5:3593", true, Profile::Development).is_err());
+    assert!(build("http://pdp.internal:3593", true, Profile::Development).is_err());
+    assert!(build("https://127.0.0.1:3593", true, Profile::Development).is_err());
+    assert!(build("http://127.0.0.1:3593", true, Profile::Development).is_ok());
+    assert!(build("http://[::1]:3593", true, Profile::Development).is_ok());
+    // TLS is the default, in every profile.
+    assert!(build("https://pdp.internal:3593", false, Profile::Production).is_ok());
+    assert!(build("not a uri", false, Profile::Development).is_err());
+}
