@@ -114,6 +114,12 @@ pub struct Decisions {
 }
 
 impl Decisions {
+    pub(crate) fn from_allowed<'a>(allowed: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            allowed: allowed.into_iter().map(str::to_owned).collect(),
+        }
+    }
+
     /// Whether `action` is allowed.
     pub fn allowed(&self, action: &str) -> bool {
         self.allowed.iter().any(|a| a == action)

@@ -8,20 +8,26 @@
 //!   HTTP/2 channel), with verified TLS by default, optional mutual TLS, a 200 ms timeout and
 //!   one retry on `Unavailable`; every failure is an error, which callers treat as a deny.
 //!
-//! Still to come in this crate: the decision cache and the Tower `AuthorizeLayer`.
+//! - [`Authorizer`] puts the client behind its own decision cache: exact SHA-256 keys,
+//!   coalesced misses, separate allow and deny TTLs, sensitive actions never cached, targeted
+//!   invalidation by tenant, principal, resource or policy epoch.
+//!
+//! Still to come in this crate: the Tower `AuthorizeLayer`.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod cache;
 mod client;
 mod principal;
 
+pub use cache::{Authorizer, AuthorizerBuilder, CacheStats, LATENCY_BUCKETS_US};
 pub use client::{Decisions, MAX_ACTIONS, PdpClient, PdpClientBuilder, Resource};
 pub use principal::{PrincipalOptions, Tenant, principal_for};
 
 /// Why an authorization could not be decided. Every variant means "deny": callers answer 503
 /// for [`AuthzError::Unavailable`] and 403 otherwise, with no policy detail.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthzError {
     /// The PDP did not answer in time or could not be reached (after one retry).

@@ -280,3 +280,145 @@ async fn unsafe_settings_are_refused_when_the_client_is_built() {
     assert!(build("https://pdp.internal:3593", false, Profile::Production).is_ok());
     assert!(build("not a uri", false, Profile::Development).is_err());
 }
+
+fn authorizer(pdp: &cerbos::Pdp) -> palisade_authz_cerbos::Authorizer {
+    palisade_authz_cerbos::Authorizer::builder(plaintext_client(pdp))
+        .sensitive(["export", "delete"])
+        .build()
+}
+
+fn alice_principal() -> cerbos_principal::Principal {
+    principal_for(
+        &alice(),
+        &Tenant::org("org-1"),
+        &PrincipalOptions::default(),
+    )
+    .expect("principal")
+}
+
+mod cerbos_principal {
+    pub(crate) use ::cerbos::genpb::cerbos::engine::v1::Principal;
+}
+
+#[tokio::test]
+async fn the_cache_answers_repeats_coalesces_misses_and_forgets_on_invalidation() {
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::Plaintext).expect("pdp");
+    let authz = authorizer(&pdp);
+    let (p, r) = (alice_principal(), doc("org-1"));
+    // Sixteen concurrent first asks: one PDP call.
+    let asks = (0..16).map(|_| authz.check(&p, &r, "read", "coalesce"));
+    for answer in futures_join(asks).await {
+        assert!(answer.expect("decision"));
+    }
+    assert_eq!(authz.stats().pdp_calls, 1);
+    // Repeats are hits; a deny is cached too.
+    assert!(
+        authz
+            .check(&p, &r, "read", "again")
+            .await
+            .expect("decision")
+    );
+    assert!(
+        !authz
+            .check(&p, &r, "update", "deny")
+            .await
+            .expect("decision")
+    );
+    assert!(
+        !authz
+            .check(&p, &r, "update", "deny")
+            .await
+            .expect("decision")
+    );
+    let stats = authz.stats();
+    assert_eq!((stats.pdp_calls, stats.hits), (2, 2));
+    assert!(stats.hit_ratio() > 0.0);
+    assert_eq!(stats.latency_us.iter().sum::<u64>(), 2);
+    // Sensitive actions ask every time.
+    for _ in 0..2 {
+        assert!(
+            !authz
+                .check(&p, &r, "export", "mfa")
+                .await
+                .expect("decision")
+        );
+    }
+    assert_eq!(authz.stats().pdp_calls, 4);
+    // Invalidating another tenant changes nothing; this tenant, the principal, the resource
+    // or everything sends the next ask to the PDP.
+    authz.invalidate_tenant("org-2");
+    assert!(authz.check(&p, &r, "read", "x").await.expect("decision"));
+    assert_eq!(authz.stats().pdp_calls, 4);
+    let mut calls = 4;
+    type Invalidate = Box<dyn Fn(&palisade_authz_cerbos::Authorizer)>;
+    let invalidations: Vec<Invalidate> = vec![
+        Box::new(|a| a.invalidate_tenant("org-1")),
+        Box::new(|a| a.invalidate_principal("https://idp/realms/r", "alice")),
+        Box::new(|a| a.invalidate_resource("document", "doc-1")),
+        Box::new(|a| a.invalidate_all()),
+    ];
+    for invalidate in invalidations {
+        invalidate(&authz);
+        assert!(authz.check(&p, &r, "read", "x").await.expect("decision"));
+        calls += 1;
+        assert_eq!(authz.stats().pdp_calls, calls);
+    }
+    // The batch helper: cached answers plus one call for the rest.
+    let d = authz
+        .permitted(&p, &r, &["read", "update", "export", "delete"], "menu")
+        .await
+        .expect("decisions");
+    assert_eq!(d.allowed_actions(), ["read"]);
+    assert_eq!(authz.stats().pdp_calls, calls + 1);
+}
+
+#[tokio::test]
+async fn errors_are_never_cached() {
+    let mut pdp = cerbos::Pdp::start(&cerbos::Transport::Plaintext).expect("pdp");
+    let authz = authorizer(&pdp);
+    let (p, r) = (alice_principal(), doc("org-1"));
+    pdp.stop();
+    assert!(matches!(
+        authz.check(&p, &r, "read", "down").await,
+        Err(AuthzError::Unavailable)
+    ));
+    pdp.restart().expect("restart");
+    let mut answer = Err(AuthzError::Unavailable);
+    for _ in 0..20 {
+        answer = authz.check(&p, &r, "read", "back").await;
+        if answer.is_ok() {
+            break;
+        }
+    }
+    assert!(answer.expect("served again"));
+}
+
+/// Runs futures concurrently on this task.
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    let mut handles: Vec<_> = handles.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
