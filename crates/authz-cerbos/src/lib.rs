@@ -11,19 +11,23 @@
 //! - [`Authorizer`] puts the client behind its own decision cache: exact SHA-256 keys,
 //!   coalesced misses, separate allow and deny TTLs, sensitive actions never cached, targeted
 //!   invalidation by tenant, principal, resource or policy epoch.
-//!
-//! Still to come in this crate: the Tower `AuthorizeLayer`.
+//! - [`AuthorizeLayer`] maps each request to a [`Target`] (tenant, resource, action) and
+//!   answers 403 for a deny and 503 when no decision can be made, with no policy detail.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
 mod client;
+mod layer;
 mod principal;
+mod target;
 
 pub use cache::{Authorizer, AuthorizerBuilder, CacheStats, LATENCY_BUCKETS_US};
 pub use client::{Decisions, MAX_ACTIONS, PdpClient, PdpClientBuilder, Resource};
+pub use layer::{Authorize, AuthorizeLayer, AuthorizeRejection, ResponseFuture};
 pub use principal::{PrincipalOptions, Tenant, principal_for};
+pub use target::{MapRequest, PathPattern, Target};
 
 /// Why an authorization could not be decided. Every variant means "deny": callers answer 503
 /// for [`AuthzError::Unavailable`] and 403 otherwise, with no policy detail.

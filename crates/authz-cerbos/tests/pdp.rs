@@ -422,3 +422,118 @@ async fn futures_join<F: std::future::Future>(
     .await;
     outputs.into_iter().flatten().collect()
 }
+
+mod layer {
+    use super::*;
+    use palisade_authz_cerbos::{AuthorizeLayer, Authorizer, PathPattern, Target};
+    use tower::{Layer as _, ServiceExt as _};
+
+    type Body = http_body_util::Empty<bytes::Bytes>;
+
+    /// Documents and the org owning each (the service's data, not the request's word).
+    fn owner(id: &str) -> Option<&'static str> {
+        match id {
+            "d1" => Some("org-1"),
+            "d2" => Some("org-2"),
+            _ => None,
+        }
+    }
+
+    fn layer(authz: Authorizer) -> AuthorizeLayer {
+        let read = PathPattern::new("/api/orgs/{org}/documents/{id}");
+        let export = PathPattern::new("/api/orgs/{org}/documents/{id}/export");
+        AuthorizeLayer::new(authz, move |parts: &http::request::Parts| {
+            let path = parts.uri.path();
+            let (c, action) = match (read.captures(path), export.captures(path)) {
+                (Some(c), _) => (c, "read"),
+                (_, Some(c)) => (c, "export"),
+                _ => return None,
+            };
+            Some(Target {
+                tenant: Tenant::org(&c["org"]),
+                resource: Resource::new("document", &c["id"]).attr("org", owner(&c["id"])?),
+                action: action.to_owned(),
+            })
+        })
+    }
+
+    async fn status(layer: &AuthorizeLayer, who: Option<Identity>, path: &str) -> http::StatusCode {
+        let svc = layer.layer(tower::service_fn(|_req: http::Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new()))
+        }));
+        let mut req = http::Request::builder()
+            .uri(path)
+            .header("x-request-id", "tour-1")
+            .body(Body::new())
+            .expect("request");
+        if let Some(who) = who {
+            req.extensions_mut().insert(who);
+        }
+        svc.oneshot(req).await.expect("infallible").status()
+    }
+
+    #[tokio::test]
+    async fn requests_are_authorized_per_tenant_and_fail_closed() {
+        let mut pdp = cerbos::Pdp::start(&cerbos::Transport::Plaintext).expect("pdp");
+        let authz = authorizer(&pdp);
+        let layer = layer(authz);
+        let mfa = alice().with_mfa(MfaLevel::MultiFactor, Some("2".into()), vec!["otp".into()]);
+        use http::StatusCode as S;
+        let cases = [
+            (Some(alice()), "/api/orgs/org-1/documents/d1", S::OK),
+            // Alice is an admin of org-2, yet org-1's document stays org-1's.
+            (
+                Some(mfa.clone()),
+                "/api/orgs/org-2/documents/d1",
+                S::FORBIDDEN,
+            ),
+            (Some(alice()), "/api/orgs/org-1/documents/d2", S::FORBIDDEN),
+            (
+                Some(alice()),
+                "/api/orgs/org-1/documents/d1/export",
+                S::FORBIDDEN,
+            ),
+            (
+                Some(mfa.clone()),
+                "/api/orgs/org-1/documents/d1/export",
+                S::OK,
+            ),
+            (None, "/api/orgs/org-1/documents/d1", S::UNAUTHORIZED),
+            (Some(alice()), "/api/orgs/org-1/other", S::FORBIDDEN),
+            (
+                Some(alice()),
+                "/api/orgs/org-1/documents/unknown",
+                S::FORBIDDEN,
+            ),
+        ];
+        for (who, path, expected) in cases {
+            assert_eq!(status(&layer, who, path).await, expected, "{path}");
+        }
+        // The PDP stopped: 503 (the cached read still answers; a sensitive action cannot).
+        pdp.stop();
+        assert_eq!(
+            status(
+                &layer,
+                Some(mfa.clone()),
+                "/api/orgs/org-1/documents/d1/export"
+            )
+            .await,
+            S::SERVICE_UNAVAILABLE
+        );
+        // Back, without rebuilding the layer.
+        pdp.restart().expect("restart");
+        let mut last = S::SERVICE_UNAVAILABLE;
+        for _ in 0..20 {
+            last = status(
+                &layer,
+                Some(mfa.clone()),
+                "/api/orgs/org-1/documents/d1/export",
+            )
+            .await;
+            if last == S::OK {
+                break;
+            }
+        }
+        assert_eq!(last, S::OK);
+    }
+}
