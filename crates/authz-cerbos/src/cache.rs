@@ -1,6 +1,8 @@
 //! The decision cache and [`Authorizer`], the PDP client behind it.
 //!
 //! - **Isolated:** each [`Authorizer`] owns its own `moka` cache; nothing else shares it.
+//! - **Near table:** the hottest decisions are also kept in a small sharded table in front of
+//!   `moka`, so a hit never pays `moka`'s inline housekeeping.
 //! - **Exact keys:** a decision is keyed by SHA-256 over a canonical, length-prefixed encoding
 //!   of a version tag, the epochs (below), the tenant (the principal's `org` and `team`
 //!   attributes and its scope), the principal's issuer and id, its sorted roles and all its
@@ -16,6 +18,7 @@
 //!   histogram.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -93,8 +96,14 @@ impl Epochs {
         *map.entry((kind, target)).or_insert(0) += 1;
     }
 
-    /// The epochs a key includes: global, tenant, principal, resource.
-    fn read(&self, tenant: &str, principal: &str, resource: &str) -> [u64; 4] {
+    /// The epochs a key includes: global, tenant, principal, resource (whose names are only
+    /// made when some target was invalidated).
+    fn read(
+        &self,
+        tenant: &str,
+        principal: impl FnOnce() -> String,
+        resource: impl FnOnce() -> String,
+    ) -> [u64; 4] {
         let global = self.global.load(Ordering::Acquire);
         let map = self.targeted.lock().unwrap_or_else(PoisonError::into_inner);
         if map.is_empty() {
@@ -104,8 +113,8 @@ impl Epochs {
         [
             global,
             get(TENANT, tenant).unwrap_or(0),
-            get(PRINCIPAL, principal).unwrap_or(0),
-            get(RESOURCE, resource).unwrap_or(0),
+            get(PRINCIPAL, &principal()).unwrap_or(0),
+            get(RESOURCE, &resource()).unwrap_or(0),
         ]
     }
 }
@@ -130,7 +139,11 @@ pub struct Authorizer {
 #[derive(Debug)]
 struct Inner {
     pdp: PdpClient,
-    cache: moka::future::Cache<[u8; 32], bool>,
+    cache: moka::future::Cache<[u8; 32], Cached>,
+    near: Near,
+    base: Instant,
+    allow_ttl: Duration,
+    deny_ttl: Duration,
     sensitive: HashSet<String>,
     version_tag: String,
     epochs: Epochs,
@@ -143,14 +156,106 @@ struct ByEffect {
     deny: Duration,
 }
 
-impl moka::Expiry<[u8; 32], bool> for ByEffect {
+impl moka::Expiry<[u8; 32], Cached> for ByEffect {
     fn expire_after_create(
         &self,
         _key: &[u8; 32],
-        allowed: &bool,
+        cached: &Cached,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(if *allowed { self.allow } else { self.deny })
+        Some(if cached.allowed {
+            self.allow
+        } else {
+            self.deny
+        })
+    }
+}
+
+/// A cached decision and when it expires (nanoseconds on the authorizer's clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cached {
+    allowed: bool,
+    expires: u64,
+}
+
+/// Shards of the near table.
+const NEAR_SHARDS: usize = 16;
+
+/// A small table in front of the `moka` cache for the hottest decisions: a hit takes one
+/// uncontended lock and no cache housekeeping (`moka` settles its read log inline every 64
+/// reads, which would put every 64th hit at several microseconds). Entries carry the expiry
+/// of their `moka` entry; keys already hold the epochs, so invalidation needs nothing here
+/// except on [`Authorizer::invalidate_all`]. Bounded: a full shard drops its expired
+/// entries, or else all of them (they are refilled from `moka`).
+#[derive(Debug)]
+struct Near {
+    shards: Box<[Mutex<HashMap<[u8; 32], Cached, BuildHasherDefault<KeyHasher>>>]>,
+    per_shard: usize,
+}
+
+/// Keys are SHA-256 digests: their first word is already a good hash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().take(8) {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+}
+
+impl Near {
+    fn new(capacity: u64) -> Self {
+        let total = usize::try_from(capacity)
+            .unwrap_or(usize::MAX)
+            .clamp(NEAR_SHARDS, 16_384);
+        Self {
+            shards: (0..NEAR_SHARDS).map(|_| Mutex::default()).collect(),
+            per_shard: total / NEAR_SHARDS,
+        }
+    }
+
+    fn shard(
+        &self,
+        key: &[u8; 32],
+    ) -> &Mutex<HashMap<[u8; 32], Cached, BuildHasherDefault<KeyHasher>>> {
+        &self.shards[usize::from(key[31]) % NEAR_SHARDS]
+    }
+
+    fn get(&self, key: &[u8; 32], now: u64) -> Option<bool> {
+        let shard = self
+            .shard(key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard
+            .get(key)
+            .filter(|c| now < c.expires)
+            .map(|c| c.allowed)
+    }
+
+    fn put(&self, key: [u8; 32], cached: Cached, now: u64) {
+        let mut shard = self
+            .shard(&key)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shard.len() >= self.per_shard && !shard.contains_key(&key) {
+            shard.retain(|_, c| now < c.expires);
+            if shard.len() >= self.per_shard {
+                shard.clear();
+            }
+        }
+        shard.insert(key, cached);
+    }
+
+    fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
     }
 }
 
@@ -206,6 +311,7 @@ impl AuthorizerBuilder {
 
     /// The authorizer.
     pub fn build(self) -> Authorizer {
+        let near = Near::new(self.capacity);
         let cache = moka::future::Cache::builder()
             .max_capacity(self.capacity)
             .expire_after(ByEffect {
@@ -217,6 +323,10 @@ impl AuthorizerBuilder {
             inner: Arc::new(Inner {
                 pdp: self.pdp,
                 cache,
+                near,
+                base: Instant::now(),
+                allow_ttl: self.allow_ttl,
+                deny_ttl: self.deny_ttl,
                 sensitive: self.sensitive,
                 version_tag: self.version_tag,
                 epochs: Epochs::default(),
@@ -226,21 +336,55 @@ impl AuthorizerBuilder {
     }
 }
 
-/// Canonical, length-prefixed encoding into a hash.
-struct Canon(Sha256);
+/// Canonical, length-prefixed encoding into a hash, through a stack buffer (one hash update
+/// per 512 bytes rather than one per field).
+struct Canon {
+    hash: Sha256,
+    buf: [u8; 512],
+    len: usize,
+}
+
+/// Up to this many attributes (or roles) are sorted on the stack.
+const SORT_ON_STACK: usize = 32;
 
 impl Canon {
-    fn bytes(&mut self, b: &[u8]) {
-        self.0.update((b.len() as u64).to_be_bytes());
-        self.0.update(b);
+    fn new() -> Self {
+        Self {
+            hash: Sha256::new(),
+            buf: [0; 512],
+            len: 0,
+        }
+    }
+
+    fn raw(&mut self, mut b: &[u8]) {
+        while !b.is_empty() {
+            if self.len == self.buf.len() {
+                self.hash.update(self.buf);
+                self.len = 0;
+            }
+            let n = b.len().min(self.buf.len() - self.len);
+            self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+            self.len += n;
+            b = &b[n..];
+        }
+    }
+
+    fn finish(mut self) -> [u8; 32] {
+        self.hash.update(&self.buf[..self.len]);
+        self.hash.finalize().into()
+    }
+
+    fn count(&mut self, n: usize) {
+        self.raw(&(n as u64).to_be_bytes());
     }
 
     fn text(&mut self, s: &str) {
-        self.bytes(s.as_bytes());
+        self.count(s.len());
+        self.raw(s.as_bytes());
     }
 
     fn tag(&mut self, t: u8) {
-        self.0.update([t]);
+        self.raw(&[t]);
     }
 
     fn value(&mut self, v: &Value) {
@@ -248,7 +392,7 @@ impl Canon {
             None | Some(Kind::NullValue(_)) => self.tag(0),
             Some(Kind::NumberValue(n)) => {
                 self.tag(1);
-                self.0.update(n.to_bits().to_be_bytes());
+                self.raw(&n.to_bits().to_be_bytes());
             }
             Some(Kind::StringValue(s)) => {
                 self.tag(2);
@@ -256,7 +400,7 @@ impl Canon {
             }
             Some(Kind::BoolValue(b)) => {
                 self.tag(3);
-                self.0.update([u8::from(*b)]);
+                self.raw(&[u8::from(*b)]);
             }
             Some(Kind::StructValue(s)) => {
                 self.tag(4);
@@ -264,19 +408,55 @@ impl Canon {
             }
             Some(Kind::ListValue(l)) => {
                 self.tag(5);
-                self.0.update((l.values.len() as u64).to_be_bytes());
+                self.count(l.values.len());
                 l.values.iter().for_each(|v| self.value(v));
             }
         }
     }
 
+    /// A set of texts, sorted (order-free), duplicates counted once.
+    fn set<'a>(&mut self, items: impl ExactSizeIterator<Item = &'a str> + Clone) {
+        if items.len() <= SORT_ON_STACK {
+            let mut sorted = [""; SORT_ON_STACK];
+            let n = items.len();
+            for (slot, item) in sorted.iter_mut().zip(items) {
+                *slot = item;
+            }
+            let sorted = &mut sorted[..n];
+            sorted.sort_unstable();
+            let unique = sorted
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i == 0 || sorted[i - 1] != **s);
+            self.count(unique.clone().count());
+            unique.for_each(|(_, s)| self.text(s));
+        } else {
+            let sorted: BTreeSet<&str> = items.collect();
+            self.count(sorted.len());
+            sorted.iter().for_each(|s| self.text(s));
+        }
+    }
+
     fn map(&mut self, m: &HashMap<String, Value>) {
-        let mut keys: Vec<&String> = m.keys().collect();
-        keys.sort();
-        self.0.update((keys.len() as u64).to_be_bytes());
-        for k in keys {
-            self.text(k);
-            self.value(&m[k]);
+        self.count(m.len());
+        if m.len() <= SORT_ON_STACK {
+            let mut sorted: [Option<(&String, &Value)>; SORT_ON_STACK] = [None; SORT_ON_STACK];
+            for (slot, entry) in sorted.iter_mut().zip(m) {
+                *slot = Some(entry);
+            }
+            let sorted = &mut sorted[..m.len()];
+            sorted.sort_unstable_by(|a, b| a.map(|e| e.0).cmp(&b.map(|e| e.0)));
+            for (k, v) in sorted.iter().flatten() {
+                self.text(k);
+                self.value(v);
+            }
+        } else {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            for k in keys {
+                self.text(k);
+                self.value(&m[k]);
+            }
         }
     }
 }
@@ -290,32 +470,51 @@ fn text_attr<'a>(p: &'a Principal, name: &str) -> &'a str {
 
 impl Authorizer {
     fn key(&self, p: &Principal, r: &Resource, action: &str, epochs: [u64; 4]) -> [u8; 32] {
-        let mut c = Canon(Sha256::new());
+        let mut c = Canon::new();
         c.text("palisade-authz-cerbos decision");
         c.text(&self.inner.version_tag);
-        epochs.iter().for_each(|e| c.0.update(e.to_be_bytes()));
+        epochs.iter().for_each(|e| c.raw(&e.to_be_bytes()));
         c.text(text_attr(p, "org"));
         c.text(text_attr(p, "team"));
         c.text(&p.scope);
         c.text(&p.policy_version);
         c.text(text_attr(p, "issuer"));
         c.text(&p.id);
-        let roles: BTreeSet<&str> = p.roles.iter().map(String::as_str).collect();
-        c.0.update((roles.len() as u64).to_be_bytes());
-        roles.iter().for_each(|role| c.text(role));
+        c.set(p.roles.iter().map(String::as_str));
         c.map(&p.attr);
         c.text(r.kind());
         c.text(r.id());
         c.map(r.attributes());
         c.text(action);
-        c.0.finalize().into()
+        c.finish()
+    }
+
+    /// Nanoseconds since the authorizer was built (monotonic).
+    fn now(&self) -> u64 {
+        u64::try_from(self.inner.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A decision to cache now, with the expiry of its effect.
+    fn cached(&self, allowed: bool) -> Cached {
+        let ttl = if allowed {
+            self.inner.allow_ttl
+        } else {
+            self.inner.deny_ttl
+        };
+        Cached {
+            allowed,
+            expires: self
+                .now()
+                .saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX)),
+        }
     }
 
     fn epochs(&self, p: &Principal, r: &Resource) -> [u64; 4] {
-        let tenant = text_attr(p, "org");
-        let principal = principal_target(text_attr(p, "issuer"), &p.id);
-        let resource = resource_target(r.kind(), r.id());
-        self.inner.epochs.read(tenant, &principal, &resource)
+        self.inner.epochs.read(
+            text_attr(p, "org"),
+            || principal_target(text_attr(p, "issuer"), &p.id),
+            || resource_target(r.kind(), r.id()),
+        )
     }
 
     async fn ask(
@@ -368,20 +567,34 @@ impl Authorizer {
             self.epochs(principal, resource),
         );
         let counters = &self.inner.counters;
-        if let Some(allowed) = self.inner.cache.get(&key).await {
+        let now = self.now();
+        if let Some(allowed) = self.inner.near.get(&key, now) {
             counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(allowed);
         }
-        counters.misses.fetch_add(1, Ordering::Relaxed);
-        self.inner
-            .cache
-            .try_get_with(key, async {
-                self.ask(principal.clone(), resource.clone(), &[action], request_id)
+        // Not near: from `moka`, or one PDP call shared by concurrent askers.
+        let cached = match self.inner.cache.get(&key).await {
+            Some(cached) => {
+                counters.hits.fetch_add(1, Ordering::Relaxed);
+                cached
+            }
+            None => {
+                counters.misses.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .cache
+                    .try_get_with(key, async {
+                        let allowed = self
+                            .ask(principal.clone(), resource.clone(), &[action], request_id)
+                            .await?
+                            .allowed(action);
+                        Ok::<_, AuthzError>(self.cached(allowed))
+                    })
                     .await
-                    .map(|d| d.allowed(action))
-            })
-            .await
-            .map_err(|e| (*e).clone())
+                    .map_err(|e| (*e).clone())?
+            }
+        };
+        self.inner.near.put(key, cached, now);
+        Ok(cached.allowed)
     }
 
     /// Which of `actions` (up to [`MAX_ACTIONS`]) `principal` may take on `resource`: cached
@@ -405,7 +618,10 @@ impl Authorizer {
             let cached = if self.inner.sensitive.contains(action) {
                 None
             } else {
-                self.inner.cache.get(&key).await
+                match self.inner.near.get(&key, self.now()) {
+                    Some(allowed) => Some(allowed),
+                    None => self.inner.cache.get(&key).await.map(|c| c.allowed),
+                }
             };
             match cached {
                 Some(allowed) => {
@@ -428,7 +644,9 @@ impl Authorizer {
             for (action, key) in unknown {
                 let allowed = answer.allowed(action);
                 if !self.inner.sensitive.contains(action) {
-                    self.inner.cache.insert(key, allowed).await;
+                    let cached = self.cached(allowed);
+                    self.inner.cache.insert(key, cached).await;
+                    self.inner.near.put(key, cached, self.now());
                 }
                 known.push((action, allowed));
             }
@@ -461,6 +679,7 @@ impl Authorizer {
     pub fn invalidate_all(&self) {
         self.inner.epochs.global.fetch_add(1, Ordering::AcqRel);
         self.inner.cache.invalidate_all();
+        self.inner.near.clear();
     }
 
     /// Counts so far.
@@ -581,6 +800,28 @@ mod tests {
     }
 
     #[test]
+    fn the_near_table_expires_and_stays_bounded() {
+        let near = Near::new(32);
+        let key = |i: u8| {
+            let mut k = [0u8; 32];
+            k[0] = i;
+            k
+        };
+        let c = |allowed, expires| Cached { allowed, expires };
+        near.put(key(1), c(true, 10), 0);
+        assert_eq!(near.get(&key(1), 9), Some(true));
+        assert_eq!(near.get(&key(1), 10), None);
+        // Every key lands in shard 0 here (last byte 0): two per shard at most.
+        for i in 0..50 {
+            near.put(key(i), c(false, 100), 0);
+        }
+        let held = near.shards[0].lock().map(|s| s.len()).unwrap_or(usize::MAX);
+        assert!(held <= near.per_shard, "{held}");
+        near.clear();
+        assert_eq!(near.get(&key(49), 0), None);
+    }
+
+    #[test]
     fn allows_and_denies_age_apart() {
         use moka::Expiry as _;
         let e = ByEffect {
@@ -588,8 +829,18 @@ mod tests {
             deny: Duration::from_secs(5),
         };
         let now = Instant::now();
-        assert_eq!(e.expire_after_create(&[0; 32], &true, now), Some(e.allow));
-        assert_eq!(e.expire_after_create(&[0; 32], &false, now), Some(e.deny));
+        let c = |allowed| Cached {
+            allowed,
+            expires: 0,
+        };
+        assert_eq!(
+            e.expire_after_create(&[0; 32], &c(true), now),
+            Some(e.allow)
+        );
+        assert_eq!(
+            e.expire_after_create(&[0; 32], &c(false), now),
+            Some(e.deny)
+        );
     }
 
     #[test]
