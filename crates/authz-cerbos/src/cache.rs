@@ -189,9 +189,12 @@ const NEAR_SHARDS: usize = 16;
 /// entries, or else all of them (they are refilled from `moka`).
 #[derive(Debug)]
 struct Near {
-    shards: Box<[Mutex<HashMap<[u8; 32], Cached, BuildHasherDefault<KeyHasher>>>]>,
+    shards: Box<[Mutex<NearShard>]>,
     per_shard: usize,
 }
+
+/// One shard of the near table.
+type NearShard = HashMap<[u8; 32], Cached, BuildHasherDefault<KeyHasher>>;
 
 /// Keys are SHA-256 digests: their first word is already a good hash.
 #[derive(Default)]
@@ -220,10 +223,7 @@ impl Near {
         }
     }
 
-    fn shard(
-        &self,
-        key: &[u8; 32],
-    ) -> &Mutex<HashMap<[u8; 32], Cached, BuildHasherDefault<KeyHasher>>> {
+    fn shard(&self, key: &[u8; 32]) -> &Mutex<NearShard> {
         &self.shards[usize::from(key[31]) % NEAR_SHARDS]
     }
 
