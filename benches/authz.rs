@@ -156,6 +156,12 @@ fn authz(c: &mut Criterion) {
         us(p(&bares, 0.5)),
         us(p(&misses, 0.5)) / us(p(&bares, 0.5)),
     );
+    println!(
+        "authz: cache hit p50 {:.2} µs vs a PDP call (bare client) p50 {:.0} µs: the hit takes {:.4}x the call's time",
+        us(p(&hits, 0.5)),
+        us(p(&bares, 0.5)),
+        us(p(&hits, 0.5)) / us(p(&bares, 0.5)),
+    );
     let stats = authz.stats();
     println!(
         "authz: hit ratio {:.3}, PDP calls {}, latency buckets (µs ≤ {:?}, rest) {:?}",

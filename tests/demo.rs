@@ -3,6 +3,9 @@
 //! `cargo test` (examples are built before tests run) and started on kernel-chosen ports.
 
 #[allow(dead_code)]
+#[path = "../xtask/src/cerbos.rs"]
+mod cerbos;
+#[allow(dead_code)]
 #[path = "../xtask/src/harness.rs"]
 mod harness;
 #[allow(dead_code)]
@@ -67,16 +70,21 @@ async fn provider() -> (oidc::Provider, tour::Tokens) {
 }
 
 fn start(pki: &pki::TestPki, issuer: &str, tokens: tour::Tokens) -> (harness::Demo, tour::Target) {
-    let demo = harness::Demo::start(
-        &demo_binary(),
-        &harness::demo_env(pki, "production", issuer),
-    )
-    .expect("demo starts");
+    // The real Cerbos PDP, serving TLS with the test certificate.
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::Tls {
+        cert: pki.cert_path.clone(),
+        key: pki.key_path.clone(),
+    })
+    .expect("PDP starts");
+    let mut env = harness::demo_env(pki, "production", issuer);
+    env.extend(harness::cerbos_env(pki, &pdp));
+    let demo = harness::Demo::start(&demo_binary(), &env).expect("demo starts");
     let target = tour::Target {
         https: demo.https,
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
         tokens,
+        pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
     };
     (demo, target)
 }
@@ -114,6 +122,7 @@ async fn admin_allowlist_behind_a_trusted_proxy() {
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
         tokens,
+        pdp: None,
     };
     let rows = tour::run_behind_proxy(&target).await;
     assert_eq!(rows.len(), 4);
@@ -134,6 +143,7 @@ async fn expired_reset_tokens_are_refused() {
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
         tokens: tour::Tokens::new(),
+        pdp: None,
     };
     let rows = tour::run_with_clock(&target).await;
     assert_all_pass(&rows, &demo);

@@ -18,6 +18,9 @@ use palisade::authn::KeySource;
 use palisade::authn::local::{LocalClaims, LocalJwtIssuer};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
 use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
+use palisade::authz_cerbos::{
+    AuthorizeLayer, Authorizer, PathPattern, PdpClient, Resource, Target as AuthzTarget, Tenant,
+};
 use palisade::core::{
     ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture, PostureError,
     Rejection, RejectionKind, SharedClock, Surface, TrustedProxies,
@@ -156,7 +159,10 @@ pub(crate) async fn build(
         IssuerConfig::new(&local_issuer_url)?.key_source(KeySource::Static(local_jwt.key_set())),
     );
     match &settings.oidc_issuer {
-        Some(issuer) => auth = auth.issuer(IssuerConfig::new(issuer)?),
+        // Memberships (org and team roles) come from Keycloak group paths `/orgs/<org>/<role>`.
+        Some(issuer) => {
+            auth = auth.issuer(IssuerConfig::new(issuer)?.memberships_from_groups("/orgs/"))
+        }
         None => tracing::warn!("PALISADE_DEMO_OIDC_ISSUER is not set: every token is refused"),
     }
     let auth = match auth.build().await {
@@ -327,7 +333,55 @@ pub(crate) async fn build(
         .org_from(OrgSource::query("org"))
         .headers_on_success(true)
         .build_for(profile)?;
+    // Documents are authorized through Cerbos (policies/document.yaml): the principal carries
+    // only the memberships of the org in the path, the document's owning org comes from the
+    // store, export is MFA-gated and never cached. Without a PDP the routes fail closed.
+    let documents = match &settings.cerbos_url {
+        Some(url) => {
+            let mut pdp = PdpClient::builder(url.clone()).profile(profile);
+            if let Some(ca) = &settings.cerbos_ca {
+                pdp = pdp.ca_certificate_pem(std::fs::read(ca)?);
+            }
+            if url.starts_with("http://") {
+                pdp = pdp.insecure_plaintext_loopback();
+            }
+            let authorizer = Authorizer::builder(pdp.build()?)
+                .sensitive(["export", "delete"])
+                .build();
+            let read = PathPattern::new("/api/orgs/{org}/documents/{id}");
+            let export = PathPattern::new("/api/orgs/{org}/documents/{id}/export");
+            let authorize = AuthorizeLayer::new(authorizer, move |parts: &http::request::Parts| {
+                let path = parts.uri.path();
+                let (c, action) = match (read.captures(path), export.captures(path)) {
+                    (Some(c), _) if parts.method == Method::GET => (c, "read"),
+                    (_, Some(c)) if parts.method == Method::POST => (c, "export"),
+                    _ => return None,
+                };
+                let owner = document_owner(&c["id"])?;
+                Some(AuthzTarget {
+                    tenant: Tenant::org(&c["org"]),
+                    resource: Resource::new("document", &c["id"]).attr("org", owner),
+                    action: action.to_owned(),
+                })
+            });
+            Router::new()
+                .route("/api/orgs/{org}/documents/{id}", get(document_read))
+                .route(
+                    "/api/orgs/{org}/documents/{id}/export",
+                    post(document_export),
+                )
+                .route_layer(authorize)
+        }
+        None => {
+            tracing::warn!("PALISADE_DEMO_CERBOS_URL is not set: document routes answer 503");
+            let closed = || async { StatusCode::SERVICE_UNAVAILABLE };
+            Router::new()
+                .route("/api/orgs/{org}/documents/{id}", get(closed))
+                .route("/api/orgs/{org}/documents/{id}/export", post(closed))
+        }
+    };
     let api = Router::new()
+        .merge(documents)
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
         .route(
@@ -441,6 +495,25 @@ async fn hello(Extension(id): Extension<Identity>) -> Json<Value> {
 /// A tenant route: throttled per user and per org of the verified token.
 async fn org_usage(Path(org): Path<String>, Extension(id): Extension<Identity>) -> Json<Value> {
     Json(json!({ "org": org, "caller": id.subject() }))
+}
+
+/// The demo's documents and the org owning each (the store's word, not the request's).
+fn document_owner(id: &str) -> Option<&'static str> {
+    match id {
+        "d1" => Some("org-1"),
+        "d2" => Some("org-2"),
+        _ => None,
+    }
+}
+
+/// A document, once the policy allowed reading it.
+async fn document_read(Path((org, id)): Path<(String, String)>) -> Json<Value> {
+    Json(json!({ "id": id, "org": org, "owner": document_owner(&id) }))
+}
+
+/// An export, once the policy allowed it (multi-factor callers only).
+async fn document_export(Path((_org, id)): Path<(String, String)>) -> Json<Value> {
+    Json(json!({ "id": id, "exported": true }))
 }
 
 /// A public route: throttled per client address.

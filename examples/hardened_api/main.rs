@@ -62,6 +62,10 @@ pub(crate) struct Settings {
     pub(crate) local_auth_enabled: bool,
     pub(crate) mail_outbox: bool,
     pub(crate) test_clock: bool,
+    /// The Cerbos PDP (`https://host:port`; `http://` only on loopback outside production).
+    pub(crate) cerbos_url: Option<String>,
+    /// A CA bundle (PEM file) to verify the PDP with, instead of the system roots.
+    pub(crate) cerbos_ca: Option<String>,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -96,13 +100,15 @@ impl Settings {
             oidc_issuer: std::env::var("PALISADE_DEMO_OIDC_ISSUER").ok(),
             api_clients: list(&env_or(
                 "PALISADE_DEMO_API_CLIENTS",
-                "api-user,api-user-es,api-user-ed,multi-aud,other-tenant",
+                "api-user,api-user-es,api-user-ed,multi-aud,other-tenant,docs-user,docs-user-mfa",
             )),
             session_keys: std::env::var("PALISADE_DEMO_SESSION_KEYS").ok(),
             field_keys: std::env::var(palisade::field_crypto::FIELD_ENCRYPTION_KEYS).ok(),
             local_auth_enabled: env_or("LOCAL_AUTH_ENABLED", "false") == "true",
             mail_outbox: env_or("PALISADE_DEMO_MAIL_OUTBOX", "false") == "true",
             test_clock: env_or("PALISADE_DEMO_TEST_CLOCK", "false") == "true",
+            cerbos_url: std::env::var("PALISADE_DEMO_CERBOS_URL").ok(),
+            cerbos_ca: std::env::var("PALISADE_DEMO_CERBOS_CA").ok(),
             admin_clients: list(&env_or(
                 "PALISADE_DEMO_ADMIN_CLIENTS",
                 "admin-mfa,admin-no-mfa",

@@ -195,6 +195,20 @@ const DEFAULT_PERSONAS = [
     realm_roles: ['member', 'org-admin'], client_roles: ['org-admin'],
     acr: '2', amr: ['pwd', 'otp'], org_id: 'org-1', team_id: 'team-1',
   },
+  // Document users (authorization tour): a member of org-1 and an admin of org-2, as
+  // Keycloak group paths (group membership mapper, full path); without and with MFA.
+  {
+    client_id: 'docs-user', aud: 'api', alg: 'RS256',
+    realm_roles: ['member'], client_roles: ['reader'],
+    acr: '1', amr: ['pwd'], org_id: 'org-1', team_id: 'team-1',
+    claims: { groups: ['/orgs/org-1/member', '/orgs/org-2/admin'] },
+  },
+  {
+    client_id: 'docs-user-mfa', aud: 'api', alg: 'RS256',
+    realm_roles: ['member'], client_roles: ['reader'],
+    acr: '2', amr: ['pwd', 'otp'], org_id: 'org-1', team_id: 'team-1',
+    claims: { groups: ['/orgs/org-1/member', '/orgs/org-2/admin'] },
+  },
   // Same rights as api-user, but in another tenant.
   {
     client_id: 'other-tenant', aud: 'api', alg: 'RS256',

@@ -147,6 +147,20 @@ pub(crate) fn demo_env(
     ]
 }
 
+/// Settings pointing the demo at a Cerbos PDP serving TLS with the test certificate.
+pub(crate) fn cerbos_env(
+    pki: &crate::pki::TestPki,
+    pdp: &crate::cerbos::Pdp,
+) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "PALISADE_DEMO_CERBOS_URL",
+            format!("https://localhost:{}", pdp.grpc.port()),
+        ),
+        ("PALISADE_DEMO_CERBOS_CA", pki.ca_path.display().to_string()),
+    ]
+}
+
 /// Settings for a second demo that sits behind a proxy: the tour's client (127.0.0.1) plays
 /// the trusted proxy. The admin allowlist is 192.0.2.0/24 *and the proxy itself*, a common
 /// setup (the load balancer sits in the office range): a request whose forwarded client

@@ -102,7 +102,14 @@ pub(crate) fn target_dir() -> Result<PathBuf> {
 }
 
 pub(crate) fn build_demo() -> Result<PathBuf> {
-    run(cargo().args(["build", "--quiet", "--example", "hardened_api"]))?;
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "--example",
+        "hardened_api",
+        "--features",
+        "authz-cerbos",
+    ]))?;
     Ok(harness::demo_binary(&target_dir()?))
 }
 
@@ -135,15 +142,20 @@ fn demo(serve: bool) -> Result<()> {
         .build()?;
     let (provider, tokens) = start_provider(&runtime)?;
     let mut rows = vec![harness::refusal_row(&binary, &pki)];
-    let demo = harness::Demo::start(
-        &binary,
-        &harness::demo_env(&pki, "production", &provider.issuer),
-    )?;
+    // The PDP serves TLS with the demo's test certificate; the demo verifies it with the CA.
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::Tls {
+        cert: pki.cert_path.clone(),
+        key: pki.key_path.clone(),
+    })?;
+    let mut env = harness::demo_env(&pki, "production", &provider.issuer);
+    env.extend(harness::cerbos_env(&pki, &pdp));
+    let demo = harness::Demo::start(&binary, &env)?;
     let target = tour::Target {
         https: demo.https,
         http: demo.http,
         ca_pem: pki.ca_pem.clone(),
         tokens: tokens.clone(),
+        pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
     };
     rows.extend(runtime.block_on(tour::run(&target)));
     let proxied =
@@ -153,6 +165,7 @@ fn demo(serve: bool) -> Result<()> {
         http: proxied.http,
         ca_pem: pki.ca_pem.clone(),
         tokens,
+        pdp: None,
     };
     rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
     drop(proxied);
@@ -163,6 +176,7 @@ fn demo(serve: bool) -> Result<()> {
         http: clocked.http,
         ca_pem: pki.ca_pem.clone(),
         tokens: tour::Tokens::new(),
+        pdp: None,
     };
     rows.extend(runtime.block_on(tour::run_with_clock(&timed)));
     drop(clocked);

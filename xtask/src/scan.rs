@@ -188,6 +188,7 @@ fn nonces_of_two_responses(ca_pem: &str) -> Result<(String, String)> {
         http: "127.0.0.1:80".parse()?,
         ca_pem: ca_pem.to_owned(),
         tokens: Default::default(),
+        pdp: None,
     };
     let client = crate::tour::client(&target)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

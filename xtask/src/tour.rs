@@ -17,13 +17,15 @@ pub(crate) struct Target {
     pub(crate) ca_pem: String,
     /// Access tokens from the test OpenID provider, by persona.
     pub(crate) tokens: Tokens,
+    /// The Cerbos PDP the demo asks (the tour stops it once, to show a 503), if any.
+    pub(crate) pdp: Option<std::sync::Arc<std::sync::Mutex<crate::cerbos::Pdp>>>,
 }
 
 /// Access tokens by persona (client id at the test OpenID provider).
 pub(crate) type Tokens = std::collections::HashMap<String, String>;
 
 /// The personas the tour needs tokens for.
-pub(crate) const PERSONAS: [&str; 7] = [
+pub(crate) const PERSONAS: [&str; 9] = [
     "api-user",
     "api-user-es",
     "api-user-ed",
@@ -31,6 +33,8 @@ pub(crate) const PERSONAS: [&str; 7] = [
     "admin-mfa",
     "admin-no-mfa",
     "other-tenant",
+    "docs-user",
+    "docs-user-mfa",
 ];
 
 impl Target {
@@ -566,6 +570,7 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
     rows.extend(auth_rows(target, &http).await);
     rows.extend(access_key_rows(target, &http).await);
     rows.extend(throttle_rows(target, &http).await);
+    rows.extend(authz_rows(target, &http).await);
 
     // A refusal is a generic problem document; the reason stays in the server log.
     match http.get(api("/admin/status")).send().await {
@@ -1711,6 +1716,74 @@ pub(crate) async fn run_behind_proxy(target: &Target) -> Vec<Row> {
 
 /// Throttling after authentication: a user's burst then 429 with the IETF fields, a claimed
 /// org that is not the token's, spoofed forwarding headers, an unlimited org.
+/// Documents authorized through the real Cerbos PDP (policies/document.yaml). `docs-user`
+/// is a member of org-1 and an admin of org-2 (group paths); `docs-user-mfa` is the same with
+/// a second factor. Document d1 belongs to org-1.
+async fn authz_rows(target: &Target, http: &Client) -> Vec<Row> {
+    let api = |path: &str| format!("https://{PUBLIC_HOST}:{}{path}", target.https.port());
+    let mut rows = Vec::new();
+    let call = |post: bool, persona: &str, path: &str| {
+        let builder = if post {
+            http.post(api(path))
+        } else {
+            http.get(api(path))
+        };
+        builder
+            .header(header::AUTHORIZATION, target.bearer(persona))
+            .send()
+    };
+    let status = |r: Result<reqwest::Response, reqwest::Error>| match r {
+        Ok(r) => r.status().as_u16().to_string(),
+        Err(e) => format!("error: {e}"),
+    };
+    let got = status(call(false, "docs-user", "/api/orgs/org-1/documents/d1").await);
+    rows.push(Row::new(
+        "read a document of one's own org (Cerbos)",
+        "200",
+        got.clone(),
+        got == "200",
+    ));
+    let got = status(call(false, "docs-user-mfa", "/api/orgs/org-2/documents/d1").await);
+    rows.push(Row::new(
+        "read org-1's document as org-2 (admin there, member of org-1)",
+        "403 (org-2's roles never reach org-1's document)",
+        got.clone(),
+        got == "403",
+    ));
+    let without = status(call(true, "docs-user", "/api/orgs/org-1/documents/d1/export").await);
+    let with = status(call(true, "docs-user-mfa", "/api/orgs/org-1/documents/d1/export").await);
+    rows.push(Row::new(
+        "export a document without MFA (MFA-gated action)",
+        "403 without MFA, 200 with",
+        format!("{without} without, {with} with"),
+        without == "403" && with == "200",
+    ));
+    let Some(pdp) = &target.pdp else {
+        rows.push(Row::new("PDP stopped", "503", "no PDP in this run", false));
+        return rows;
+    };
+    let stopped = pdp.lock().map(|mut p| p.stop()).is_ok();
+    let got = status(call(true, "docs-user-mfa", "/api/orgs/org-1/documents/d1/export").await);
+    let restarted = pdp
+        .lock()
+        .map_err(|e| e.to_string())
+        .and_then(|mut p| p.restart());
+    rows.push(Row::new(
+        "PDP stopped, then export (never cached)",
+        "503, not 200",
+        format!(
+            "{got}{}",
+            if restarted.is_ok() {
+                ""
+            } else {
+                " (PDP did not restart)"
+            }
+        ),
+        stopped && got == "503" && restarted.is_ok(),
+    ));
+    rows
+}
+
 async fn throttle_rows(target: &Target, http: &Client) -> Vec<Row> {
     let api = |path: &str| format!("https://{PUBLIC_HOST}:{}{path}", target.https.port());
     let mut rows = Vec::new();

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, UNIX_EPOCH};
 
-use palisade_core::{AuthMethod, Identity, MfaLevel};
+use palisade_core::{AuthMethod, Identity, Membership, MfaLevel};
 use serde_json::{Map, Value};
 
 use crate::error::AuthnError;
@@ -19,6 +19,31 @@ pub(crate) struct ClaimRules {
     pub(crate) mode: TokenTypeMode,
     pub(crate) org_claim: String,
     pub(crate) team_claim: String,
+    /// Memberships from group paths under this prefix (`<org>/<role>`,
+    /// `<org>/teams/<team>/<role>`).
+    pub(crate) groups_prefix: Option<String>,
+}
+
+/// Groups read from one token at most, and the longest group path read.
+const MAX_GROUPS: usize = 256;
+const MAX_GROUP_LEN: usize = 256;
+
+/// The membership a group path names under `prefix`, if it names one.
+pub(crate) fn membership_of(group: &str, prefix: &str) -> Option<Membership> {
+    if group.len() > MAX_GROUP_LEN {
+        return None;
+    }
+    let rest = group.strip_prefix(prefix)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let ok = |s: &&str| !s.is_empty() && *s != "." && *s != "..";
+    if !parts.iter().all(ok) {
+        return None;
+    }
+    match parts.as_slice() {
+        [org, role] => Some(Membership::new(*org, None, [*role])),
+        [org, "teams", team, role] => Some(Membership::new(*org, Some(team), [*role])),
+        _ => None,
+    }
 }
 
 /// `amr` values that are a second factor on their own.
@@ -160,6 +185,14 @@ pub(crate) fn check(
     if let Some(team) = string(claims, &rules.team_claim) {
         identity = identity.with_team(team);
     }
+    if let (Some(prefix), Some(Value::Array(groups))) = (&rules.groups_prefix, claims.get("groups"))
+    {
+        for group in groups.iter().take(MAX_GROUPS).filter_map(Value::as_str) {
+            if let Some(membership) = membership_of(group, prefix) {
+                identity = identity.with_membership(membership);
+            }
+        }
+    }
     if let Ok(exp) = u64::try_from(exp) {
         identity = identity.with_expiry(UNIX_EPOCH + Duration::from_secs(exp));
     }
@@ -198,6 +231,45 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use palisade_core::Surface;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Hostile group paths never panic, and a membership never holds an empty, dot or
+        /// slashed part.
+        #[test]
+        fn group_paths_parse_safely(group in "(/[a-z.]{0,4}){0,6}") {
+            if let Some(m) = super::membership_of(&group, "/orgs/") {
+                let parts = [m.org()].into_iter().chain(m.team()).chain(m.roles().iter().map(String::as_str));
+                for part in parts {
+                    prop_assert!(!part.is_empty() && part != "." && part != ".." && !part.contains('/'));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_name_memberships() {
+        use palisade_core::Membership;
+        let of = |g: &str| super::membership_of(g, "/orgs/");
+        assert_eq!(
+            of("/orgs/org-1/member"),
+            Some(Membership::new("org-1", None, ["member"]))
+        );
+        assert_eq!(
+            of("/orgs/org-1/teams/ops/editor"),
+            Some(Membership::new("org-1", Some("ops"), ["editor"]))
+        );
+        for bad in [
+            "/orgs/org-1",
+            "/orgs//member",
+            "/other/org-1/member",
+            "/orgs/../admin",
+            "/orgs/a/b/c",
+        ] {
+            assert_eq!(of(bad), None, "{bad}");
+        }
+    }
+
     use serde_json::json;
 
     use super::*;
@@ -212,6 +284,7 @@ mod tests {
             mode: TokenTypeMode::Keycloak,
             org_claim: "org_id".into(),
             team_claim: "team_id".into(),
+            groups_prefix: Some("/orgs/".into()),
         }
     }
 
@@ -248,6 +321,23 @@ mod tests {
             }
         }
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn groups_become_memberships() {
+        let claims =
+            with(json!({"groups": ["/orgs/org-1/member", "/orgs/org-2/admin", "/staff", 7]}));
+        let id = check(&claims, &rules(), &api(), NOW).unwrap();
+        let orgs: Vec<&str> = id.memberships().iter().map(|m| m.org()).collect();
+        assert_eq!(orgs, ["org-1", "org-2"]);
+        let mut no_prefix = rules();
+        no_prefix.groups_prefix = None;
+        assert!(
+            check(&claims, &no_prefix, &api(), NOW)
+                .unwrap()
+                .memberships()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub struct IssuerConfig {
     max_age: Option<Duration>,
     org_claim: String,
     team_claim: String,
+    groups_prefix: Option<String>,
     cache: CachePolicy,
 }
 
@@ -56,6 +57,7 @@ impl IssuerConfig {
             max_age: Some(Duration::from_secs(24 * 3600)),
             org_claim: "org_id".to_owned(),
             team_claim: "team_id".to_owned(),
+            groups_prefix: None,
             cache: CachePolicy::default(),
         })
     }
@@ -93,6 +95,16 @@ impl IssuerConfig {
     pub fn tenant_claims(mut self, org: &str, team: &str) -> Self {
         self.org_claim = org.to_owned();
         self.team_claim = team.to_owned();
+        self
+    }
+
+    /// Reads the caller's memberships from the `groups` claim (Keycloak's group membership
+    /// mapper with full paths): under `prefix` (for example `/orgs/`), `<org>/<role>` is a
+    /// role in an org and `<org>/teams/<team>/<role>` a role in one team of it. Other groups
+    /// are ignored; at most 256 groups of up to 256 bytes each are read.
+    #[must_use]
+    pub fn memberships_from_groups(mut self, prefix: &str) -> Self {
+        self.groups_prefix = Some(prefix.to_owned());
         self
     }
 
@@ -251,6 +263,7 @@ impl AuthenticatorBuilder {
                 mode: config.mode,
                 org_claim: config.org_claim,
                 team_claim: config.team_claim,
+                groups_prefix: config.groups_prefix,
             };
             issuers.insert(
                 config.issuer,

@@ -282,13 +282,13 @@ impl PdpClientBuilder {
     }
 }
 
-/// Whether a call failed for want of a PDP: `Unavailable`, or a local transport error (a
+/// Whether the PDP could not be reached: `Unavailable`, or a local transport error (a
 /// connection that broke, or could not be made), which tonic reports as `Unknown` with the
-/// transport error as its source. Only these are retried, and they answer 503.
-fn unreachable(status: &tonic::Status) -> bool {
+/// transport error as its source. Only these are retried (once).
+fn unavailable(status: &tonic::Status) -> bool {
     use std::error::Error as _;
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unavailable => true,
         tonic::Code::Unknown => status
             .source()
             .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
@@ -326,12 +326,15 @@ impl PdpClient {
             let call = client.check_resources(request.clone());
             match tokio::time::timeout(self.timeout, call).await {
                 Ok(Ok(response)) => break response.into_inner(),
-                Ok(Err(status)) if unreachable(&status) && attempt < 2 => {
+                Ok(Err(status)) if unavailable(&status) && attempt < 2 => {
                     tracing::debug!(code = ?status.code(), "PDP unavailable, retrying once");
                 }
                 Ok(Err(status)) => {
                     tracing::warn!(code = ?status.code(), message = status.message(), "PDP call failed");
-                    return Err(if unreachable(&status) {
+                    // A PDP out of reach or out of time is unavailable (503); any other
+                    // error is the PDP's (also a deny).
+                    let timed_out = status.code() == tonic::Code::DeadlineExceeded;
+                    return Err(if unavailable(&status) || timed_out {
                         AuthzError::Unavailable
                     } else {
                         AuthzError::Pdp(status.code())
