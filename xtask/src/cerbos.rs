@@ -116,12 +116,16 @@ pub(crate) enum Transport {
         key: PathBuf,
         client_ca: PathBuf,
     },
+    /// Plaintext gRPC on a Unix socket at this path (HTTP stays on loopback TCP).
+    Unix { socket: PathBuf },
 }
 
 /// A running PDP; stopped on drop.
 #[derive(Debug)]
 pub(crate) struct Pdp {
     child: Option<Child>,
+    /// The gRPC Unix socket, when serving on one.
+    socket: Option<PathBuf>,
     binary: PathBuf,
     config: PathBuf,
     /// The gRPC address (127.0.0.1).
@@ -158,8 +162,12 @@ impl Pdp {
     fn start_once(binary: &Path, transport: &Transport) -> Result<Pdp, String> {
         let grpc = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let grpc_listen = match transport {
+            Transport::Unix { socket } => format!("unix:{}", socket.display()),
+            _ => grpc.to_string(),
+        };
         let tls = match transport {
-            Transport::Plaintext => String::new(),
+            Transport::Plaintext | Transport::Unix { .. } => String::new(),
             Transport::Tls { cert, key } => format!(
                 "  tls:\n    cert: {:?}\n    key: {:?}\n",
                 cert.display().to_string(),
@@ -177,7 +185,7 @@ impl Pdp {
             ),
         };
         let config = format!(
-            "server:\n  httpListenAddr: \"{http}\"\n  grpcListenAddr: \"{grpc}\"\n{tls}\
+            "server:\n  httpListenAddr: \"{http}\"\n  grpcListenAddr: \"{grpc_listen}\"\n{tls}\
              storage:\n  driver: disk\n  disk:\n    directory: {:?}\n    watchForChanges: false\n",
             policies_dir().display().to_string()
         );
@@ -188,6 +196,10 @@ impl Pdp {
         ));
         std::fs::write(&path, config).map_err(|e| format!("write {}: {e}", path.display()))?;
         let mut pdp = Pdp {
+            socket: match transport {
+                Transport::Unix { socket } => Some(socket.clone()),
+                _ => None,
+            },
             child: None,
             binary: binary.to_owned(),
             config: path,
@@ -218,7 +230,11 @@ impl Pdp {
                 return Err(format!("cerbos server exited ({status}):\n{log}"));
             }
             let up = |a: SocketAddr| TcpStream::connect_timeout(&a, Duration::from_millis(200));
-            if up(self.grpc).is_ok() && up(self.http).is_ok() {
+            let grpc_up = match &self.socket {
+                Some(socket) => std::os::unix::net::UnixStream::connect(socket).is_ok(),
+                None => up(self.grpc).is_ok(),
+            };
+            if grpc_up && up(self.http).is_ok() {
                 self.child = Some(child);
                 return Ok(());
             }

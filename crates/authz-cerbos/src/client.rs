@@ -2,9 +2,9 @@
 //!
 //! - **Verified TLS by default:** an `https` endpoint is checked against the system roots or a
 //!   given CA bundle; a client certificate can be presented (mutual TLS).
-//! - **Plaintext only by name:** an `http` endpoint needs
-//!   [`PdpClientBuilder::insecure_plaintext_loopback`], only reaches a loopback address, and is
-//!   refused under [`Profile::Production`].
+//! - **Plaintext only by name:** an `http` endpoint or a Unix socket (`unix:/path`) needs
+//!   [`PdpClientBuilder::insecure_plaintext_loopback`], only reaches a loopback address or a
+//!   socket, and is refused under [`Profile::Production`].
 //! - **Fails closed:** each call has a short timeout (200 ms by default) and is retried once,
 //!   only when the PDP answered `Unavailable`; any error, timeout, unknown effect or missing
 //!   action is an error or a deny, never an allow.
@@ -192,8 +192,9 @@ impl PdpClientBuilder {
         self
     }
 
-    /// Speaks plaintext gRPC to a PDP on a loopback address. Insecure: refused under
-    /// [`Profile::Production`], and for any address that is not loopback.
+    /// Speaks plaintext gRPC to a PDP on a loopback address (`http://127.0.0.1:3593`) or a
+    /// Unix socket (`unix:/run/cerbos/grpc.sock`, an absolute path). Insecure: refused under
+    /// [`Profile::Production`], and for any other address.
     pub fn insecure_plaintext_loopback(mut self) -> Self {
         self.transport = Transport::InsecureLoopback;
         self
@@ -214,6 +215,9 @@ impl PdpClientBuilder {
     /// Checks the settings and makes the client. The connection is made on first use (and
     /// made again after the PDP restarts), so building needs no running PDP.
     pub fn build(self) -> Result<PdpClient, AuthzError> {
+        if let Some(path) = self.endpoint.strip_prefix("unix:") {
+            return self.build_unix(path);
+        }
         let uri: http::Uri = self
             .endpoint
             .parse()
@@ -293,6 +297,50 @@ fn unavailable(status: &tonic::Status) -> bool {
             .source()
             .is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
         _ => false,
+    }
+}
+
+impl PdpClientBuilder {
+    /// The plaintext client of a PDP on a Unix socket.
+    fn build_unix(&self, path: &str) -> Result<PdpClient, AuthzError> {
+        if !matches!(self.transport, Transport::InsecureLoopback) {
+            return Err(AuthzError::Config(
+                "a Unix socket is plaintext: it needs insecure_plaintext_loopback".into(),
+            ));
+        }
+        if self.profile == Profile::Production {
+            return Err(AuthzError::Config(
+                "plaintext to the PDP is refused in production".into(),
+            ));
+        }
+        // `unix:/path` or `unix:///path`.
+        let path = std::path::PathBuf::from(path.strip_prefix("//").unwrap_or(path));
+        if !path.is_absolute() {
+            return Err(AuthzError::Config(
+                "the PDP's Unix socket needs an absolute path".into(),
+            ));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(AuthzError::Config(
+                "the PDP client must be built inside a Tokio runtime".into(),
+            ));
+        }
+        // The URI only names the HTTP/2 authority; the connector dials the socket.
+        let endpoint = Endpoint::from_static("http://localhost")
+            .connect_timeout(self.timeout)
+            .timeout(self.timeout);
+        let channel =
+            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }));
+        Ok(PdpClient {
+            client: CerbosServiceClient::new(channel),
+            timeout: self.timeout,
+        })
     }
 }
 

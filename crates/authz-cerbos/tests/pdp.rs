@@ -253,6 +253,47 @@ async fn tls_is_verified_and_mutual_tls_presents_a_certificate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test]
+async fn plaintext_on_a_unix_socket_by_the_named_option() {
+    let socket = std::env::temp_dir().join(format!("palisade-cerbos-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let pdp = cerbos::Pdp::start(&cerbos::Transport::Unix {
+        socket: socket.clone(),
+    })
+    .expect("pdp");
+    let endpoint = format!("unix:{}", socket.display());
+    let client = PdpClient::builder(endpoint.clone())
+        .insecure_plaintext_loopback()
+        .profile(Profile::Development)
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("client");
+    assert_eq!(allowed(&client, &alice(), "org-1", "org-1").await, ["read"]);
+    // Without the named option, in production, or relative: refused.
+    assert!(
+        PdpClient::builder(endpoint.clone())
+            .profile(Profile::Development)
+            .build()
+            .is_err()
+    );
+    assert!(
+        PdpClient::builder(endpoint)
+            .insecure_plaintext_loopback()
+            .profile(Profile::Production)
+            .build()
+            .is_err()
+    );
+    assert!(
+        PdpClient::builder("unix:relative.sock")
+            .insecure_plaintext_loopback()
+            .profile(Profile::Development)
+            .build()
+            .is_err()
+    );
+    drop(pdp);
+    let _ = std::fs::remove_file(&socket);
+}
+
 #[test]
 fn outside_a_runtime_building_is_an_error_not_a_panic() {
     let built = PdpClient::builder("https://127.0.0.1:3593").build();
