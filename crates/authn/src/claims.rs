@@ -24,7 +24,7 @@ pub(crate) struct ClaimRules {
     pub(crate) groups_prefix: Option<String>,
 }
 
-/// Groups read from one token at most, and the longest group path read.
+/// Memberships read from one token at most, and the longest group path read.
 const MAX_GROUPS: usize = 256;
 const MAX_GROUP_LEN: usize = 256;
 
@@ -34,12 +34,18 @@ pub(crate) fn membership_of(group: &str, prefix: &str) -> Option<Membership> {
         return None;
     }
     let rest = group.strip_prefix(prefix)?;
+    // `~` is Keycloak's escape for a `/` inside a group name: such paths are not read.
+    if rest.contains('~') {
+        return None;
+    }
     let parts: Vec<&str> = rest.split('/').collect();
     let ok = |s: &&str| !s.is_empty() && *s != "." && *s != "..";
     if !parts.iter().all(ok) {
         return None;
     }
     match parts.as_slice() {
+        // `teams` is the container of an org's team groups, never a role.
+        [_, "teams"] => None,
         [org, role] => Some(Membership::new(*org, None, [*role])),
         [org, "teams", team, role] => Some(Membership::new(*org, Some(team), [*role])),
         _ => None,
@@ -187,10 +193,14 @@ pub(crate) fn check(
     }
     if let (Some(prefix), Some(Value::Array(groups))) = (&rules.groups_prefix, claims.get("groups"))
     {
-        for group in groups.iter().take(MAX_GROUPS).filter_map(Value::as_str) {
-            if let Some(membership) = membership_of(group, prefix) {
-                identity = identity.with_membership(membership);
-            }
+        // Groups under the prefix are counted, so unrelated groups cannot crowd them out.
+        let memberships = groups
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(|group| membership_of(group, prefix))
+            .take(MAX_GROUPS);
+        for membership in memberships {
+            identity = identity.with_membership(membership);
         }
     }
     if let Ok(exp) = u64::try_from(exp) {
@@ -265,6 +275,8 @@ mod tests {
             "/other/org-1/member",
             "/orgs/../admin",
             "/orgs/a/b/c",
+            "/orgs/org-1/teams",
+            "/orgs/org~/1/admin",
         ] {
             assert_eq!(of(bad), None, "{bad}");
         }

@@ -101,10 +101,17 @@ impl IssuerConfig {
     /// Reads the caller's memberships from the `groups` claim (Keycloak's group membership
     /// mapper with full paths): under `prefix` (for example `/orgs/`), `<org>/<role>` is a
     /// role in an org and `<org>/teams/<team>/<role>` a role in one team of it. Other groups
-    /// are ignored; at most 256 groups of up to 256 bytes each are read.
+    /// are ignored, and so are paths with Keycloak's `~` escape; at most 256 memberships, from
+    /// group paths of up to 256 bytes, are read.
     #[must_use]
     pub fn memberships_from_groups(mut self, prefix: &str) -> Self {
-        self.groups_prefix = Some(prefix.to_owned());
+        // A whole path segment: `/orgs` and `orgs/` both mean `/orgs/` (never `/orgsX/...`).
+        let trimmed = prefix.trim_matches('/');
+        self.groups_prefix = Some(if trimmed.is_empty() {
+            "/".to_owned()
+        } else {
+            format!("/{trimmed}/")
+        });
         self
     }
 

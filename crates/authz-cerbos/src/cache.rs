@@ -20,7 +20,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use cerbos::genpb::cerbos::engine::v1::Principal;
@@ -73,10 +73,12 @@ struct Counters {
 }
 
 /// Epochs that invalidate: one global, and one per invalidated tenant, principal or resource.
+/// The global epoch is read and bumped under the same lock as the targeted ones, so a key is
+/// never formed from a global epoch older than the targeted epochs it is read with.
 #[derive(Debug, Default)]
 struct Epochs {
     global: AtomicU64,
-    targeted: Mutex<HashMap<(u8, String), u64>>,
+    targeted: RwLock<HashMap<(u8, String), u64>>,
 }
 
 /// Invalidated targets remembered at most; past it, everything is invalidated at once.
@@ -88,7 +90,10 @@ const RESOURCE: u8 = 3;
 
 impl Epochs {
     fn bump(&self, kind: u8, target: String) {
-        let mut map = self.targeted.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .targeted
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         if map.len() >= MAX_TARGETED && !map.contains_key(&(kind, target.clone())) {
             map.clear();
             self.global.fetch_add(1, Ordering::AcqRel);
@@ -104,8 +109,8 @@ impl Epochs {
         principal: impl FnOnce() -> String,
         resource: impl FnOnce() -> String,
     ) -> [u64; 4] {
+        let map = self.targeted.read().unwrap_or_else(PoisonError::into_inner);
         let global = self.global.load(Ordering::Acquire);
-        let map = self.targeted.lock().unwrap_or_else(PoisonError::into_inner);
         if map.is_empty() {
             return [global, 0, 0, 0];
         }
@@ -169,6 +174,17 @@ impl moka::Expiry<[u8; 32], Cached> for ByEffect {
             self.deny
         })
     }
+
+    /// An entry written again (two askers racing) ages by its new effect, from now.
+    fn expire_after_update(
+        &self,
+        key: &[u8; 32],
+        cached: &Cached,
+        updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, cached, updated_at)
+    }
 }
 
 /// A cached decision and when it expires (nanoseconds on the authorizer's clock).
@@ -214,9 +230,8 @@ impl std::hash::Hasher for KeyHasher {
 
 impl Near {
     fn new(capacity: u64) -> Self {
-        let total = usize::try_from(capacity)
-            .unwrap_or(usize::MAX)
-            .clamp(NEAR_SHARDS, 16_384);
+        // As large as the cache (none for a cache of none), at most 16,384.
+        let total = usize::try_from(capacity).unwrap_or(usize::MAX).min(16_384);
         Self {
             shards: (0..NEAR_SHARDS).map(|_| Mutex::default()).collect(),
             per_shard: total / NEAR_SHARDS,
@@ -239,6 +254,10 @@ impl Near {
     }
 
     fn put(&self, key: [u8; 32], cached: Cached, now: u64) {
+        if self.per_shard == 0 {
+            // A cache of no decisions keeps none here either.
+            return;
+        }
         let mut shard = self
             .shard(&key)
             .lock()
@@ -677,7 +696,15 @@ impl Authorizer {
 
     /// Forgets every decision (after a policy deploy).
     pub fn invalidate_all(&self) {
-        self.inner.epochs.global.fetch_add(1, Ordering::AcqRel);
+        {
+            let _map = self
+                .inner
+                .epochs
+                .targeted
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.inner.epochs.global.fetch_add(1, Ordering::AcqRel);
+        }
         self.inner.cache.invalidate_all();
         self.inner.near.clear();
     }

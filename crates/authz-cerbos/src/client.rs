@@ -192,8 +192,9 @@ impl PdpClientBuilder {
         self
     }
 
-    /// Speaks plaintext gRPC to a PDP on a loopback address (`http://127.0.0.1:3593`) or a
-    /// Unix socket (`unix:/run/cerbos/grpc.sock`, an absolute path). Insecure: refused under
+    /// Speaks plaintext gRPC to a PDP on a loopback address literal (`http://127.0.0.1:3593`,
+    /// `http://[::1]:3593`) or a Unix socket (`unix:/run/cerbos/grpc.sock`, an absolute path in
+    /// a directory that is not world-writable). Insecure: refused under
     /// [`Profile::Production`], and for any other address.
     pub fn insecure_plaintext_loopback(mut self) -> Self {
         self.transport = Transport::InsecureLoopback;
@@ -256,14 +257,14 @@ impl PdpClientBuilder {
                         "plaintext to the PDP is refused in production".into(),
                     ));
                 }
-                let loopback = host == "localhost"
-                    || host
-                        .trim_matches(['[', ']'])
-                        .parse::<IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback());
+                // An address literal: a name (even `localhost`) goes through a resolver.
+                let loopback = host
+                    .trim_matches(['[', ']'])
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
                 if !loopback {
                     return Err(AuthzError::Config(
-                        "plaintext to the PDP is allowed on loopback only".into(),
+                        "plaintext to the PDP is allowed to a loopback address literal only".into(),
                     ));
                 }
             }
@@ -320,6 +321,17 @@ impl PdpClientBuilder {
                 "the PDP's Unix socket needs an absolute path".into(),
             ));
         }
+        // A socket in a directory anyone may write to could be replaced by another local user
+        // while the PDP is down (sticky or not: the name can be taken while it is free).
+        let shared_dir = path.parent().is_none_or(|dir| {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::metadata(dir).map_or(true, |m| m.permissions().mode() & 0o002 != 0)
+        });
+        if shared_dir {
+            return Err(AuthzError::Config(
+                "the PDP's Unix socket must be in a directory only its owners may write to".into(),
+            ));
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(AuthzError::Config(
                 "the PDP client must be built inside a Tokio runtime".into(),
@@ -358,30 +370,48 @@ impl PdpClient {
         if actions.is_empty() || actions.len() > MAX_ACTIONS {
             return Err(AuthzError::TooManyActions);
         }
+        // Cerbos needs a role: a principal without one is denied here.
+        if principal.roles.is_empty() {
+            return Ok(Decisions {
+                allowed: Vec::new(),
+            });
+        }
+        // Each action once (the PDP refuses repeats).
+        let mut asked: Vec<&str> = Vec::with_capacity(actions.len());
+        for action in actions {
+            if !asked.contains(action) {
+                asked.push(action);
+            }
+        }
         let request = CheckResourcesRequest {
             request_id: request_id.to_owned(),
             principal: Some(principal),
             resources: vec![ResourceEntry {
-                actions: actions.iter().map(|a| (*a).to_owned()).collect(),
+                actions: asked.iter().map(|a| (*a).to_owned()).collect(),
                 resource: Some(resource.inner.clone()),
             }],
             ..CheckResourcesRequest::default()
         };
+        // One deadline for the call and its retry: a deny comes within the timeout.
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut attempt = 0;
         let response = loop {
             attempt += 1;
             let mut client = self.client.clone();
             let call = client.check_resources(request.clone());
-            match tokio::time::timeout(self.timeout, call).await {
+            match tokio::time::timeout_at(deadline, call).await {
                 Ok(Ok(response)) => break response.into_inner(),
                 Ok(Err(status)) if unavailable(&status) && attempt < 2 => {
                     tracing::debug!(code = ?status.code(), "PDP unavailable, retrying once");
                 }
                 Ok(Err(status)) => {
                     tracing::warn!(code = ?status.code(), message = status.message(), "PDP call failed");
-                    // A PDP out of reach or out of time is unavailable (503); any other
-                    // error is the PDP's (also a deny).
-                    let timed_out = status.code() == tonic::Code::DeadlineExceeded;
+                    // A PDP out of reach or out of time (the channel's own timeout ends a call
+                    // as `Cancelled`) is unavailable (503); any other error is the PDP's.
+                    let timed_out = matches!(
+                        status.code(),
+                        tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                    );
                     return Err(if unavailable(&status) || timed_out {
                         AuthzError::Unavailable
                     } else {

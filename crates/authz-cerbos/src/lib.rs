@@ -46,6 +46,9 @@ pub enum AuthzError {
     /// No action, or more than [`MAX_ACTIONS`], in one check.
     #[error("a check asks about 1 to {MAX_ACTIONS} actions")]
     TooManyActions,
+    /// The caller holds no role in the tenant: denied without asking the PDP.
+    #[error("the caller has no role in the tenant")]
+    NoRole,
     /// An empty org or team, or one that cannot be a Cerbos scope while scoping by tenant.
     #[error("the request's tenant is not usable")]
     InvalidTenant,

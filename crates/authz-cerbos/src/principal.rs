@@ -3,15 +3,19 @@
 //! A caller may belong to many orgs. The principal sent to the PDP for a request to org `O`
 //! (and team `T`) carries only:
 //!
-//! - the roles of the caller's memberships of `O` (org-wide ones, and those of team `T`);
-//! - the roles of the verified token when the token itself was issued for `O`
-//!   ([`Identity::org`]), since those roles are `O`'s;
+//! - the roles of the caller's org-wide memberships of `O`;
 //! - realm roles named in [`PrincipalOptions::global_roles`] (platform-wide roles such as an
-//!   operator role), and nothing else of the realm;
+//!   operator role), and the token's realm roles only when
+//!   [`PrincipalOptions::token_org_roles`] is on and the token was issued for `O`;
+//! - the roles of its memberships of team `T` of `O`, as the `team_roles` attribute only (a
+//!   team's admin is not the org's admin);
 //! - attributes about the request's tenant and the authentication (below), never another
 //!   org's id, team or role.
 //!
-//! Attributes: `org`, `team` (empty when none), `mfa` (two factors or more), `mfa_level`
+//! A caller with no role in `O` gets no principal ([`AuthzError::NoRole`]): a deny, without
+//! asking the PDP (which needs a role).
+//!
+//! Attributes: `org`, `team` (empty when none), `team_roles`, `mfa` (two factors or more), `mfa_level`
 //! (`none`, `single`, `multi`), `amr` (list), `acr`, `auth_method` (`oidc`, `local_jwt`,
 //! `access_key`, `impersonation`), `impersonating` and `actor` (the acting administrator's
 //! subject, empty when not impersonating), `issuer`.
@@ -73,6 +77,7 @@ impl Tenant {
 #[derive(Clone, Debug, Default)]
 pub struct PrincipalOptions {
     global_roles: BTreeSet<String>,
+    token_org_roles: bool,
     scope_by_tenant: bool,
     policy_version: String,
 }
@@ -86,6 +91,14 @@ impl PrincipalOptions {
         R: Into<String>,
     {
         self.global_roles = roles.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Treats the token's realm roles as roles in the token's own org (`Identity::org`), for
+    /// deployments that issue tokens per org. Off by default: realm roles are realm-wide, and
+    /// an org claim is often a user attribute that outlives a membership.
+    pub fn token_org_roles(mut self, on: bool) -> Self {
+        self.token_org_roles = on;
         self
     }
 
@@ -103,9 +116,11 @@ impl PrincipalOptions {
     }
 }
 
-/// A Cerbos scope segment: letters, digits, `-` and `_`, 1 to 128 bytes.
+/// A Cerbos scope segment: a letter or digit, then letters, digits, `-` and `_`, at most 128
+/// bytes.
 fn scope_segment(s: &str) -> bool {
     (1..=128).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
@@ -140,25 +155,37 @@ pub fn principal_for(
     if tenant.org.is_empty() || tenant.team.as_deref() == Some("") {
         return Err(AuthzError::InvalidTenant);
     }
+    // Org-wide roles of the tenant's org; team roles only as an attribute (a team's admin is
+    // not the org's admin: policies that honour team roles check the team too).
     let mut roles: BTreeSet<&str> = BTreeSet::new();
+    let mut team_roles: BTreeSet<&str> = BTreeSet::new();
     for membership in identity.memberships() {
-        let team_matches = match membership.team() {
-            None => true,
-            Some(team) => tenant.team.as_deref() == Some(team),
-        };
-        if membership.org() == tenant.org && team_matches {
-            roles.extend(membership.roles().iter().map(String::as_str));
+        if membership.org() != tenant.org {
+            continue;
+        }
+        match membership.team() {
+            None => roles.extend(membership.roles().iter().map(String::as_str)),
+            Some(team) if tenant.team.as_deref() == Some(team) => {
+                team_roles.extend(membership.roles().iter().map(String::as_str));
+            }
+            Some(_) => {}
         }
     }
-    let token_for_tenant = identity.org() == Some(tenant.org.as_str())
-        && match identity.team() {
-            None => true,
-            Some(team) => tenant.team.as_deref() == Some(team),
-        };
+    // Realm roles are realm-wide: only the named global ones pass, unless the deployment says
+    // its tokens are issued per org (then the token's roles are its org's).
+    let token_for_tenant = options.token_org_roles
+        && identity.org() == Some(tenant.org.as_str())
+        && identity
+            .team()
+            .is_none_or(|team| tenant.team.as_deref() == Some(team));
     for role in identity.realm_roles() {
         if token_for_tenant || options.global_roles.contains(role) {
             roles.insert(role);
         }
+    }
+    if roles.is_empty() {
+        // Cerbos needs a role; a caller without one in this tenant is denied here.
+        return Err(AuthzError::NoRole);
     }
     let (method, actor) = match identity.method() {
         AuthMethod::Oidc => ("oidc", None),
@@ -175,6 +202,7 @@ pub fn principal_for(
     let attr: HashMap<String, Value> = [
         ("org", string(&tenant.org)),
         ("team", string(tenant.team.as_deref().unwrap_or(""))),
+        ("team_roles", strings(team_roles.iter().copied())),
         ("mfa", boolean(identity.mfa_level().is_multi_factor())),
         ("mfa_level", string(level)),
         ("amr", strings(identity.amr().iter().map(String::as_str))),
@@ -275,17 +303,29 @@ mod tests {
             if let Some(t) = target_team {
                 tenant = tenant.with_team(team(target, t));
             }
-            let p = principal_for(&id, &tenant, &PrincipalOptions::default()).expect("principal");
-            let mut expected: BTreeSet<String> = memberships
+            let expected: BTreeSet<String> = memberships
                 .iter()
-                .filter(|(o, t, _)| *o == target && (t.is_none() || *t == target_team))
+                .filter(|(o, t, _)| *o == target && t.is_none())
                 .flat_map(|(o, _, roles)| roles.iter().map(move |r| role(*o, *r)))
                 .collect();
-            if token_org == Some(target) {
-                expected.extend(realm.iter().map(|r| realm_role(*r)));
-            }
+            let expected_team: Vec<String> = memberships
+                .iter()
+                .filter(|(o, t, _)| *o == target && t.is_some() && *t == target_team)
+                .flat_map(|(o, _, roles)| roles.iter().map(move |r| role(*o, *r)))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let p = match principal_for(&id, &tenant, &PrincipalOptions::default()) {
+                Ok(p) => p,
+                Err(AuthzError::NoRole) => {
+                    prop_assert!(expected.is_empty());
+                    return Ok(());
+                }
+                Err(e) => return Err(TestCaseError::fail(e.to_string())),
+            };
             let got: BTreeSet<String> = p.roles.iter().cloned().collect();
             prop_assert_eq!(got, expected);
+            prop_assert_eq!(&p.attr["team_roles"], &strings(expected_team.iter().map(String::as_str)));
             let own = org(target);
             for text in texts(&p) {
                 // Every org-like value is the target's own.
@@ -297,29 +337,63 @@ mod tests {
     }
 
     #[test]
-    fn global_roles_pass_and_other_realm_roles_do_not() {
+    fn realm_roles_pass_only_when_global_or_opted_in_for_the_tokens_org() {
         let id = identity()
             .with_org("org-9")
             .with_realm_roles(["operator", "admin"]);
         let opts = PrincipalOptions::default().global_roles(["operator"]);
         let p = principal_for(&id, &Tenant::org("org-1"), &opts).expect("principal");
         assert_eq!(p.roles, ["operator"]);
+        // The token's org claim alone grants nothing realm-wide ...
         let p = principal_for(&id, &Tenant::org("org-9"), &opts).expect("principal");
+        assert_eq!(p.roles, ["operator"]);
+        // ... unless tokens are declared per org.
+        let per_org = opts.clone().token_org_roles(true);
+        let p = principal_for(&id, &Tenant::org("org-9"), &per_org).expect("principal");
         assert_eq!(p.roles, ["admin", "operator"]);
+        let p = principal_for(&id, &Tenant::org("org-1"), &per_org).expect("principal");
+        assert_eq!(p.roles, ["operator"]);
+        // No role at all: no principal (a deny without asking the PDP).
+        let nobody = identity().with_org("org-9");
+        assert!(matches!(
+            principal_for(&nobody, &Tenant::org("org-9"), &PrincipalOptions::default()),
+            Err(AuthzError::NoRole)
+        ));
+    }
+
+    #[test]
+    fn team_roles_stay_with_their_team() {
+        let id = identity()
+            .with_membership(Membership::new("org-1", None, ["member"]))
+            .with_membership(Membership::new("org-1", Some("ops"), ["admin"]));
+        let opts = PrincipalOptions::default();
+        let p = principal_for(&id, &Tenant::org("org-1").with_team("ops"), &opts).expect("p");
+        assert_eq!(p.roles, ["member"]);
+        assert_eq!(p.attr["team_roles"], strings(["admin"]));
+        let p = principal_for(&id, &Tenant::org("org-1").with_team("finance"), &opts).expect("p");
+        assert_eq!(p.attr["team_roles"], strings([]));
     }
 
     #[test]
     fn scopes_follow_the_tenant_and_refuse_odd_ids() {
         let opts = PrincipalOptions::default().scope_by_tenant(true);
-        let p = principal_for(&identity(), &Tenant::org("acme").with_team("ops"), &opts)
-            .expect("principal");
+        let member = |org: &str| identity().with_membership(Membership::new(org, None, ["member"]));
+        let p = principal_for(
+            &member("acme"),
+            &Tenant::org("acme").with_team("ops"),
+            &opts,
+        )
+        .expect("principal");
         assert_eq!(p.scope, "acme.ops");
         for bad in [
             Tenant::org("a.b"),
             Tenant::org(""),
+            Tenant::org("-x"),
             Tenant::org("x").with_team(""),
+            Tenant::org("x").with_team("_t"),
         ] {
-            assert!(principal_for(&identity(), &bad, &opts).is_err());
+            let who = member(bad.org_id());
+            assert!(principal_for(&who, &bad, &opts).is_err(), "{bad:?}");
         }
     }
 
@@ -334,6 +408,7 @@ mod tests {
             },
             Surface::API,
         )
+        .with_membership(Membership::new("o", None, ["member"]))
         .with_mfa(MfaLevel::MultiFactor, Some("2".into()), vec!["otp".into()]);
         let p =
             principal_for(&id, &Tenant::org("o"), &PrincipalOptions::default()).expect("principal");

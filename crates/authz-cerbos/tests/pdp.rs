@@ -255,7 +255,14 @@ async fn tls_is_verified_and_mutual_tls_presents_a_certificate() {
 
 #[tokio::test]
 async fn plaintext_on_a_unix_socket_by_the_named_option() {
-    let socket = std::env::temp_dir().join(format!("palisade-cerbos-{}.sock", std::process::id()));
+    // A private directory: a socket in a world-writable one is refused.
+    let dir = std::env::temp_dir().join(format!("palisade-cerbos-sock-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("mode");
+    }
+    let socket = dir.join("grpc.sock");
     let _ = std::fs::remove_file(&socket);
     let pdp = cerbos::Pdp::start(&cerbos::Transport::Unix {
         socket: socket.clone(),
@@ -290,8 +297,16 @@ async fn plaintext_on_a_unix_socket_by_the_named_option() {
             .build()
             .is_err()
     );
+    let in_tmp = format!("unix:{}", std::env::temp_dir().join("pdp.sock").display());
+    assert!(
+        PdpClient::builder(in_tmp)
+            .insecure_plaintext_loopback()
+            .profile(Profile::Development)
+            .build()
+            .is_err()
+    );
     drop(pdp);
-    let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -314,6 +329,7 @@ async fn unsafe_settings_are_refused_when_the_client_is_built() {
     assert!(build("http://127.0.0.1:3593", true, Profile::Production).is_err());
     assert!(build("http://10.0.0.5:3593", true, Profile::Development).is_err());
     assert!(build("http://pdp.internal:3593", true, Profile::Development).is_err());
+    assert!(build("http://localhost:3593", true, Profile::Development).is_err());
     assert!(build("https://127.0.0.1:3593", true, Profile::Development).is_err());
     assert!(build("http://127.0.0.1:3593", true, Profile::Development).is_ok());
     assert!(build("http://[::1]:3593", true, Profile::Development).is_ok());
@@ -404,9 +420,15 @@ async fn the_cache_answers_repeats_coalesces_misses_and_forgets_on_invalidation(
         calls += 1;
         assert_eq!(authz.stats().pdp_calls, calls);
     }
-    // The batch helper: cached answers plus one call for the rest.
+    // The batch helper: cached answers plus one call for the rest (an action named twice is
+    // asked once).
     let d = authz
-        .permitted(&p, &r, &["read", "update", "export", "delete"], "menu")
+        .permitted(
+            &p,
+            &r,
+            &["read", "update", "export", "delete", "update"],
+            "menu",
+        )
         .await
         .expect("decisions");
     assert_eq!(d.allowed_actions(), ["read"]);
@@ -546,6 +568,8 @@ mod layer {
                 "/api/orgs/org-1/documents/unknown",
                 S::FORBIDDEN,
             ),
+            // No role in org-3: a deny (403), decided without the PDP, not an outage (503).
+            (Some(alice()), "/api/orgs/org-3/documents/d1", S::FORBIDDEN),
         ];
         for (who, path, expected) in cases {
             assert_eq!(status(&layer, who, path).await, expected, "{path}");

@@ -18,16 +18,18 @@
 //!     move |parts: &http::request::Parts| {
 //!         let c = docs.captures(parts.uri.path())?;
 //!         let action = if parts.method == http::Method::GET { "read" } else { "update" };
+//!         // The owning org comes from the store, never from the request's path.
+//!         let owner = owning_org(&c["id"])?;
 //!         Some(Target {
 //!             tenant: Tenant::org(&c["org"]),
-//!             // In a real service the owning org comes from the stored document.
-//!             resource: Resource::new("document", &c["id"]).attr("org", &c["org"]),
+//!             resource: Resource::new("document", &c["id"]).attr("org", owner),
 //!             action: action.to_owned(),
 //!         })
 //!     },
 //! );
 //! # let _ = layer;
 //! # Ok(()) }
+//! # fn owning_org(id: &str) -> Option<&'static str> { (id == "d1").then_some("org-1") }
 //! ```
 
 mod future;
@@ -212,7 +214,13 @@ where
                         kind: target.resource.kind().to_owned(),
                     },
                 )),
-                Err(e @ (AuthzError::InvalidTenant | AuthzError::TooManyActions)) => Err(refusal(
+                // The question could not be asked as it stands: a deny, not an outage.
+                Err(
+                    e @ (AuthzError::InvalidTenant
+                    | AuthzError::TooManyActions
+                    | AuthzError::NoRole
+                    | AuthzError::Pdp(tonic::Code::InvalidArgument)),
+                ) => Err(refusal(
                     RejectionKind::Forbidden,
                     AuthorizeRejection::Undecided(e),
                 )),
