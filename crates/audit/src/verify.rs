@@ -1,0 +1,203 @@
+//! Streaming verification of a log.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use palisade_core::KeyRing;
+use secrecy::ExposeSecret;
+use subtle::ConstantTimeEq;
+
+use crate::chain::{Checkpoint, mac};
+use crate::record::{CHECKPOINT_ACTION, Record, canonical, genesis, hash};
+
+/// What is wrong with a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FindingKind {
+    /// The line is not a record.
+    Unreadable(String),
+    /// The sequence number is not the next one (a record deleted, inserted or moved).
+    Sequence {
+        /// The number expected.
+        expected: u64,
+        /// The number found.
+        found: u64,
+    },
+    /// The record does not name the previous record's hash (deleted, inserted, moved, or the
+    /// previous record changed).
+    BrokenChain,
+    /// The MAC does not match (a field was changed, or the MAC forged).
+    BadMac,
+    /// Signed with a key the ring does not hold.
+    UnknownKey(String),
+    /// Signed with a key not valid at the record's time (retired, or not yet valid).
+    RetiredKey(String),
+    /// A checkpoint record that does not match the chain it sits in.
+    CheckpointMismatch,
+    /// The log ends before (or differs at) the published checkpoint: truncated or rewritten.
+    Truncated {
+        /// The checkpoint's sequence number.
+        checkpoint_seq: u64,
+    },
+    /// The published checkpoint's own signature does not verify.
+    BadCheckpoint,
+}
+
+/// The first bad record and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// The line (1-based) of the bad record; for a truncation, the number of records read.
+    pub line: u64,
+    /// Why.
+    pub kind: FindingKind,
+}
+
+/// The result of a verification.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// Records read and found good.
+    pub records: u64,
+    /// The first finding, if any.
+    pub finding: Option<Finding>,
+}
+
+impl Report {
+    /// Whether the log verified.
+    pub fn is_ok(&self) -> bool {
+        self.finding.is_none()
+    }
+}
+
+/// Verifies logs against a key ring (the signing keys, retired ones included).
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    ring: KeyRing,
+}
+
+impl Verifier {
+    /// A verifier trusting `ring`'s keys, each within its validity window.
+    pub fn new(ring: KeyRing) -> Self {
+        Self { ring }
+    }
+
+    fn mac_ok(
+        &self,
+        key_id: &str,
+        at_ms: u64,
+        bytes: &[u8],
+        expected: &str,
+    ) -> Result<(), FindingKind> {
+        let Some(key) = self.ring.keys().iter().find(|k| k.id().as_str() == key_id) else {
+            return Err(FindingKind::UnknownKey(key_id.to_owned()));
+        };
+        let at = UNIX_EPOCH + Duration::from_millis(at_ms);
+        if !key.is_valid_at(at) {
+            return Err(FindingKind::RetiredKey(key_id.to_owned()));
+        }
+        let computed =
+            mac(key.material().expose_secret(), bytes).map_err(|_| FindingKind::BadMac)?;
+        if bool::from(computed.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(FindingKind::BadMac)
+        }
+    }
+
+    /// Verifies `records` in order, holding one record at a time. With `checkpoint` (published
+    /// elsewhere), the log must reach it and agree with it. Stops at the first finding.
+    pub fn verify(
+        &self,
+        records: impl IntoIterator<Item = Result<Record, String>>,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Report {
+        let mut read = 0u64;
+        let mut head = genesis();
+        let fail = |line: u64, kind| Report {
+            records: line.saturating_sub(1),
+            finding: Some(Finding { line, kind }),
+        };
+        if let Some(cp) = checkpoint {
+            let bytes = Checkpoint::canonical(cp.seq, &cp.head, &cp.key_id);
+            // A checkpoint is checked with its key as valid now or at any time: it carries no
+            // time, so only an unknown key or a bad MAC refuses it.
+            let known = self
+                .ring
+                .keys()
+                .iter()
+                .find(|k| k.id().as_str() == cp.key_id);
+            let good = known.is_some_and(|key| {
+                mac(key.material().expose_secret(), &bytes)
+                    .is_ok_and(|m| bool::from(m.as_bytes().ct_eq(cp.mac.as_bytes())))
+            });
+            if !good {
+                return fail(1, FindingKind::BadCheckpoint);
+            }
+        }
+        let mut reached = checkpoint.is_none_or(|cp| cp.seq == 0 && cp.head == genesis());
+        for item in records {
+            let line = read + 1;
+            let record = match item {
+                Ok(record) => record,
+                Err(why) => return fail(line, FindingKind::Unreadable(why)),
+            };
+            if record.seq != line {
+                return fail(
+                    line,
+                    FindingKind::Sequence {
+                        expected: line,
+                        found: record.seq,
+                    },
+                );
+            }
+            if record.prev != head {
+                return fail(line, FindingKind::BrokenChain);
+            }
+            if let Err(kind) = self.mac_ok(
+                &record.key_id,
+                record.time_ms,
+                &canonical(&record),
+                &record.mac,
+            ) {
+                return fail(line, kind);
+            }
+            if record.action == CHECKPOINT_ACTION {
+                let covers = record.details.get("covered_seq").map(String::as_str)
+                    == Some(&(record.seq - 1).to_string())
+                    && record.details.get("covered_head") == Some(&head);
+                if !covers || record.actor != "palisade-audit" {
+                    return fail(line, FindingKind::CheckpointMismatch);
+                }
+            }
+            head = hex::encode(hash(&record));
+            read = line;
+            if let Some(cp) = checkpoint
+                && cp.seq == read
+            {
+                if cp.head != head {
+                    return fail(
+                        line,
+                        FindingKind::Truncated {
+                            checkpoint_seq: cp.seq,
+                        },
+                    );
+                }
+                reached = true;
+            }
+        }
+        if !reached {
+            let seq = checkpoint.map_or(0, |cp| cp.seq);
+            return Report {
+                records: read,
+                finding: Some(Finding {
+                    line: read,
+                    kind: FindingKind::Truncated {
+                        checkpoint_seq: seq,
+                    },
+                }),
+            };
+        }
+        Report {
+            records: read,
+            finding: None,
+        }
+    }
+}
