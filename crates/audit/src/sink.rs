@@ -123,6 +123,14 @@ impl JsonlSink {
         })
     }
 
+    /// The records of the log at `path`, streamed (for [`crate::Verifier`]), without opening
+    /// it for writing.
+    pub fn records_of(
+        path: &Path,
+    ) -> Result<impl Iterator<Item = Result<Record, String>> + use<>, AuditError> {
+        read_lines(path)
+    }
+
     /// The log's records, streamed from the file (for [`crate::Verifier`]).
     pub fn read(&self) -> Result<impl Iterator<Item = Result<Record, String>> + use<>, AuditError> {
         let path = self

@@ -332,3 +332,56 @@ async fn one_changed_byte_of_the_file_is_found() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_command_line_verifier_exits_non_zero_on_any_finding() {
+    let good_ring = ring(&format!("k1 1 {K1}"));
+    let dir = std::env::temp_dir().join(format!("palisade-audit-cli-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (log, keys, cp) = (dir.join("log.jsonl"), dir.join("keys"), dir.join("cp.json"));
+    std::fs::write(&keys, format!("k1 1 {K1}\n")).expect("keys");
+    let sink = JsonlSink::open(&log, chain(good_ring)).expect("open");
+    for i in 0..5 {
+        sink.append(event(i)).await.expect("append");
+    }
+    let checkpoint = sink.checkpoint().expect("checkpoint");
+    std::fs::write(&cp, serde_json::to_string(&checkpoint).expect("json")).expect("cp");
+    let run = |extra: &[&std::path::Path]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-audit"));
+        cmd.arg("verify")
+            .arg("--file")
+            .arg(&log)
+            .arg("--keys")
+            .arg(&keys);
+        if let Some(cp) = extra.first() {
+            cmd.arg("--checkpoint").arg(cp);
+        }
+        cmd.env_remove("AUDIT_SIGNING_KEY").output().expect("runs")
+    };
+    let ok = run(&[&cp]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    // One byte changed: exit 1.
+    let mut bytes = std::fs::read(&log).expect("read");
+    let at = bytes.iter().position(|&b| b == b'3').expect("a digit");
+    bytes[at] = b'4';
+    std::fs::write(&log, &bytes).expect("write");
+    assert_eq!(run(&[&cp]).status.code(), Some(1));
+    // The tail cut (against the published checkpoint): exit 1.
+    let text = String::from_utf8(bytes).expect("utf8");
+    let first_lines: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&log, first_lines).expect("write");
+    assert_eq!(run(&[&cp]).status.code(), Some(1));
+    // No keys: a usage error, exit 2.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-audit"))
+        .args(["verify", "--file"])
+        .arg(&log)
+        .env_remove("AUDIT_SIGNING_KEY")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
