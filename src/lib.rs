@@ -53,3 +53,7 @@ pub use palisade_throttle as throttle;
 #[cfg(feature = "authz-cerbos")]
 #[cfg_attr(docsrs, doc(cfg(feature = "authz-cerbos")))]
 pub use palisade_authz_cerbos as authz_cerbos;
+
+#[cfg(feature = "audit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
+pub use palisade_audit as audit;

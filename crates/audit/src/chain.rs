@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::AuditError;
-use crate::record::{CHECKPOINT_ACTION, Event, Outcome, Record, canonical, genesis, hash};
+use crate::record::{CHECKPOINT_ACTION, Event, Outcome, Record, canonical, genesis, hash, hash_of};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -112,9 +112,10 @@ impl Chain {
             key_id: key.id().as_str().to_owned(),
             mac: String::new(),
         };
-        record.mac = mac(key.material().expose_secret(), &canonical(&record))?;
+        let bytes = canonical(&record);
+        record.mac = mac(key.material().expose_secret(), &bytes)?;
         self.seq = record.seq;
-        self.head = hex::encode(hash(&record));
+        self.head = hex::encode(hash_of(&bytes, &record.mac));
         Ok(record)
     }
 

@@ -161,6 +161,13 @@ pub struct Record {
     pub mac: String,
 }
 
+impl Record {
+    /// The canonical, length-prefixed encoding the record's MAC covers.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        canonical(self)
+    }
+}
+
 /// Canonical, length-prefixed encoding of everything a record's MAC covers.
 pub(crate) fn canonical(record: &Record) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
@@ -196,9 +203,14 @@ pub(crate) fn canonical(record: &Record) -> Vec<u8> {
 
 /// The hash the next record's `prev` names: SHA-256 of the canonical encoding and the MAC.
 pub(crate) fn hash(record: &Record) -> [u8; 32] {
+    hash_of(&canonical(record), &record.mac)
+}
+
+/// [`hash`] from an encoding already made.
+pub(crate) fn hash_of(canonical: &[u8], mac: &str) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(canonical(record));
-    h.update(record.mac.as_bytes());
+    h.update(canonical);
+    h.update(mac.as_bytes());
     h.finalize().into()
 }
 

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use subtle::ConstantTimeEq;
 
 use crate::chain::{Checkpoint, mac};
-use crate::record::{CHECKPOINT_ACTION, Record, canonical, genesis, hash};
+use crate::record::{CHECKPOINT_ACTION, Record, canonical, genesis, hash_of};
 
 /// What is wrong with a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,12 +151,8 @@ impl Verifier {
             if record.prev != head {
                 return fail(line, FindingKind::BrokenChain);
             }
-            if let Err(kind) = self.mac_ok(
-                &record.key_id,
-                record.time_ms,
-                &canonical(&record),
-                &record.mac,
-            ) {
+            let bytes = canonical(&record);
+            if let Err(kind) = self.mac_ok(&record.key_id, record.time_ms, &bytes, &record.mac) {
                 return fail(line, kind);
             }
             if record.action == CHECKPOINT_ACTION {
@@ -167,7 +163,7 @@ impl Verifier {
                     return fail(line, FindingKind::CheckpointMismatch);
                 }
             }
-            head = hex::encode(hash(&record));
+            head = hex::encode(hash_of(&bytes, &record.mac));
             read = line;
             if let Some(cp) = checkpoint
                 && cp.seq == read
