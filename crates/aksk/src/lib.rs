@@ -92,10 +92,5 @@ pub(crate) fn require_transport(
     profile: palisade_core::Profile,
     component: &'static str,
 ) -> Result<(), StoreError> {
-    let mut posture = palisade_core::Posture::new(profile, component);
-    palisade_sessions::check_transport(url, &mut posture);
-    posture
-        .finish()
-        .map(|_| ())
-        .map_err(|e| StoreError::new(e.to_string(), Some(std::sync::Arc::new(e))))
+    palisade_sessions::require_transport(url, profile, component, |_| {})
 }

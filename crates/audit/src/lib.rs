@@ -9,8 +9,9 @@
 //! - [`Verifier`] streams a log (constant memory) and reports the first bad record and why:
 //!   a changed field, a deleted, inserted or reordered record, a record signed with an unknown
 //!   or retired key, or, given a [`Checkpoint`] published elsewhere, a truncated tail.
-//! - Sinks ([`AuditSink`]): [`MemorySink`] and [`JsonlSink`] (each append flushed and synced
-//!   before it is reported done). One chain per sink; appends are serialized, so concurrent
+//! - Sinks ([`AuditSink`]): [`MemorySink`], [`JsonlSink`] (each append flushed and synced
+//!   before it is reported done) and, with the `postgres` feature, `PostgresSink` (appends
+//!   serialized across processes by an advisory lock). One chain per sink; appends are serialized, so concurrent
 //!   writers never fork it.
 //! - Writers emit a signed checkpoint record every `n` records
 //!   ([`Chain::checkpoint_every`]) and hand out [`Checkpoint`]s to publish.
@@ -38,15 +39,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod chain;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod record;
 mod sink;
 mod verify;
 
 pub use chain::{Chain, Checkpoint};
 pub use palisade_core::KeyRing;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresSink;
 pub use record::{CHECKPOINT_ACTION, Event, Outcome, Record};
 pub use sink::{AuditSink, JsonlSink, MemorySink};
-pub use verify::{Finding, FindingKind, Report, Verifier};
+pub use verify::{Finding, FindingKind, Report, Verification, Verifier};
 
 /// The environment variable holding the audit key ring.
 pub const AUDIT_SIGNING_KEY: &str = "AUDIT_SIGNING_KEY";

@@ -20,7 +20,7 @@ pub trait AuditSink: Send + Sync + 'static {
     fn append(&self, event: Event) -> impl Future<Output = Result<Record, AuditError>> + Send;
 
     /// A signed checkpoint of the chain's head, to publish elsewhere.
-    fn checkpoint(&self) -> Result<Checkpoint, AuditError>;
+    fn checkpoint(&self) -> impl Future<Output = Result<Checkpoint, AuditError>> + Send;
 }
 
 /// Records in memory (tests, demos).
@@ -65,7 +65,7 @@ impl AuditSink for MemorySink {
         Ok(first)
     }
 
-    fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
+    async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -178,7 +178,7 @@ impl AuditSink for JsonlSink {
         .map_err(|e| AuditError::Sink(format!("writer task: {e}")))?
     }
 
-    fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
+    async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

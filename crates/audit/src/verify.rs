@@ -109,16 +109,29 @@ impl Verifier {
         records: impl IntoIterator<Item = Result<Record, String>>,
         checkpoint: Option<&Checkpoint>,
     ) -> Report {
-        let mut read = 0u64;
-        let mut head = genesis();
-        let fail = |line: u64, kind| Report {
-            records: line.saturating_sub(1),
-            finding: Some(Finding { line, kind }),
+        let mut verification = self.start(checkpoint);
+        for record in records {
+            if !verification.push(record) {
+                break;
+            }
+        }
+        verification.finish()
+    }
+
+    /// Starts an incremental verification (for logs read in pages, such as from a database):
+    /// [`Verification::push`] each record in order, then [`Verification::finish`].
+    pub fn start<'a>(&'a self, checkpoint: Option<&'a Checkpoint>) -> Verification<'a> {
+        let mut v = Verification {
+            verifier: self,
+            checkpoint,
+            read: 0,
+            head: genesis(),
+            reached: checkpoint.is_none_or(|cp| cp.seq == 0 && cp.head == genesis()),
+            finding: None,
         };
         if let Some(cp) = checkpoint {
             let bytes = Checkpoint::canonical(cp.seq, &cp.head, &cp.key_id);
-            // A checkpoint is checked with its key as valid now or at any time: it carries no
-            // time, so only an unknown key or a bad MAC refuses it.
+            // A checkpoint carries no time: only an unknown key or a bad MAC refuses it.
             let known = self
                 .ring
                 .keys()
@@ -129,70 +142,105 @@ impl Verifier {
                     .is_ok_and(|m| bool::from(m.as_bytes().ct_eq(cp.mac.as_bytes())))
             });
             if !good {
-                return fail(1, FindingKind::BadCheckpoint);
+                v.finding = Some(Finding {
+                    line: 1,
+                    kind: FindingKind::BadCheckpoint,
+                });
             }
         }
-        let mut reached = checkpoint.is_none_or(|cp| cp.seq == 0 && cp.head == genesis());
-        for item in records {
-            let line = read + 1;
-            let record = match item {
-                Ok(record) => record,
-                Err(why) => return fail(line, FindingKind::Unreadable(why)),
-            };
-            if record.seq != line {
-                return fail(
-                    line,
-                    FindingKind::Sequence {
-                        expected: line,
-                        found: record.seq,
-                    },
-                );
+        v
+    }
+}
+
+/// A verification in progress (see [`Verifier::start`]). Holds one hash, whatever the log's
+/// length.
+#[derive(Debug)]
+pub struct Verification<'a> {
+    verifier: &'a Verifier,
+    checkpoint: Option<&'a Checkpoint>,
+    read: u64,
+    head: String,
+    reached: bool,
+    finding: Option<Finding>,
+}
+
+impl Verification<'_> {
+    /// Checks the next record; `false` once a finding is made (later records are not read).
+    pub fn push(&mut self, item: Result<Record, String>) -> bool {
+        if self.finding.is_some() {
+            return false;
+        }
+        let line = self.read + 1;
+        match self.check(line, item) {
+            Ok(()) => {
+                self.read = line;
+                true
             }
-            if record.prev != head {
-                return fail(line, FindingKind::BrokenChain);
-            }
-            let bytes = canonical(&record);
-            if let Err(kind) = self.mac_ok(&record.key_id, record.time_ms, &bytes, &record.mac) {
-                return fail(line, kind);
-            }
-            if record.action == CHECKPOINT_ACTION {
-                let covers = record.details.get("covered_seq").map(String::as_str)
-                    == Some(&(record.seq - 1).to_string())
-                    && record.details.get("covered_head") == Some(&head);
-                if !covers || record.actor != "palisade-audit" {
-                    return fail(line, FindingKind::CheckpointMismatch);
-                }
-            }
-            head = hex::encode(hash_of(&bytes, &record.mac));
-            read = line;
-            if let Some(cp) = checkpoint
-                && cp.seq == read
-            {
-                if cp.head != head {
-                    return fail(
-                        line,
-                        FindingKind::Truncated {
-                            checkpoint_seq: cp.seq,
-                        },
-                    );
-                }
-                reached = true;
+            Err(kind) => {
+                self.finding = Some(Finding { line, kind });
+                false
             }
         }
-        if !reached {
-            let seq = checkpoint.map_or(0, |cp| cp.seq);
+    }
+
+    fn check(&mut self, line: u64, item: Result<Record, String>) -> Result<(), FindingKind> {
+        let record = item.map_err(FindingKind::Unreadable)?;
+        if record.seq != line {
+            return Err(FindingKind::Sequence {
+                expected: line,
+                found: record.seq,
+            });
+        }
+        if record.prev != self.head {
+            return Err(FindingKind::BrokenChain);
+        }
+        let bytes = canonical(&record);
+        self.verifier
+            .mac_ok(&record.key_id, record.time_ms, &bytes, &record.mac)?;
+        if record.action == CHECKPOINT_ACTION {
+            let covers = record.details.get("covered_seq").map(String::as_str)
+                == Some(&(record.seq - 1).to_string())
+                && record.details.get("covered_head") == Some(&self.head);
+            if !covers || record.actor != "palisade-audit" {
+                return Err(FindingKind::CheckpointMismatch);
+            }
+        }
+        self.head = hex::encode(hash_of(&bytes, &record.mac));
+        if let Some(cp) = self.checkpoint
+            && cp.seq == line
+        {
+            if cp.head != self.head {
+                return Err(FindingKind::Truncated {
+                    checkpoint_seq: cp.seq,
+                });
+            }
+            self.reached = true;
+        }
+        Ok(())
+    }
+
+    /// The report: the first finding, or a truncation when the log ended before the
+    /// checkpoint.
+    pub fn finish(self) -> Report {
+        if let Some(finding) = self.finding {
             return Report {
-                records: read,
+                records: finding.line.saturating_sub(1),
+                finding: Some(finding),
+            };
+        }
+        if !self.reached {
+            return Report {
+                records: self.read,
                 finding: Some(Finding {
-                    line: read,
+                    line: self.read,
                     kind: FindingKind::Truncated {
-                        checkpoint_seq: seq,
+                        checkpoint_seq: self.checkpoint.map_or(0, |cp| cp.seq),
                     },
                 }),
             };
         }
         Report {
-            records: read,
+            records: self.read,
             finding: None,
         }
     }

@@ -49,9 +49,13 @@ async fn logs(ring: KeyRing) -> Vec<(&'static str, Vec<Result<Record, String>>, 
         (
             "memory",
             memory.records().into_iter().map(Ok).collect(),
-            memory.checkpoint().expect("checkpoint"),
+            memory.checkpoint().await.expect("checkpoint"),
         ),
-        ("jsonl", from_file, jsonl.checkpoint().expect("checkpoint")),
+        (
+            "jsonl",
+            from_file,
+            jsonl.checkpoint().await.expect("checkpoint"),
+        ),
     ]
 }
 
@@ -76,11 +80,8 @@ fn edit(r: &mut Result<Record, String>, f: impl FnOnce(&mut Record)) {
     }
 }
 
-#[tokio::test]
-async fn every_kind_of_tampering_is_found_on_every_sink() {
-    let good_ring = ring(&format!("k1 1 {K1}"));
-    let verifier = Verifier::new(good_ring.clone());
-    let cases: Vec<Case> = vec![
+fn cases() -> Vec<Case> {
+    vec![
         (
             "a changed field",
             |l| edit(&mut l[2], |r| r.actor = "someone-else".into()),
@@ -157,7 +158,14 @@ async fn every_kind_of_tampering_is_found_on_every_sink() {
             5,
             |k| matches!(k, FindingKind::Unreadable(_)),
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_found_on_every_sink() {
+    let good_ring = ring(&format!("k1 1 {K1}"));
+    let verifier = Verifier::new(good_ring.clone());
+    let cases = cases();
     for (sink, log, _) in logs(good_ring.clone()).await {
         assert!(
             verifier.verify(log.clone(), None).is_ok(),
@@ -270,7 +278,7 @@ async fn many_writers_never_fork_one_chain_and_a_reopened_file_continues_it() {
     reopened.append(event(999)).await.expect("append");
     let report = Verifier::new(good_ring).verify(
         reopened.read().expect("read"),
-        Some(&reopened.checkpoint().expect("cp")),
+        Some(&reopened.checkpoint().await.expect("cp")),
     );
     assert!(report.is_ok(), "{report:?}");
     // 201 events and a checkpoint record after every 7th record.
@@ -344,7 +352,7 @@ async fn the_command_line_verifier_exits_non_zero_on_any_finding() {
     for i in 0..5 {
         sink.append(event(i)).await.expect("append");
     }
-    let checkpoint = sink.checkpoint().expect("checkpoint");
+    let checkpoint = sink.checkpoint().await.expect("checkpoint");
     std::fs::write(&cp, serde_json::to_string(&checkpoint).expect("json")).expect("cp");
     let run = |extra: &[&std::path::Path]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-audit"));
@@ -384,4 +392,183 @@ async fn the_command_line_verifier_exits_non_zero_on_any_finding() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+    use palisade_audit::PostgresSink;
+    use std::str::FromStr as _;
+
+    fn database_url() -> String {
+        std::env::var("PALISADE_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// A sink in a fresh schema of the machine's PostgreSQL, and the schema's name.
+    async fn sink(ring: KeyRing) -> (PostgresSink, String) {
+        let schema = format!("palisade_audit_{}", rand_suffix().replace('-', "_"));
+        let admin = sqlx::PgPool::connect(&database_url())
+            .await
+            .expect("postgres");
+        sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+            .execute(&admin)
+            .await
+            .expect("schema");
+        let options = sqlx::postgres::PgConnectOptions::from_str(&database_url())
+            .expect("url")
+            .options([("search_path", schema.as_str())]);
+        let sink = PostgresSink::connect_with(options, "audit_log", ring)
+            .await
+            .expect("sink")
+            .with_clock(ManualClock::at_unix(NOW).shared())
+            .checkpoint_every(4);
+        (sink, schema)
+    }
+
+    async fn drop_schema(schema: &str) {
+        if let Ok(admin) = sqlx::PgPool::connect(&database_url()).await {
+            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .execute(&admin)
+                .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tampering_table_holds_on_postgres_too() {
+        let good_ring = ring(&format!("k1 1 {K1}"));
+        let verifier = Verifier::new(good_ring.clone());
+        let (sink, schema) = sink(good_ring).await;
+        for i in 0..10 {
+            sink.append(event(i)).await.expect("append");
+        }
+        let checkpoint = sink.checkpoint().await.expect("checkpoint");
+        let report = sink
+            .verify(&verifier, Some(&checkpoint))
+            .await
+            .expect("verify");
+        assert!(report.is_ok(), "{report:?}");
+        let (_, memory, _) = logs(ring(&format!("k1 1 {K1}"))).await.remove(0);
+        // The memory log is the same chain (same clock, keys and events): tamper with it and
+        // store each version in the table.
+        for (name, tamper, line, kind) in cases() {
+            let mut copy = memory.clone();
+            tamper(&mut copy);
+            let rows: Vec<(i64, String)> = copy
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let text = match r {
+                        Ok(r) => serde_json::to_string(r).expect("json"),
+                        Err(_) => "{not json".to_owned(),
+                    };
+                    (i as i64 + 1, text)
+                })
+                .collect();
+            sink.overwrite_for_tests(&rows).await.expect("overwrite");
+            let report = sink.verify(&verifier, None).await.expect("verify");
+            let finding = report
+                .finding
+                .unwrap_or_else(|| panic!("postgres: {name}: not found"));
+            assert_eq!(finding.line, line, "postgres: {name}: {finding:?}");
+            assert!(kind(&finding.kind), "postgres: {name}: {finding:?}");
+        }
+        drop_schema(&schema).await;
+    }
+
+    #[tokio::test]
+    async fn the_command_line_verifier_reads_postgres() {
+        let good_ring = ring(&format!("k1 1 {K1}"));
+        let (sink, schema) = sink(good_ring).await;
+        for i in 0..5 {
+            sink.append(event(i)).await.expect("append");
+        }
+        let dir = std::env::temp_dir().join(format!("palisade-audit-pg-{}", rand_suffix()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let keys = dir.join("keys");
+        std::fs::write(&keys, format!("k1 1 {K1}\n")).expect("keys");
+        let url = format!("{}?options=-c%20search_path%3D{schema}", database_url());
+        let run = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_palisade-audit"))
+                .args([
+                    "verify",
+                    "--postgres",
+                    &url,
+                    "--table",
+                    "audit_log",
+                    "--keys",
+                ])
+                .arg(&keys)
+                .env("PALISADE_PROFILE", "development")
+                .output()
+                .expect("runs")
+        };
+        let ok = run();
+        assert!(
+            ok.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&ok.stdout),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        // One record changed in the table: exit 1.
+        let admin = sqlx::PgPool::connect(&database_url())
+            .await
+            .expect("postgres");
+        sqlx::raw_sql(&format!(
+            "UPDATE {schema}.audit_log SET record = replace(record, 'admin-2', 'admin-9') WHERE seq = 3"
+        ))
+        .execute(&admin)
+        .await
+        .expect("tamper");
+        assert_eq!(run().status.code(), Some(1));
+        let _ = std::fs::remove_dir_all(&dir);
+        drop_schema(&schema).await;
+    }
+
+    #[tokio::test]
+    async fn writers_in_many_sinks_extend_one_chain() {
+        let good_ring = ring(&format!("k1 1 {K1}"));
+        let (first, schema) = sink(good_ring.clone()).await;
+        // A second sink on the same table: another process, as far as the chain knows.
+        let options = sqlx::postgres::PgConnectOptions::from_str(&database_url())
+            .expect("url")
+            .options([("search_path", schema.as_str())]);
+        let second = PostgresSink::connect_with(options, "audit_log", good_ring.clone())
+            .await
+            .expect("sink")
+            .checkpoint_every(4);
+        let tasks: Vec<_> = (0..8)
+            .map(|w| {
+                let sink = if w % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        sink.append(event(w * 100 + i)).await.expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("writer");
+        }
+        let checkpoint = second.checkpoint().await.expect("checkpoint");
+        let report = first
+            .verify(&Verifier::new(good_ring), Some(&checkpoint))
+            .await
+            .expect("verify");
+        assert!(report.is_ok(), "{report:?}");
+        // 80 events, and a checkpoint record whenever a record's number is a multiple of 4.
+        let mut expected = 0u64;
+        for _ in 0..80 {
+            expected += 1;
+            if expected.is_multiple_of(4) {
+                expected += 1;
+            }
+        }
+        assert_eq!(report.records, expected);
+        drop_schema(&schema).await;
+    }
 }

@@ -58,11 +58,11 @@ pub use redis_store::RedisAccounts;
 #[cfg(feature = "redis")]
 pub use redis_store::{RedisConnection, RedisSingleUseStore, RedisStore};
 pub use service::{RefreshSessions, Refreshed, ReuseEvent, ReuseHook, SessionError, SessionPolicy};
-#[cfg(any(feature = "redis", feature = "postgres"))]
-pub use store::check_transport;
 #[cfg(feature = "redis")]
 pub use store::redis_manager_config;
 pub use store::{
     DeviceBinding, Family, FamilyId, Grace, RefreshStore, Rotation, StoreError, TokenHash,
 };
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub use store::{check_transport, require_transport};
 pub use token::RefreshToken;

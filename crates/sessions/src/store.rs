@@ -250,9 +250,9 @@ pub fn check_transport(url: &str, posture: &mut palisade_core::Posture) {
 }
 
 /// Runs [`check_transport`] on one store URL (plus any `extra` findings) under `profile` and
-/// turns a refusal into a [`StoreError`].
+/// turns a refusal into a [`StoreError`]. Every Palisade store that connects by URL uses it.
 #[cfg(any(feature = "redis", feature = "postgres"))]
-pub(crate) fn require_transport(
+pub fn require_transport(
     url: &str,
     profile: palisade_core::Profile,
     component: &'static str,

@@ -2,7 +2,11 @@
 //!
 //! ```text
 //! palisade-audit verify --file LOG.jsonl [--checkpoint CHECKPOINT.json] [--keys KEYRING]
+//! palisade-audit verify --postgres URL [--table NAME] [--checkpoint ...] [--keys ...]
 //! ```
+//!
+//! (`--postgres` needs the `postgres` feature; the URL's transport is checked under
+//! `PALISADE_PROFILE`, production by default.)
 //!
 //! Keys come from `--keys` (a key-ring file) or the `AUDIT_SIGNING_KEY` environment variable.
 //! Exit status: 0 verified, 1 a finding (printed), 2 a usage or input error.
@@ -11,8 +15,7 @@ use std::process::ExitCode;
 
 use palisade_audit::{AUDIT_SIGNING_KEY, Checkpoint, JsonlSink, KeyRing, Verifier};
 
-const USAGE: &str =
-    "usage: palisade-audit verify --file LOG.jsonl [--checkpoint CHECKPOINT.json] [--keys KEYRING]";
+const USAGE: &str = "usage: palisade-audit verify (--file LOG.jsonl | --postgres URL [--table NAME]) [--checkpoint CHECKPOINT.json] [--keys KEYRING]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -30,6 +33,7 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         return Err(USAGE.to_owned());
     }
     let (mut file, mut checkpoint, mut keys) = (None, None, None);
+    let (mut postgres, mut table) = (None, "palisade_audit_log".to_owned());
     while let Some(flag) = args.next() {
         let value = args
             .next()
@@ -38,10 +42,11 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
             "--file" => file = Some(value),
             "--checkpoint" => checkpoint = Some(value),
             "--keys" => keys = Some(value),
+            "--postgres" => postgres = Some(value),
+            "--table" => table = value,
             _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
     }
-    let file = file.ok_or_else(|| USAGE.to_owned())?;
     let ring = match keys {
         Some(path) => KeyRing::from_file(&path),
         None => KeyRing::from_env(AUDIT_SIGNING_KEY),
@@ -54,11 +59,19 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         }
         None => None,
     };
-    if !std::path::Path::new(&file).is_file() {
-        return Err(format!("{file}: no such log file"));
-    }
-    let records = JsonlSink::records_of(std::path::Path::new(&file)).map_err(|e| e.to_string())?;
-    let report = Verifier::new(ring).verify(records, checkpoint.as_ref());
+    let verifier = Verifier::new(ring.clone());
+    let report = match (file, postgres) {
+        (Some(file), None) => {
+            if !std::path::Path::new(&file).is_file() {
+                return Err(format!("{file}: no such log file"));
+            }
+            let records =
+                JsonlSink::records_of(std::path::Path::new(&file)).map_err(|e| e.to_string())?;
+            verifier.verify(records, checkpoint.as_ref())
+        }
+        (None, Some(url)) => from_postgres(&url, &table, &ring, checkpoint.as_ref())?,
+        _ => return Err(USAGE.to_owned()),
+    };
     match report.finding {
         None => {
             println!("ok: {} records verified", report.records);
@@ -72,4 +85,37 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+#[cfg(feature = "postgres")]
+fn from_postgres(
+    url: &str,
+    table: &str,
+    ring: &KeyRing,
+    checkpoint: Option<&Checkpoint>,
+) -> Result<palisade_audit::Report, String> {
+    let profile = palisade_core::Profile::from_env_or(palisade_core::Profile::Production)
+        .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let sink = palisade_audit::PostgresSink::connect(url, profile, table, ring.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        sink.verify(&Verifier::new(ring.clone()), checkpoint)
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+fn from_postgres(
+    _url: &str,
+    _table: &str,
+    _ring: &KeyRing,
+    _checkpoint: Option<&Checkpoint>,
+) -> Result<palisade_audit::Report, String> {
+    Err("this build has no PostgreSQL support (feature `postgres`)".to_owned())
 }
