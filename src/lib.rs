@@ -57,3 +57,7 @@ pub use palisade_authz_cerbos as authz_cerbos;
 #[cfg(feature = "audit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "audit")))]
 pub use palisade_audit as audit;
+
+#[cfg(feature = "impersonation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "impersonation")))]
+pub use palisade_impersonation as impersonation;

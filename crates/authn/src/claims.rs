@@ -170,10 +170,39 @@ pub(crate) fn check(
         .and_then(|r| r.get("roles"))
         .map(|r| strings(Some(r)).into_iter().collect())
         .unwrap_or_default();
+    // RFC 8693 `act`: the token was issued to an actor acting as the subject (impersonation).
+    // One level only: an actor acting for an actor is refused.
+    let method = match claims.get("act") {
+        None => AuthMethod::Oidc,
+        Some(Value::Object(act)) => {
+            let actor = act
+                .get("sub")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or(AuthnError::MalformedClaims)?;
+            if act.contains_key("act") {
+                return Err(AuthnError::MalformedClaims);
+            }
+            let actor_issuer = match act.get("iss") {
+                None => rules.issuer.as_str(),
+                Some(Value::String(iss)) if !iss.is_empty() => iss.as_str(),
+                Some(_) => return Err(AuthnError::MalformedClaims),
+            };
+            AuthMethod::Impersonation {
+                actor: Box::new(Identity::new(
+                    actor_issuer,
+                    actor,
+                    AuthMethod::Oidc,
+                    surface.surface.clone(),
+                )),
+            }
+        }
+        Some(_) => return Err(AuthnError::MalformedClaims),
+    };
     let mut identity = Identity::new(
         rules.issuer.clone(),
         subject,
-        AuthMethod::Oidc,
+        method,
         surface.surface.clone(),
     )
     .with_realm_roles(realm_roles);
@@ -333,6 +362,31 @@ mod tests {
             }
         }
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn an_act_claim_names_the_actor_and_nesting_is_refused() {
+        let claims =
+            with(json!({"act": {"sub": "admin-1", "iss": "https://sso.example.com/realms/acme"}}));
+        let id = check(&claims, &rules(), &api(), NOW).unwrap();
+        match id.method() {
+            AuthMethod::Impersonation { actor } => {
+                assert_eq!(actor.subject(), "admin-1");
+                assert_eq!(id.subject(), "u1");
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            json!({"act": {"sub": "a", "act": {"sub": "b"}}}),
+            json!({"act": "admin-1"}),
+            json!({"act": {"sub": ""}}),
+            json!({"act": {"sub": "a", "iss": 7}}),
+        ] {
+            assert_eq!(
+                check(&with(bad), &rules(), &api(), NOW).unwrap_err(),
+                AuthnError::MalformedClaims
+            );
+        }
     }
 
     #[test]

@@ -240,6 +240,7 @@ pub struct LocalClaims {
     team: Option<String>,
     session_id: Option<String>,
     amr: Vec<String>,
+    actor: Option<(String, String)>,
 }
 
 impl LocalClaims {
@@ -258,6 +259,7 @@ impl LocalClaims {
             team: None,
             session_id: None,
             amr: Vec::new(),
+            actor: None,
         }
     }
 
@@ -293,6 +295,15 @@ impl LocalClaims {
     #[must_use]
     pub fn session_id(mut self, sid: &str) -> Self {
         self.session_id = Some(sid.to_owned());
+        self
+    }
+
+    /// Names the actor of an impersonation (RFC 8693 `act`: `iss` and `sub` of the admin);
+    /// the verified [`Identity`](palisade_core::Identity) then carries
+    /// [`AuthMethod::Impersonation`](palisade_core::AuthMethod::Impersonation).
+    #[must_use]
+    pub fn actor(mut self, issuer: &str, subject: &str) -> Self {
+        self.actor = Some((issuer.to_owned(), subject.to_owned()));
         self
     }
 
@@ -370,6 +381,9 @@ impl LocalJwtIssuer {
         }
         if !claims.amr.is_empty() {
             body["amr"] = json!(claims.amr);
+        }
+        if let Some((iss, sub)) = &claims.actor {
+            body["act"] = json!({"iss": iss, "sub": sub});
         }
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());

@@ -1,0 +1,467 @@
+//! Admin impersonation: MFA-gated, of existing users of the right org only, always audited.
+//!
+//! [`Impersonator::start`] checks, in order, and refuses with a typed reason (logged in the
+//! audit record as a denied attempt):
+//!
+//! 1. the admin is not already impersonating (no impersonation within an impersonation);
+//! 2. the admin's token was accepted for an admin surface (`global-admin`, or `org-admin` for
+//!    its own org only);
+//! 3. the admin holds the impersonation role ([`RoleRule`]: a realm role or a client role);
+//! 4. multi-factor authentication: two factors, or an `acr` value the policy names, no older
+//!    than the policy's maximum age (`auth_time`);
+//! 5. the target user exists in the [`UserDirectory`] and belongs to the org (impersonation
+//!    never creates a user), and is not an admin (unless the policy allows it).
+//!
+//! Then the start is written to the audit sink *before* the credential is issued (no audit,
+//! no credential), and a short-lived local JWT is issued for the user with an RFC 8693 `act`
+//! claim naming the admin: an [`Authenticator`](palisade_authn::Authenticator) trusting
+//! [`Impersonator::key_set`] turns it into an [`Identity`] with
+//! [`AuthMethod::Impersonation`], showing both the user and the admin.
+//! [`Impersonator::end`] records the end.
+
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use palisade_audit::{AuditSink, Event, Outcome};
+use palisade_authn::BuildError;
+use palisade_authn::jwks::KeySet;
+use palisade_authn::local::{IssueError, LocalClaims, LocalJwtIssuer};
+use palisade_core::{AuthMethod, Identity, KeyRing, MfaLevel, Profile, SharedClock, Surface};
+use secrecy::SecretString;
+
+/// The `azp` of impersonation credentials (list it among the surface's authorized parties).
+pub const AUTHORIZED_PARTY: &str = "palisade-impersonation";
+
+/// The longest an impersonation credential may live.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(3_600);
+
+/// Which role allows impersonating.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoleRule {
+    /// A realm role (`realm_access.roles`).
+    Realm(String),
+    /// A role of a client (`resource_access.<client>.roles`).
+    Client {
+        /// The client.
+        client: String,
+        /// The role.
+        role: String,
+    },
+}
+
+impl RoleRule {
+    fn holds(&self, admin: &Identity) -> bool {
+        match self {
+            Self::Realm(role) => admin.has_realm_role(role),
+            Self::Client { client, role } => admin.has_client_role(client, role),
+        }
+    }
+}
+
+/// Who may impersonate, and how recently they must have proven a second factor.
+#[derive(Clone, Debug)]
+pub struct ImpersonationPolicy {
+    role: RoleRule,
+    mfa_acr: BTreeSet<String>,
+    max_auth_age: Duration,
+    allow_admin_targets: bool,
+}
+
+impl ImpersonationPolicy {
+    /// Admins holding `role`, with two factors (or an `acr` named by
+    /// [`ImpersonationPolicy::mfa_acr_values`]) at most 10 minutes old; admin targets refused.
+    pub fn new(role: RoleRule) -> Self {
+        Self {
+            role,
+            mfa_acr: BTreeSet::new(),
+            max_auth_age: Duration::from_secs(600),
+            allow_admin_targets: false,
+        }
+    }
+
+    /// `acr` values that count as multi-factor (for example Keycloak's `"2"`).
+    pub fn mfa_acr_values<I, S>(mut self, values: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.mfa_acr = values.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The oldest authentication (`auth_time`) that may start an impersonation.
+    pub fn max_auth_age(mut self, age: Duration) -> Self {
+        self.max_auth_age = age;
+        self
+    }
+
+    /// Lets admins impersonate other admins (refused by default).
+    pub fn allow_admin_targets(mut self, allow: bool) -> Self {
+        self.allow_admin_targets = allow;
+        self
+    }
+}
+
+/// A user as the directory knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// The user's id (the `sub` of the credential).
+    pub id: String,
+    /// The org the user belongs to.
+    pub org: String,
+    /// The user's roles in that org.
+    pub roles: Vec<String>,
+    /// Whether the user is an administrator.
+    pub is_admin: bool,
+}
+
+/// Looks users up; impersonation never creates one.
+pub trait UserDirectory: Send + Sync + 'static {
+    /// The user `id` of `org`, if there is one. An error (directory down) refuses the start.
+    fn find(
+        &self,
+        org: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<DirectoryUser>, String>> + Send;
+}
+
+/// A fixed directory (tests, demos).
+#[derive(Clone, Debug, Default)]
+pub struct StaticDirectory {
+    users: HashMap<(String, String), DirectoryUser>,
+}
+
+impl StaticDirectory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `user`.
+    pub fn with(mut self, user: DirectoryUser) -> Self {
+        self.users.insert((user.org.clone(), user.id.clone()), user);
+        self
+    }
+}
+
+impl UserDirectory for StaticDirectory {
+    async fn find(&self, org: &str, id: &str) -> Result<Option<DirectoryUser>, String> {
+        Ok(self.users.get(&(org.to_owned(), id.to_owned())).cloned())
+    }
+}
+
+/// Why an impersonation was refused. Everything but [`ImpersonationError::Unavailable`]
+/// answers 403; the audit record names the reason.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImpersonationError {
+    /// Already impersonating.
+    #[error("impersonation within an impersonation")]
+    Nested,
+    /// Not authenticated for an admin surface, or an org admin outside its org.
+    #[error("not an admin of this org")]
+    NotAdmin,
+    /// The impersonation role is missing.
+    #[error("missing the impersonation role")]
+    MissingRole,
+    /// No second factor.
+    #[error("multi-factor authentication required")]
+    MfaRequired,
+    /// The authentication is older than the policy allows (or its time is unknown).
+    #[error("authentication too old")]
+    StaleAuthentication,
+    /// No such user in the org.
+    #[error("no such user in the org")]
+    UnknownUser,
+    /// The target is an admin.
+    #[error("the target is an admin")]
+    AdminTarget,
+    /// The directory or the audit sink could not answer: nothing was issued (503).
+    #[error("impersonation unavailable: {0}")]
+    Unavailable(String),
+    /// The credential could not be issued.
+    #[error("credential: {0}")]
+    Issue(#[from] IssueError),
+}
+
+/// Why an [`Impersonator`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImpersonatorBuildError {
+    /// A credential lifetime of zero or over [`MAX_LIFETIME`].
+    #[error("impersonation credentials live between 1 s and 1 h")]
+    Lifetime,
+    /// The credential issuer (keys, profile).
+    #[error(transparent)]
+    Issuer(#[from] BuildError),
+}
+
+/// A started impersonation.
+#[derive(Debug)]
+pub struct Grant {
+    /// The credential (a bearer token for the API surface). Never logged.
+    pub token: SecretString,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// The impersonated user.
+    pub user: String,
+}
+
+/// Starts and ends impersonations (see the crate docs).
+#[derive(Debug)]
+pub struct Impersonator<D, A> {
+    policy: ImpersonationPolicy,
+    directory: D,
+    audit: A,
+    issuer: LocalJwtIssuer,
+    audience: String,
+    lifetime: Duration,
+    clock: SharedClock,
+}
+
+/// Builds an [`Impersonator`].
+#[derive(Debug)]
+pub struct ImpersonatorBuilder<D, A> {
+    policy: ImpersonationPolicy,
+    directory: D,
+    audit: A,
+    issuer_url: String,
+    ring: Option<KeyRing>,
+    audience: String,
+    lifetime: Duration,
+    clock: SharedClock,
+    profile: Profile,
+}
+
+impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
+    /// An impersonator under `policy`, finding users in `directory` and auditing to `audit`,
+    /// issuing credentials as `issuer_url` for the `api` audience, 15 minutes long.
+    pub fn builder(
+        policy: ImpersonationPolicy,
+        directory: D,
+        audit: A,
+        issuer_url: &str,
+    ) -> ImpersonatorBuilder<D, A> {
+        ImpersonatorBuilder {
+            policy,
+            directory,
+            audit,
+            issuer_url: issuer_url.to_owned(),
+            ring: None,
+            audience: "api".to_owned(),
+            lifetime: Duration::from_secs(900),
+            clock: palisade_core::SystemClock::shared(),
+            profile: Profile::Production,
+        }
+    }
+}
+
+impl<D, A> ImpersonatorBuilder<D, A> {
+    /// The key ring signing credentials (required in production).
+    pub fn key_ring(mut self, ring: KeyRing) -> Self {
+        self.ring = Some(ring);
+        self
+    }
+
+    /// The audience of the credentials (the surface they are accepted on).
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.audience = audience.to_owned();
+        self
+    }
+
+    /// How long a credential lives (at most [`MAX_LIFETIME`]).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Reads the time from `clock`.
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The deployment profile (default production).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// The impersonator; refuses a lifetime over [`MAX_LIFETIME`] or of zero, and (in
+    /// production) a missing key ring.
+    pub fn build(self) -> Result<Impersonator<D, A>, ImpersonatorBuildError> {
+        if self.lifetime.is_zero() || self.lifetime > MAX_LIFETIME {
+            return Err(ImpersonatorBuildError::Lifetime);
+        }
+        let mut issuer = LocalJwtIssuer::builder(&self.issuer_url)
+            .profile(self.profile)
+            .ttl(self.lifetime)
+            .clock(self.clock.clone());
+        if let Some(ring) = self.ring {
+            issuer = issuer.key_ring(ring);
+        }
+        Ok(Impersonator {
+            policy: self.policy,
+            directory: self.directory,
+            audit: self.audit,
+            issuer: issuer.build()?,
+            audience: self.audience,
+            lifetime: self.lifetime,
+            clock: self.clock,
+        })
+    }
+}
+
+impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
+    /// The issuer of the credentials (trust it in the API's authenticator).
+    pub fn issuer(&self) -> &str {
+        self.issuer.issuer()
+    }
+
+    /// The keys verifying the credentials.
+    pub fn key_set(&self) -> KeySet {
+        self.issuer.key_set()
+    }
+
+    fn check_admin(&self, admin: &Identity, org: &str) -> Result<(), ImpersonationError> {
+        if matches!(admin.method(), AuthMethod::Impersonation { .. }) {
+            return Err(ImpersonationError::Nested);
+        }
+        let surface = admin.surface();
+        let admin_of_org = *surface == Surface::GLOBAL_ADMIN
+            || (*surface == Surface::ORG_ADMIN && admin.org() == Some(org));
+        if !admin_of_org {
+            return Err(ImpersonationError::NotAdmin);
+        }
+        if !self.policy.role.holds(admin) {
+            return Err(ImpersonationError::MissingRole);
+        }
+        let acr_ok = admin
+            .acr()
+            .is_some_and(|acr| self.policy.mfa_acr.contains(acr));
+        if !(admin.mfa_level() == MfaLevel::MultiFactor || acr_ok) {
+            return Err(ImpersonationError::MfaRequired);
+        }
+        let now = self.clock.now();
+        let fresh = admin.auth_time().is_some_and(|at| {
+            now.duration_since(at)
+                .is_ok_and(|age| age <= self.policy.max_auth_age)
+                || at <= now + Duration::from_secs(60) && at > now
+        });
+        if !fresh {
+            return Err(ImpersonationError::StaleAuthentication);
+        }
+        Ok(())
+    }
+
+    /// The audit event of an impersonation step.
+    fn event(
+        admin: &Identity,
+        action: &str,
+        user: &str,
+        org: &str,
+        request_id: &str,
+        outcome: Outcome,
+    ) -> Event {
+        Event::new(admin.subject(), action, user, outcome)
+            .org(org)
+            .request_id(request_id)
+            .detail("actor_issuer", admin.issuer())
+    }
+
+    /// Starts impersonating `user` of `org` for `admin` (see the crate docs). The start (or
+    /// the refusal) is audited; a credential is issued only after its start was written.
+    pub async fn start(
+        &self,
+        admin: &Identity,
+        org: &str,
+        user: &str,
+        request_id: &str,
+    ) -> Result<Grant, ImpersonationError> {
+        let target = match self.check_admin(admin, org) {
+            Ok(()) => match self.directory.find(org, user).await {
+                Ok(Some(found)) if found.org == org => {
+                    if found.is_admin && !self.policy.allow_admin_targets {
+                        Err(ImpersonationError::AdminTarget)
+                    } else {
+                        Ok(found)
+                    }
+                }
+                Ok(_) => Err(ImpersonationError::UnknownUser),
+                Err(e) => Err(ImpersonationError::Unavailable(format!("directory: {e}"))),
+            },
+            Err(e) => Err(e),
+        };
+        let target = match target {
+            Ok(target) => target,
+            Err(refusal) => {
+                // Refusals are audited too (best effort: the refusal stands either way).
+                let event = Self::event(
+                    admin,
+                    "impersonation.start",
+                    user,
+                    org,
+                    request_id,
+                    Outcome::Denied,
+                )
+                .detail("reason", refusal.to_string());
+                let _ = self.audit.append(event).await;
+                return Err(refusal);
+            }
+        };
+        let event = Self::event(
+            admin,
+            "impersonation.start",
+            user,
+            org,
+            request_id,
+            Outcome::Success,
+        );
+        self.audit
+            .append(event)
+            .await
+            .map_err(|e| ImpersonationError::Unavailable(format!("audit: {e}")))?;
+        let claims = LocalClaims::new(&target.id, [self.audience.as_str()])
+            .authorized_party(AUTHORIZED_PARTY)
+            .org(org)
+            .roles(target.roles.iter().map(String::as_str))
+            .actor(admin.issuer(), admin.subject());
+        let token = self.issuer.issue(&claims)?;
+        Ok(Grant {
+            token: SecretString::from(token),
+            expires_at: self.clock.now() + self.lifetime,
+            user: target.id,
+        })
+    }
+
+    /// Records the end of an impersonation (explicit, or noticed at expiry).
+    pub async fn end(
+        &self,
+        impersonated: &Identity,
+        request_id: &str,
+        reason: &str,
+    ) -> Result<(), ImpersonationError> {
+        let AuthMethod::Impersonation { actor } = impersonated.method() else {
+            return Err(ImpersonationError::NotAdmin);
+        };
+        let org = impersonated.org().unwrap_or("");
+        let event = Self::event(
+            actor,
+            "impersonation.end",
+            impersonated.subject(),
+            org,
+            request_id,
+            Outcome::Success,
+        )
+        .detail("reason", reason);
+        self.audit
+            .append(event)
+            .await
+            .map(|_| ())
+            .map_err(|e| ImpersonationError::Unavailable(format!("audit: {e}")))
+    }
+}

@@ -1,0 +1,245 @@
+//! Impersonation flows: who may start, of whom, what the credential proves, and that nothing
+//! is issued without its audit record.
+
+use std::time::Duration;
+
+use palisade_audit::{Chain, MemorySink, Outcome, Verifier};
+use palisade_authn::{Authenticator, AuthnError, IssuerConfig, KeySource, SurfacePolicy};
+use palisade_core::{AuthMethod, Identity, KeyRing, ManualClock, MfaLevel, Profile, Surface};
+use palisade_impersonation::{
+    AUTHORIZED_PARTY, DirectoryUser, ImpersonationError, ImpersonationPolicy, Impersonator,
+    RoleRule, StaticDirectory,
+};
+use secrecy::ExposeSecret as _;
+
+const T: u64 = 1_800_000_000;
+const AUDIT_KEY: &str = "audit 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const JWT_KEY: &str = "imp 1 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+const IDP: &str = "https://sso.example.com/realms/acme";
+
+fn user(id: &str, org: &str, admin: bool) -> DirectoryUser {
+    DirectoryUser {
+        id: id.to_owned(),
+        org: org.to_owned(),
+        roles: vec!["member".to_owned()],
+        is_admin: admin,
+    }
+}
+
+fn admin(surface: Surface) -> Identity {
+    Identity::new(IDP, "admin-1", AuthMethod::Oidc, surface)
+        .with_org("org-1")
+        .with_realm_roles(["impersonator"])
+        .with_mfa(
+            MfaLevel::MultiFactor,
+            Some("2".into()),
+            vec!["pwd".into(), "otp".into()],
+        )
+        .with_auth_time(std::time::UNIX_EPOCH + Duration::from_secs(T - 60))
+}
+
+struct Setup {
+    clock: ManualClock,
+    audit: MemorySink,
+    imp: Impersonator<StaticDirectory, MemorySink>,
+}
+
+fn setup(audit_ring: &str) -> Setup {
+    let clock = ManualClock::at_unix(T);
+    let audit = MemorySink::with_chain(Chain::with_clock(
+        KeyRing::parse(audit_ring).expect("ring"),
+        clock.shared(),
+    ));
+    let directory = StaticDirectory::new()
+        .with(user("u-1", "org-1", false))
+        .with(user("u-admin", "org-1", true))
+        .with(user("u-2", "org-2", false));
+    let imp = Impersonator::builder(
+        ImpersonationPolicy::new(RoleRule::Realm("impersonator".into())).mfa_acr_values(["2"]),
+        directory,
+        audit.clone(),
+        "https://api.example.com/impersonation",
+    )
+    .key_ring(KeyRing::parse(JWT_KEY).expect("ring"))
+    .lifetime(Duration::from_secs(600))
+    .clock(clock.shared())
+    .profile(Profile::Production)
+    .build()
+    .expect("impersonator");
+    Setup { clock, audit, imp }
+}
+
+async fn authenticator(s: &Setup) -> Authenticator {
+    Authenticator::builder()
+        .clock(s.clock.shared())
+        .issuer(
+            IssuerConfig::new(s.imp.issuer())
+                .expect("issuer")
+                .key_source(KeySource::Static(s.imp.key_set())),
+        )
+        .build()
+        .await
+        .expect("authenticator")
+}
+
+/// A refused start: its name, the admin, the org, the target and the refusal expected.
+type Case = (
+    &'static str,
+    Identity,
+    &'static str,
+    &'static str,
+    fn(&ImpersonationError) -> bool,
+);
+
+fn api() -> SurfacePolicy {
+    SurfacePolicy::new(Surface::API)
+        .audiences(["api"])
+        .authorized_parties([AUTHORIZED_PARTY])
+}
+
+#[tokio::test]
+async fn an_admin_with_fresh_mfa_impersonates_a_user_of_the_org_and_it_is_audited() {
+    let s = setup(AUDIT_KEY);
+    let grant = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+        .await
+        .expect("start");
+    // The start was written before the credential existed.
+    let records = s.audit.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (
+            records[0].action.as_str(),
+            records[0].actor.as_str(),
+            records[0].target.as_str(),
+            records[0].outcome
+        ),
+        ("impersonation.start", "admin-1", "u-1", Outcome::Success)
+    );
+    // The credential proves both the user and the admin.
+    let auth = authenticator(&s).await;
+    let id = auth
+        .verify(grant.token.expose_secret(), &api())
+        .await
+        .expect("verify");
+    assert_eq!((id.subject(), id.org()), ("u-1", Some("org-1")));
+    match id.method() {
+        AuthMethod::Impersonation { actor } => {
+            assert_eq!((actor.issuer(), actor.subject()), (IDP, "admin-1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!format!("{grant:?}").contains(grant.token.expose_secret()));
+    // Impersonating while impersonating is refused.
+    let nested = s.imp.start(&id, "org-1", "u-1", "req-2").await;
+    assert!(
+        matches!(nested, Err(ImpersonationError::Nested)),
+        "{nested:?}"
+    );
+    // The end is recorded; the log verifies.
+    s.imp.end(&id, "req-3", "explicit").await.expect("end");
+    // The credential expires with its lifetime.
+    s.clock.advance(Duration::from_secs(600 + 31));
+    let expired = auth.verify(grant.token.expose_secret(), &api()).await;
+    assert_eq!(expired.err(), Some(AuthnError::Expired));
+    let records: Vec<_> = s.audit.records().into_iter().map(Ok).collect();
+    assert_eq!(records.len(), 3);
+    let ring = KeyRing::parse(AUDIT_KEY).expect("ring");
+    assert!(Verifier::new(ring).verify(records, None).is_ok());
+}
+
+#[tokio::test]
+async fn refusals_are_typed_and_audited() {
+    let s = setup(AUDIT_KEY);
+    let no_mfa = Identity::new(IDP, "admin-1", AuthMethod::Oidc, Surface::GLOBAL_ADMIN)
+        .with_realm_roles(["impersonator"])
+        .with_mfa(MfaLevel::SingleFactor, Some("1".into()), vec!["pwd".into()])
+        .with_auth_time(std::time::UNIX_EPOCH + Duration::from_secs(T - 60));
+    let stale = admin(Surface::GLOBAL_ADMIN)
+        .with_auth_time(std::time::UNIX_EPOCH + Duration::from_secs(T - 3_600));
+    let no_role = Identity::new(IDP, "admin-1", AuthMethod::Oidc, Surface::GLOBAL_ADMIN)
+        .with_mfa(MfaLevel::MultiFactor, Some("2".into()), vec!["otp".into()])
+        .with_auth_time(std::time::UNIX_EPOCH + Duration::from_secs(T - 60));
+    let api_user = admin(Surface::API);
+    let cases: Vec<Case> = vec![
+        ("no MFA", no_mfa, "org-1", "u-1", |e| {
+            matches!(e, ImpersonationError::MfaRequired)
+        }),
+        ("stale MFA", stale, "org-1", "u-1", |e| {
+            matches!(e, ImpersonationError::StaleAuthentication)
+        }),
+        ("missing role", no_role, "org-1", "u-1", |e| {
+            matches!(e, ImpersonationError::MissingRole)
+        }),
+        ("an API token", api_user, "org-1", "u-1", |e| {
+            matches!(e, ImpersonationError::NotAdmin)
+        }),
+        (
+            "unknown user",
+            admin(Surface::GLOBAL_ADMIN),
+            "org-1",
+            "ghost",
+            |e| matches!(e, ImpersonationError::UnknownUser),
+        ),
+        (
+            "a user of another org",
+            admin(Surface::GLOBAL_ADMIN),
+            "org-1",
+            "u-2",
+            |e| matches!(e, ImpersonationError::UnknownUser),
+        ),
+        (
+            "an org admin outside its org",
+            admin(Surface::ORG_ADMIN),
+            "org-2",
+            "u-2",
+            |e| matches!(e, ImpersonationError::NotAdmin),
+        ),
+        (
+            "an admin target",
+            admin(Surface::GLOBAL_ADMIN),
+            "org-1",
+            "u-admin",
+            |e| matches!(e, ImpersonationError::AdminTarget),
+        ),
+    ];
+    let count = cases.len();
+    for (name, who, org, target, expected) in cases {
+        let refused = s.imp.start(&who, org, target, name).await;
+        match refused {
+            Err(e) => assert!(expected(&e), "{name}: {e:?}"),
+            Ok(_) => panic!("{name}: started"),
+        }
+    }
+    // Every refusal is in the log, as denied, with its reason; none issued anything.
+    let records = s.audit.records();
+    assert_eq!(records.len(), count);
+    assert!(
+        records
+            .iter()
+            .all(|r| r.outcome == Outcome::Denied && r.details.contains_key("reason"))
+    );
+    // An org admin may impersonate in its own org.
+    assert!(
+        s.imp
+            .start(&admin(Surface::ORG_ADMIN), "org-1", "u-1", "own")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn without_a_working_audit_sink_nothing_is_issued() {
+    // The audit ring's only key is not valid yet: every audit write fails.
+    let s = setup(&format!("{AUDIT_KEY} not_before={}", T + 86_400));
+    let refused = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req")
+        .await;
+    assert!(
+        matches!(refused, Err(ImpersonationError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(s.audit.records().is_empty());
+}
