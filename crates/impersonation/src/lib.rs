@@ -17,10 +17,16 @@
 //! claim naming the admin: an [`Authenticator`](palisade_authn::Authenticator) trusting
 //! [`Impersonator::key_set`] turns it into an [`Identity`] with
 //! [`AuthMethod::Impersonation`], showing both the user and the admin.
-//! [`Impersonator::end`] records the end.
+//! [`Impersonator::end`] records the end. [`AuditImpersonationLayer`] writes every request
+//! made with such a credential to the audit sink before it is handled, and refuses (503)
+//! when it cannot.
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod layer;
+
+pub use layer::{AuditImpersonation, AuditImpersonationLayer, AuditRefusal, ResponseFuture};
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;

@@ -243,3 +243,82 @@ async fn without_a_working_audit_sink_nothing_is_issued() {
     );
     assert!(s.audit.records().is_empty());
 }
+
+mod per_request {
+    use super::*;
+    use palisade_impersonation::AuditImpersonationLayer;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{Layer as _, ServiceExt as _};
+
+    type Body = http_body_util::Empty<bytes::Bytes>;
+
+    async fn call(
+        layer: &AuditImpersonationLayer<MemorySink>,
+        who: Identity,
+        ran: Arc<AtomicUsize>,
+    ) -> http::StatusCode {
+        let svc = layer.layer(tower::service_fn(move |_req: http::Request<Body>| {
+            ran.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(Body::new())) }
+        }));
+        let mut req = http::Request::builder()
+            .uri("/api/orgs/org-1/documents/d1?token=not-logged")
+            .header("x-request-id", "req-9")
+            .body(Body::new())
+            .expect("request");
+        req.extensions_mut().insert(who);
+        svc.oneshot(req).await.expect("infallible").status()
+    }
+
+    fn impersonated() -> Identity {
+        Identity::new(
+            "https://api.example.com/impersonation",
+            "u-1",
+            AuthMethod::Impersonation {
+                actor: Box::new(admin(Surface::GLOBAL_ADMIN)),
+            },
+            Surface::API,
+        )
+        .with_org("org-1")
+    }
+
+    #[tokio::test]
+    async fn requests_while_impersonating_are_audited_before_they_run() {
+        let s = setup(AUDIT_KEY);
+        let layer = AuditImpersonationLayer::new(s.audit.clone());
+        let ran = Arc::new(AtomicUsize::new(0));
+        assert_eq!(call(&layer, impersonated(), ran.clone()).await, 200);
+        let records = s.audit.records();
+        assert_eq!(records.len(), 1);
+        let r = &records[0];
+        assert_eq!(
+            (
+                r.action.as_str(),
+                r.actor.as_str(),
+                r.target.as_str(),
+                r.request_id.as_deref()
+            ),
+            ("impersonation.request", "admin-1", "u-1", Some("req-9"))
+        );
+        assert_eq!(r.details["path"], "/api/orgs/org-1/documents/d1");
+        assert!(!serde_json_text(r).contains("not-logged"));
+        // An ordinary caller is not recorded.
+        assert_eq!(call(&layer, admin(Surface::API), ran.clone()).await, 200);
+        assert_eq!(s.audit.records().len(), 1);
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_its_audit_record_a_request_is_not_executed() {
+        let s = setup(&format!("{AUDIT_KEY} not_before={}", T + 86_400));
+        let layer = AuditImpersonationLayer::new(s.audit.clone());
+        let ran = Arc::new(AtomicUsize::new(0));
+        assert_eq!(call(&layer, impersonated(), ran.clone()).await, 503);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    fn serde_json_text(r: &palisade_audit::Record) -> String {
+        format!("{r:?}")
+    }
+}
