@@ -49,6 +49,9 @@ pub struct Chain {
     seq: u64,
     head: String,
     every: u64,
+    /// The previous record's time: records never go back in time, even when writers'
+    /// clocks disagree a little.
+    last_time: u64,
 }
 
 pub(crate) fn mac(key: &[u8], bytes: &[u8]) -> Result<String, AuditError> {
@@ -77,6 +80,7 @@ impl Chain {
             seq: 0,
             head: genesis(),
             every: 1_000,
+            last_time: 0,
         }
     }
 
@@ -91,6 +95,7 @@ impl Chain {
         if let Some(last) = last {
             self.seq = last.seq;
             self.head = hex::encode(hash(last));
+            self.last_time = last.time_ms;
         }
         self
     }
@@ -98,9 +103,12 @@ impl Chain {
     fn sign(&mut self, event: Event) -> Result<Record, AuditError> {
         let now = self.clock.now();
         let key = self.ring.active(now).map_err(|_| AuditError::NoKey)?;
+        let seq = self.seq.checked_add(1).ok_or(AuditError::Corrupt(
+            "the chain is at its last number".into(),
+        ))?;
         let mut record = Record {
-            seq: self.seq + 1,
-            time_ms: millis(now),
+            seq,
+            time_ms: millis(now).max(self.last_time),
             actor: event.actor,
             action: event.action,
             target: event.target,
@@ -116,6 +124,7 @@ impl Chain {
         record.mac = mac(key.material().expose_secret(), &bytes)?;
         self.seq = record.seq;
         self.head = hex::encode(hash_of(&bytes, &record.mac));
+        self.last_time = record.time_ms;
         Ok(record)
     }
 
@@ -123,7 +132,7 @@ impl Chain {
     /// The chain only moves when every record was made (callers write them all, or none).
     pub fn seal(&mut self, event: Event) -> Result<Vec<Record>, AuditError> {
         event.check()?;
-        let (seq, head) = (self.seq, self.head.clone());
+        let (seq, head, last_time) = (self.seq, self.head.clone(), self.last_time);
         let result = (|| {
             let mut records = vec![self.sign(event)?];
             if self.seq.is_multiple_of(self.every) {
@@ -143,19 +152,21 @@ impl Chain {
         if result.is_err() {
             self.seq = seq;
             self.head = head;
+            self.last_time = last_time;
         }
         result
     }
 
     /// Undoes the last [`Chain::seal`] (its records were not written).
-    pub(crate) fn rewind(&mut self, seq: u64, head: String) {
+    pub(crate) fn rewind(&mut self, (seq, head, last_time): (u64, String, u64)) {
         self.seq = seq;
         self.head = head;
+        self.last_time = last_time;
     }
 
     /// The position to rewind to.
-    pub(crate) fn position(&self) -> (u64, String) {
-        (self.seq, self.head.clone())
+    pub(crate) fn position(&self) -> (u64, String, u64) {
+        (self.seq, self.head.clone(), self.last_time)
     }
 
     /// A signed checkpoint of the chain's head, to publish elsewhere.

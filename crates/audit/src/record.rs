@@ -28,6 +28,13 @@ const SECRET_WORDS: &[&str] = &[
     "private",
     "api_key",
     "apikey",
+    "access_key",
+    "secret_key",
+    "jwt",
+    "bearer",
+    "otp",
+    "session",
+    "sid",
 ];
 
 /// How the audited action ended.

@@ -1,7 +1,7 @@
 //! Where records go: one chain per sink, appends serialized.
 
 use std::future::Future;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -87,16 +87,50 @@ struct JsonlState {
     chain: Chain,
     file: std::fs::File,
     path: PathBuf,
+    /// A write failed and the file could not be put back as it was: every later append is
+    /// refused until the log is reopened (and so read again).
+    failed: bool,
 }
+
+/// The longest line read as a record (a record is far smaller: fields are capped at 1 KiB).
+const MAX_LINE: usize = 1 << 20;
 
 /// Reads a JSON Lines log, one record (or the reason it is unreadable) per line.
 pub(crate) fn read_lines(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<Record, String>> + use<>, AuditError> {
     let file = std::fs::File::open(path).map_err(|e| AuditError::Corrupt(e.to_string()))?;
-    Ok(BufReader::new(file).lines().map(|line| {
-        let line = line.map_err(|e| e.to_string())?;
-        serde_json::from_str::<Record>(&line).map_err(|e| format!("not a record: {e}"))
+    let mut reader = BufReader::new(file);
+    let mut done = false;
+    Ok(std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        // A line is read up to MAX_LINE bytes: a longer one is not a record (and is not held).
+        let mut line = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line);
+        match read {
+            Ok(0) => None,
+            Ok(_) if line.len() > MAX_LINE => {
+                done = true;
+                Some(Err(format!("a line over {MAX_LINE} bytes")))
+            }
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(
+                    serde_json::from_slice::<Record>(&line)
+                        .map_err(|e| format!("not a record: {e}")),
+                )
+            }
+            Err(e) => {
+                done = true;
+                Some(Err(e.to_string()))
+            }
+        }
     }))
 }
 
@@ -110,6 +144,10 @@ impl JsonlSink {
             .append(true)
             .open(&path)
             .map_err(|e| AuditError::Sink(format!("open {}: {e}", path.display())))?;
+        // One writer per file, across processes: a second one would fork the chain.
+        file.try_lock().map_err(|e| {
+            AuditError::Sink(format!("{} is held by another writer: {e}", path.display()))
+        })?;
         let mut last = None;
         for (n, record) in read_lines(&path)?.enumerate() {
             last = Some(record.map_err(|e| AuditError::Corrupt(format!("line {}: {e}", n + 1)))?);
@@ -119,6 +157,7 @@ impl JsonlSink {
                 chain: chain.resume(last.as_ref()),
                 file,
                 path,
+                failed: false,
             })),
         })
     }
@@ -149,7 +188,12 @@ impl AuditSink for JsonlSink {
         // The write and the sync block: off the async workers, one at a time.
         tokio::task::spawn_blocking(move || {
             let mut state = inner.lock().unwrap_or_else(PoisonError::into_inner);
-            let (seq, head) = state.chain.position();
+            if state.failed {
+                return Err(AuditError::Sink(
+                    "an earlier write failed; reopen the log".into(),
+                ));
+            }
+            let position = state.chain.position();
             let sealed = state.chain.seal(event)?;
             let mut text = String::new();
             for record in &sealed {
@@ -158,15 +202,25 @@ impl AuditSink for JsonlSink {
                 text.push_str(&line);
                 text.push('\n');
             }
+            let before = state.file.metadata().map(|m| m.len());
             let written = state
                 .file
                 .write_all(text.as_bytes())
                 .and_then(|()| state.file.flush())
                 .and_then(|()| state.file.sync_data());
             if let Err(e) = written {
-                // Not durable: the chain does not move (a partial line makes the file refuse
-                // to open until an operator looks at it).
-                state.chain.rewind(seq, head);
+                // Not durable: the chain does not move, and the file is cut back to where it
+                // was (a record that may have reached the disk must not stay to fork the
+                // chain, a partial line must not glue onto the next). If that fails too, the
+                // sink refuses every later append.
+                state.chain.rewind(position);
+                let restored = before.and_then(|len| {
+                    state.file.set_len(len)?;
+                    state.file.sync_data()
+                });
+                if restored.is_err() {
+                    state.failed = true;
+                }
                 return Err(AuditError::Sink(format!("write: {e}")));
             }
             sealed

@@ -40,6 +40,11 @@ pub enum FindingKind {
     },
     /// The published checkpoint's own signature does not verify.
     BadCheckpoint,
+    /// The record's time is earlier than the previous record's (records are written in
+    /// time order; an older time is how a retired key would be passed off as valid).
+    TimeWentBack,
+    /// Signed with an older key version than an earlier record (keys only roll forward).
+    KeyRolledBack(String),
 }
 
 /// The first bad record and why.
@@ -79,24 +84,27 @@ impl Verifier {
         Self { ring }
     }
 
+    /// Checks the MAC; answers the key's version.
     fn mac_ok(
         &self,
         key_id: &str,
         at_ms: u64,
         bytes: &[u8],
         expected: &str,
-    ) -> Result<(), FindingKind> {
+    ) -> Result<u32, FindingKind> {
         let Some(key) = self.ring.keys().iter().find(|k| k.id().as_str() == key_id) else {
             return Err(FindingKind::UnknownKey(key_id.to_owned()));
         };
-        let at = UNIX_EPOCH + Duration::from_millis(at_ms);
+        let at = UNIX_EPOCH
+            .checked_add(Duration::from_millis(at_ms))
+            .ok_or(FindingKind::RetiredKey(key_id.to_owned()))?;
         if !key.is_valid_at(at) {
             return Err(FindingKind::RetiredKey(key_id.to_owned()));
         }
         let computed =
             mac(key.material().expose_secret(), bytes).map_err(|_| FindingKind::BadMac)?;
         if bool::from(computed.as_bytes().ct_eq(expected.as_bytes())) {
-            Ok(())
+            Ok(key.version())
         } else {
             Err(FindingKind::BadMac)
         }
@@ -128,6 +136,8 @@ impl Verifier {
             head: genesis(),
             reached: checkpoint.is_none_or(|cp| cp.seq == 0 && cp.head == genesis()),
             finding: None,
+            last_time: 0,
+            last_version: 0,
         };
         if let Some(cp) = checkpoint {
             let bytes = Checkpoint::canonical(cp.seq, &cp.head, &cp.key_id);
@@ -162,6 +172,8 @@ pub struct Verification<'a> {
     head: String,
     reached: bool,
     finding: Option<Finding>,
+    last_time: u64,
+    last_version: u32,
 }
 
 impl Verification<'_> {
@@ -195,8 +207,17 @@ impl Verification<'_> {
             return Err(FindingKind::BrokenChain);
         }
         let bytes = canonical(&record);
-        self.verifier
+        let version = self
+            .verifier
             .mac_ok(&record.key_id, record.time_ms, &bytes, &record.mac)?;
+        if record.time_ms < self.last_time {
+            return Err(FindingKind::TimeWentBack);
+        }
+        if version < self.last_version {
+            return Err(FindingKind::KeyRolledBack(record.key_id.clone()));
+        }
+        self.last_time = record.time_ms;
+        self.last_version = version;
         if record.action == CHECKPOINT_ACTION {
             let covers = record.details.get("covered_seq").map(String::as_str)
                 == Some(&(record.seq - 1).to_string())
@@ -243,5 +264,89 @@ impl Verification<'_> {
             records: self.read,
             finding: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::Chain;
+    use crate::record::{Event, Outcome};
+    use palisade_core::ManualClock;
+
+    const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const K2: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    const T: u64 = 1_800_000_000;
+
+    /// A record signed by hand with `key`, after `prev`.
+    fn forged(prev: &Record, key_id: &str, key: &str, time_ms: u64) -> Record {
+        use base64::Engine as _;
+        let material = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .expect("key");
+        let mut r = prev.clone();
+        r.seq += 1;
+        r.time_ms = time_ms;
+        r.actor = "forger".into();
+        r.prev = hex::encode(crate::record::hash(prev));
+        r.key_id = key_id.into();
+        r.mac = mac(&material, &canonical(&r)).expect("mac");
+        r
+    }
+
+    #[test]
+    fn a_retired_key_cannot_sign_with_an_old_date() {
+        // k1 retired at T + 100; k2 active from T + 50.
+        let ring = KeyRing::parse(&format!(
+            "k1 1 {K1} retire_after={}\nk2 2 {K2} not_before={}",
+            T + 100,
+            T + 50
+        ))
+        .expect("ring");
+        let clock = ManualClock::at_unix(T);
+        let mut chain = Chain::with_clock(ring.clone(), clock.shared());
+        let mut log = chain
+            .seal(Event::new("a", "x", "t", Outcome::Success))
+            .expect("k1");
+        clock.advance(Duration::from_secs(200));
+        log.extend(
+            chain
+                .seal(Event::new("a", "x", "t", Outcome::Success))
+                .expect("k2"),
+        );
+        let verifier = Verifier::new(ring);
+        assert!(verifier.verify(log.iter().cloned().map(Ok), None).is_ok());
+        // Someone holding the retired k1 dates a record before k1's retirement.
+        let last = log.last().cloned().expect("record");
+        let forged = forged(&last, "k1", K1, (T + 20) * 1_000);
+        let report = verifier.verify(log.iter().cloned().chain([forged]).map(Ok), None);
+        assert_eq!(
+            report.finding.map(|f| (f.line, f.kind)),
+            Some((3, FindingKind::TimeWentBack))
+        );
+        // Dated at the last record's time: the key is retired then.
+        let same_time = self::forged(&last, "k1", K1, last.time_ms);
+        let report = verifier.verify(log.iter().cloned().chain([same_time]).map(Ok), None);
+        assert_eq!(
+            report.finding.map(|f| (f.line, f.kind)),
+            Some((3, FindingKind::RetiredKey("k1".into())))
+        );
+    }
+
+    #[test]
+    fn key_versions_only_roll_forward() {
+        // Both keys valid forever; k2 is the newer.
+        let ring = KeyRing::parse(&format!("k1 1 {K1}\nk2 2 {K2}")).expect("ring");
+        let mut chain = Chain::with_clock(ring.clone(), ManualClock::at_unix(T).shared());
+        let log = chain
+            .seal(Event::new("a", "x", "t", Outcome::Success))
+            .expect("k2");
+        assert_eq!(log[0].key_id, "k2");
+        let forged = forged(&log[0], "k1", K1, log[0].time_ms);
+        let report = Verifier::new(ring).verify(log.iter().cloned().chain([forged]).map(Ok), None);
+        assert_eq!(
+            report.finding.map(|f| f.kind),
+            Some(FindingKind::KeyRolledBack("k1".into()))
+        );
     }
 }

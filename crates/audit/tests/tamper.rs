@@ -572,3 +572,27 @@ mod postgres {
         drop_schema(&schema).await;
     }
 }
+
+#[tokio::test]
+async fn a_second_writer_cannot_open_a_log_in_use() {
+    let good_ring = ring(&format!("k1 1 {K1}"));
+    let dir = std::env::temp_dir().join(format!("palisade-audit-l-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("log.jsonl");
+    let first = JsonlSink::open(&path, chain(good_ring.clone())).expect("open");
+    assert!(JsonlSink::open(&path, chain(good_ring.clone())).is_err());
+    drop(first);
+    assert!(JsonlSink::open(&path, chain(good_ring)).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_endless_line_is_unreadable_not_held() {
+    let dir = std::env::temp_dir().join(format!("palisade-audit-x-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("log.jsonl");
+    std::fs::write(&path, vec![b'x'; (1 << 20) + 10]).expect("write");
+    let first = JsonlSink::records_of(&path).expect("read").next();
+    assert!(matches!(first, Some(Err(_))));
+    let _ = std::fs::remove_dir_all(&dir);
+}

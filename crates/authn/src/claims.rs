@@ -22,6 +22,8 @@ pub(crate) struct ClaimRules {
     /// Memberships from group paths under this prefix (`<org>/<role>`,
     /// `<org>/teams/<team>/<role>`).
     pub(crate) groups_prefix: Option<String>,
+    /// Whether `act` (impersonation) claims are accepted from this issuer.
+    pub(crate) accept_actor: bool,
 }
 
 /// Memberships read from one token at most, and the longest group path read.
@@ -174,6 +176,7 @@ pub(crate) fn check(
     // One level only: an actor acting for an actor is refused.
     let method = match claims.get("act") {
         None => AuthMethod::Oidc,
+        Some(_) if !rules.accept_actor => return Err(AuthnError::MalformedClaims),
         Some(Value::Object(act)) => {
             let actor = act
                 .get("sub")
@@ -326,6 +329,7 @@ mod tests {
             org_claim: "org_id".into(),
             team_claim: "team_id".into(),
             groups_prefix: Some("/orgs/".into()),
+            accept_actor: true,
         }
     }
 
@@ -362,6 +366,18 @@ mod tests {
             }
         }
         v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn an_act_claim_is_refused_from_issuers_not_trusted_with_it() {
+        let claims = with(json!({"act": {"sub": "admin-1"}}));
+        let mut plain = rules();
+        plain.accept_actor = false;
+        assert_eq!(
+            check(&claims, &plain, &api(), NOW).unwrap_err(),
+            AuthnError::MalformedClaims
+        );
+        assert!(check(&with(json!({})), &plain, &api(), NOW).is_ok());
     }
 
     #[test]

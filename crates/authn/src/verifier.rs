@@ -37,6 +37,7 @@ pub struct IssuerConfig {
     org_claim: String,
     team_claim: String,
     groups_prefix: Option<String>,
+    accept_actor: bool,
     cache: CachePolicy,
 }
 
@@ -58,6 +59,7 @@ impl IssuerConfig {
             org_claim: "org_id".to_owned(),
             team_claim: "team_id".to_owned(),
             groups_prefix: None,
+            accept_actor: false,
             cache: CachePolicy::default(),
         })
     }
@@ -112,6 +114,16 @@ impl IssuerConfig {
         } else {
             format!("/{trimmed}/")
         });
+        self
+    }
+
+    /// Accepts RFC 8693 `act` claims from this issuer (an impersonation issuer): the
+    /// identity then names the actor. Off by default: a token of any other issuer that
+    /// carries `act` is refused, so no identity provider mapper can make a user look like an
+    /// admin acting for them.
+    #[must_use]
+    pub fn accept_actor_claims(mut self) -> Self {
+        self.accept_actor = true;
         self
     }
 
@@ -271,6 +283,7 @@ impl AuthenticatorBuilder {
                 org_claim: config.org_claim,
                 team_claim: config.team_claim,
                 groups_prefix: config.groups_prefix,
+                accept_actor: config.accept_actor,
             };
             issuers.insert(
                 config.issuer,

@@ -15,7 +15,7 @@
 //! Then the start is written to the audit sink *before* the credential is issued (no audit,
 //! no credential), and a short-lived local JWT is issued for the user with an RFC 8693 `act`
 //! claim naming the admin: an [`Authenticator`](palisade_authn::Authenticator) trusting
-//! [`Impersonator::key_set`] turns it into an [`Identity`] with
+//! [`Impersonator::key_set`] with `accept_actor_claims()` turns it into an [`Identity`] with
 //! [`AuthMethod::Impersonation`], showing both the user and the admin.
 //! [`Impersonator::end`] records the end. [`AuditImpersonationLayer`] writes every request
 //! made with such a credential to the audit sink before it is handled, and refuses (503)
@@ -398,7 +398,10 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
                     }
                 }
                 Ok(_) => Err(ImpersonationError::UnknownUser),
-                Err(e) => Err(ImpersonationError::Unavailable(format!("directory: {e}"))),
+                // The directory's own error text may hold connection details: not recorded.
+                Err(_) => Err(ImpersonationError::Unavailable(
+                    "the user directory did not answer".into(),
+                )),
             },
             Err(e) => Err(e),
         };
@@ -419,6 +422,14 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
                 return Err(refusal);
             }
         };
+        // The credential is made first (a failure here writes no success), and handed out
+        // only once its start is written.
+        let claims = LocalClaims::new(&target.id, [self.audience.as_str()])
+            .authorized_party(AUTHORIZED_PARTY)
+            .org(org)
+            .roles(target.roles.iter().map(String::as_str))
+            .actor(admin.issuer(), admin.subject());
+        let token = SecretString::from(self.issuer.issue(&claims)?);
         let event = Self::event(
             admin,
             "impersonation.start",
@@ -431,14 +442,8 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
             .append(event)
             .await
             .map_err(|e| ImpersonationError::Unavailable(format!("audit: {e}")))?;
-        let claims = LocalClaims::new(&target.id, [self.audience.as_str()])
-            .authorized_party(AUTHORIZED_PARTY)
-            .org(org)
-            .roles(target.roles.iter().map(String::as_str))
-            .actor(admin.issuer(), admin.subject());
-        let token = self.issuer.issue(&claims)?;
         Ok(Grant {
-            token: SecretString::from(token),
+            token,
             expires_at: self.clock.now() + self.lifetime,
             user: target.id,
         })

@@ -75,7 +75,8 @@ async fn authenticator(s: &Setup) -> Authenticator {
         .issuer(
             IssuerConfig::new(s.imp.issuer())
                 .expect("issuer")
-                .key_source(KeySource::Static(s.imp.key_set())),
+                .key_source(KeySource::Static(s.imp.key_set()))
+                .accept_actor_claims(),
         )
         .build()
         .await
