@@ -39,6 +39,7 @@
 pub mod body;
 pub mod client_ip;
 pub mod clock;
+pub mod gate;
 pub mod identity;
 pub mod keyring;
 pub mod percent;
@@ -53,6 +54,7 @@ pub use client_ip::{
     ClientIp, ClientIpLayer, ConnectionInfo, ForwardedHeader, RequestScheme, TrustedProxies,
 };
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use gate::{Gate, GateFuture};
 pub use identity::{AuthMethod, Identity, Membership, MfaLevel, Surface};
 pub use keyring::{Key, KeyId, KeyRing, KeyRingError};
 pub use posture::{Finding, Posture, PostureError, Profile, Severity};

@@ -2,14 +2,14 @@
 //! sink before it is handled; when the write fails, the request is refused (503) and not
 //! executed.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use palisade_audit::{AuditSink, Event, Outcome};
-use palisade_core::{AuthMethod, Identity, Rejection, RejectionKind, ResponseBody};
+use palisade_core::{
+    AuthMethod, Gate, GateFuture, Identity, Rejection, RejectionKind, ResponseBody,
+};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -99,29 +99,25 @@ fn event<B>(request: &Request<B>, identity: &Identity, actor: &Identity) -> Even
     event
 }
 
-/// The response future of [`AuditImpersonation`].
-pub type ResponseFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
+/// The response future of [`AuditImpersonation`]: the audit write, then the inner service's
+/// future (the service is not called when the write fails).
+pub type ResponseFuture<S, B> = GateFuture<S, Request<B>>;
 
 impl<S, A, B, ResBody> Service<Request<B>> for AuditImpersonation<S, A>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Send,
     A: AuditSink,
     B: Send + 'static,
-    ResBody: Send + 'static,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<Self::Response, S::Error>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let record =
             request
                 .extensions()
@@ -130,20 +126,23 @@ where
                     AuthMethod::Impersonation { actor } => Some(event(&request, identity, actor)),
                     _ => None,
                 });
+        let Some(record) = record else {
+            return GateFuture::calling(self.inner.call(request));
+        };
         let audit = Arc::clone(&self.audit);
-        Box::pin(async move {
-            if let Some(record) = record
-                && let Err(e) = audit.append(record).await
-            {
+        let gate: Gate<Request<B>> = Box::pin(async move {
+            match audit.append(record).await {
+                Ok(_) => Ok(request),
                 // Not audited, not executed.
-                return Ok(Rejection::new(
+                Err(e) => Err(Rejection::new(
                     RejectionKind::Unavailable,
                     AuditRefusal::Audit(e.to_string()),
-                )
-                .into_response());
+                )),
             }
-            let response = inner.call(request).await?;
-            Ok(response.map(ResponseBody::new))
-        })
+        });
+        // The clone goes to the future; this service keeps the one that was made ready.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        GateFuture::gating(gate, inner)
     }
 }

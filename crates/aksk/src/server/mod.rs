@@ -16,7 +16,6 @@
 //! [`VerifyError`] in the response extensions and the logs.
 
 mod body;
-pub mod future;
 
 use std::fmt;
 use std::sync::Arc;
@@ -26,13 +25,17 @@ use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt as _;
-use palisade_core::{Rejection, RejectionKind, ResponseBody};
+use palisade_core::{GateFuture, Rejection, RejectionKind, ResponseBody};
 use sha2::{Digest as _, Sha256};
 use tower_layer::Layer;
 use tower_service::Service;
 
 pub use body::{BoxError, VerifiedBody};
-use future::ResponseFuture;
+
+/// The response future of [`AccessKey`]: the authentication (store calls and the body read,
+/// one boxed future: the layer's only allocation of its own), then the inner service's
+/// future; or the refusal (the inner service is never called).
+pub type ResponseFuture<S, B> = GateFuture<S, Request<VerifiedBody<B>>>;
 
 use crate::canonical;
 use crate::credential::CredentialStore;
@@ -182,7 +185,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if self.others == Others::PassThrough && !claims_sigv4(request.headers()) {
-            return ResponseFuture::inner(
+            return ResponseFuture::calling(
                 self.inner
                     .call(request.map(|b| VerifiedBody::unverified(b, u64::MAX))),
             );
@@ -191,7 +194,7 @@ where
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
-        ResponseFuture::authenticating(Box::pin(authenticate(shared, request)), service)
+        ResponseFuture::gating(Box::pin(authenticate(shared, request)), service)
     }
 }
 

@@ -32,19 +32,14 @@
 //! # fn owning_org(id: &str) -> Option<&'static str> { (id == "d1").then_some("org-1") }
 //! ```
 
-mod future;
-
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use palisade_core::{Identity, Rejection, RejectionKind};
+use palisade_core::{Gate, GateFuture, Identity, Rejection, RejectionKind};
 use tower_layer::Layer;
 use tower_service::Service;
 
-pub use self::future::ResponseFuture;
 use crate::AuthzError;
 use crate::cache::Authorizer;
 use crate::principal::{PrincipalOptions, principal_for};
@@ -140,9 +135,9 @@ impl<S: std::fmt::Debug> std::fmt::Debug for Authorize<S> {
     }
 }
 
-/// The decision of the slow path, holding the request to hand it back.
-pub(crate) type Check<B> =
-    Pin<Box<dyn Future<Output = (Result<(), Rejection>, Request<B>)> + Send>>;
+/// The response future of [`Authorize`]: the decision, then the inner service's future; or
+/// a refusal (the inner service is never called).
+pub type ResponseFuture<S, B> = GateFuture<S, Request<B>>;
 
 /// The request id to send to the PDP: the caller's `x-request-id` when it is plain and short.
 fn request_id(headers: &http::HeaderMap) -> String {
@@ -201,12 +196,12 @@ where
         let request_id = request_id(&parts.headers);
         let request = Request::from_parts(parts, body);
         let authorizer = self.shared.authorizer.clone();
-        let check: Check<B> = Box::pin(async move {
+        let check: Gate<Request<B>> = Box::pin(async move {
             let answer = authorizer
                 .check(&principal, &target.resource, &target.action, &request_id)
                 .await;
-            let outcome = match answer {
-                Ok(true) => Ok(()),
+            match answer {
+                Ok(true) => Ok(request),
                 Ok(false) => Err(refusal(
                     RejectionKind::Forbidden,
                     AuthorizeRejection::Denied {
@@ -228,12 +223,11 @@ where
                     RejectionKind::Unavailable,
                     AuthorizeRejection::Undecided(e),
                 )),
-            };
-            (outcome, request)
+            }
         });
         // The clone goes to the future; this service keeps the one that was made ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::checking(check, inner)
+        ResponseFuture::gating(check, inner)
     }
 }
