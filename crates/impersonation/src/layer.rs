@@ -1,6 +1,7 @@
 //! [`AuditImpersonationLayer`]: every request made while impersonating is written to the audit
 //! sink before it is handled; when the write fails, the request is refused (503) and not
-//! executed.
+//! executed. Made by [`Impersonator::audit_layer`](crate::Impersonator::audit_layer), it also
+//! refuses (401) the credentials of impersonations that ended.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,8 +9,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use palisade_audit::{AuditSink, Event, Outcome};
 use palisade_core::{
-    AuthMethod, Gate, GateFuture, Identity, Rejection, RejectionKind, ResponseBody,
+    AuthMethod, Gate, GateFuture, Identity, Rejection, RejectionKind, ResponseBody, SharedClock,
 };
+
+use crate::grants::Grants;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -20,28 +23,50 @@ pub enum AuditRefusal {
     /// The audit record could not be written.
     #[error("audit write failed: {0}")]
     Audit(String),
+    /// The impersonation ended (or expired, or is unknown to this process).
+    #[error("impersonation not in progress")]
+    Ended,
+}
+
+/// What the layer knows of impersonations in progress.
+#[derive(Debug)]
+struct Tracking {
+    grants: Arc<Grants>,
+    clock: SharedClock,
 }
 
 /// Audits requests made with an impersonation credential (see the module docs).
 #[derive(Debug)]
 pub struct AuditImpersonationLayer<A> {
     audit: Arc<A>,
+    tracking: Option<Arc<Tracking>>,
 }
 
 impl<A> Clone for AuditImpersonationLayer<A> {
     fn clone(&self) -> Self {
         Self {
             audit: Arc::clone(&self.audit),
+            tracking: self.tracking.clone(),
         }
     }
 }
 
 impl<A: AuditSink> AuditImpersonationLayer<A> {
-    /// A layer writing to `audit`. Put it after the authentication layer (it reads the
-    /// verified `Identity`).
+    /// A layer writing to `audit`, that knows nothing of ends: an ended impersonation's
+    /// credential keeps working (audited) until it expires. Prefer
+    /// [`Impersonator::audit_layer`](crate::Impersonator::audit_layer). Put it after the
+    /// authentication layer (it reads the verified `Identity`).
     pub fn new(audit: A) -> Self {
         Self {
             audit: Arc::new(audit),
+            tracking: None,
+        }
+    }
+
+    pub(crate) fn tracking(audit: Arc<A>, grants: Arc<Grants>, clock: SharedClock) -> Self {
+        Self {
+            audit,
+            tracking: Some(Arc::new(Tracking { grants, clock })),
         }
     }
 }
@@ -53,6 +78,7 @@ impl<S, A> Layer<S> for AuditImpersonationLayer<A> {
         AuditImpersonation {
             inner,
             audit: Arc::clone(&self.audit),
+            tracking: self.tracking.clone(),
         }
     }
 }
@@ -62,6 +88,7 @@ impl<S, A> Layer<S> for AuditImpersonationLayer<A> {
 pub struct AuditImpersonation<S, A> {
     inner: S,
     audit: Arc<A>,
+    tracking: Option<Arc<Tracking>>,
 }
 
 impl<S: Clone, A> Clone for AuditImpersonation<S, A> {
@@ -69,7 +96,18 @@ impl<S: Clone, A> Clone for AuditImpersonation<S, A> {
         Self {
             inner: self.inner.clone(),
             audit: Arc::clone(&self.audit),
+            tracking: self.tracking.clone(),
         }
+    }
+}
+
+/// The longest path recorded (longer ones are cut, and marked so).
+const MAX_PATH: usize = 2_048;
+
+fn bounded(path: &str) -> String {
+    match path.get(..MAX_PATH) {
+        Some(head) if head.len() < path.len() => format!("{head}…"),
+        _ => path.to_owned(),
     }
 }
 
@@ -83,7 +121,7 @@ fn event<B>(request: &Request<B>, identity: &Identity, actor: &Identity) -> Even
         Outcome::Success,
     )
     .detail("method", request.method().as_str())
-    .detail("path", request.uri().path())
+    .detail("path", bounded(request.uri().path()))
     .detail("actor_issuer", actor.issuer());
     if let Some(org) = identity.org() {
         event = event.org(org);
@@ -118,17 +156,24 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let record =
-            request
-                .extensions()
-                .get::<Identity>()
-                .and_then(|identity| match identity.method() {
-                    AuthMethod::Impersonation { actor } => Some(event(&request, identity, actor)),
-                    _ => None,
-                });
-        let Some(record) = record else {
+        let Some(identity) = request.extensions().get::<Identity>() else {
             return GateFuture::calling(self.inner.call(request));
         };
+        let AuthMethod::Impersonation { actor } = identity.method() else {
+            return GateFuture::calling(self.inner.call(request));
+        };
+        if let Some(tracking) = &self.tracking {
+            let live = identity
+                .session_id()
+                .is_some_and(|id| tracking.grants.is_live(id, tracking.clock.now()));
+            if !live {
+                return GateFuture::refused(Rejection::new(
+                    RejectionKind::Unauthenticated,
+                    AuditRefusal::Ended,
+                ));
+            }
+        }
+        let record = event(&request, identity, actor);
         let audit = Arc::clone(&self.audit);
         let gate: Gate<Request<B>> = Box::pin(async move {
             match audit.append(record).await {

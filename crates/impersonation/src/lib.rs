@@ -17,16 +17,65 @@
 //! claim naming the admin: an [`Authenticator`](palisade_authn::Authenticator) trusting
 //! [`Impersonator::key_set`] with `accept_actor_claims()` turns it into an [`Identity`] with
 //! [`AuthMethod::Impersonation`], showing both the user and the admin.
-//! [`Impersonator::end`] records the end. [`AuditImpersonationLayer`] writes every request
-//! made with such a credential to the audit sink before it is handled, and refuses (503)
-//! when it cannot.
+//!
+//! Every credential names its impersonation (`sid`), which the impersonator keeps while it is
+//! in progress. [`Impersonator::end`] ends one (the admin, or the credential itself, may end
+//! it): its credential is refused from then on and the end is recorded.
+//! [`Impersonator::sweep`], run periodically, records the end of every impersonation whose
+//! credential expired (and retries ends whose record could not be written).
+//! [`Impersonator::audit_layer`] writes every request made with a credential to the audit sink
+//! before it is handled, refuses (503) when it cannot, and refuses (401) credentials of ended
+//! impersonations.
+//!
+//! Impersonations in progress live in the memory of the process that started them: a
+//! credential presented to another replica is refused (fail closed), and a restart ends them
+//! all without an end record (the start records and credential lifetimes still bound them).
+//!
+//! ```
+//! use std::time::Duration;
+//! use palisade_audit::{Chain, MemorySink};
+//! use palisade_core::{KeyRing, Profile};
+//! use palisade_impersonation::{
+//!     DirectoryUser, ImpersonationPolicy, Impersonator, RoleRule, StaticDirectory,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let audit = MemorySink::new(KeyRing::parse("audit 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?);
+//! let users = StaticDirectory::new().with(DirectoryUser {
+//!     id: "u-1".into(),
+//!     org: "org-1".into(),
+//!     roles: vec!["member".into()],
+//!     is_admin: false,
+//! });
+//! let impersonator = Impersonator::builder(
+//!     ImpersonationPolicy::new(RoleRule::Realm("impersonator".into())).mfa_acr_values(["2"]),
+//!     users,
+//!     audit,
+//!     "https://api.example.com/impersonation",
+//! )
+//! .key_ring(KeyRing::parse("imp 1 ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=")?)
+//! .lifetime(Duration::from_secs(900))
+//! .profile(Profile::Production)
+//! .build()?;
+//! // Requests made with its credentials: audited first, refused once ended.
+//! let _layer = impersonator.audit_layer();
+//! // Periodically (for example every few seconds from a background task):
+//! // impersonator.sweep().await?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod grants;
 mod layer;
 
+pub use grants::MAX_ACTIVE;
 pub use layer::{AuditImpersonation, AuditImpersonationLayer, AuditRefusal, ResponseFuture};
+
+use grants::{Active, EndReason, Grants};
+use std::sync::Arc;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -186,6 +235,9 @@ pub enum ImpersonationError {
     /// The target is an admin.
     #[error("the target is an admin")]
     AdminTarget,
+    /// No such impersonation in progress (ended, expired, unknown, or not the caller's).
+    #[error("no such impersonation in progress")]
+    NotActive,
     /// The directory or the audit sink could not answer: nothing was issued (503).
     #[error("impersonation unavailable: {0}")]
     Unavailable(String),
@@ -209,6 +261,8 @@ pub enum ImpersonatorBuildError {
 /// A started impersonation.
 #[derive(Debug)]
 pub struct Grant {
+    /// The impersonation's id (the credential's `sid`; ends it with [`Impersonator::end`]).
+    pub id: String,
     /// The credential (a bearer token for the API surface). Never logged.
     pub token: SecretString,
     /// When it expires.
@@ -222,7 +276,8 @@ pub struct Grant {
 pub struct Impersonator<D, A> {
     policy: ImpersonationPolicy,
     directory: D,
-    audit: A,
+    audit: Arc<A>,
+    grants: Arc<Grants>,
     issuer: LocalJwtIssuer,
     audience: String,
     lifetime: Duration,
@@ -313,7 +368,8 @@ impl<D, A> ImpersonatorBuilder<D, A> {
         Ok(Impersonator {
             policy: self.policy,
             directory: self.directory,
-            audit: self.audit,
+            audit: Arc::new(self.audit),
+            grants: Arc::default(),
             issuer: issuer.build()?,
             audience: self.audience,
             lifetime: self.lifetime,
@@ -364,19 +420,22 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         Ok(())
     }
 
-    /// The audit event of an impersonation step.
+    /// The audit event of an impersonation step by the admin `actor` (issuer, subject).
     fn event(
-        admin: &Identity,
+        actor: (&str, &str),
         action: &str,
         user: &str,
         org: &str,
-        request_id: &str,
+        request_id: Option<&str>,
         outcome: Outcome,
     ) -> Event {
-        Event::new(admin.subject(), action, user, outcome)
+        let mut event = Event::new(actor.1, action, user, outcome)
             .org(org)
-            .request_id(request_id)
-            .detail("actor_issuer", admin.issuer())
+            .detail("actor_issuer", actor.0);
+        if let Some(id) = request_id {
+            event = event.request_id(id);
+        }
+        event
     }
 
     /// Starts impersonating `user` of `org` for `admin` (see the crate docs). The start (or
@@ -390,7 +449,7 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
     ) -> Result<Grant, ImpersonationError> {
         let target = match self.check_admin(admin, org) {
             Ok(()) => match self.directory.find(org, user).await {
-                Ok(Some(found)) if found.org == org => {
+                Ok(Some(found)) if found.org == org && found.id == user => {
                     if found.is_admin && !self.policy.allow_admin_targets {
                         Err(ImpersonationError::AdminTarget)
                     } else {
@@ -405,16 +464,17 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
             },
             Err(e) => Err(e),
         };
+        let actor = (admin.issuer(), admin.subject());
         let target = match target {
             Ok(target) => target,
             Err(refusal) => {
                 // Refusals are audited too (best effort: the refusal stands either way).
                 let event = Self::event(
-                    admin,
+                    actor,
                     "impersonation.start",
                     user,
                     org,
-                    request_id,
+                    Some(request_id),
                     Outcome::Denied,
                 )
                 .detail("reason", refusal.to_string());
@@ -422,57 +482,157 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
                 return Err(refusal);
             }
         };
+        let id = grant_id();
+        let expires_at = self.clock.now() + self.lifetime;
+        let registered = self.grants.insert(
+            id.clone(),
+            Active {
+                admin_issuer: admin.issuer().to_owned(),
+                admin_subject: admin.subject().to_owned(),
+                user: target.id.clone(),
+                org: org.to_owned(),
+                expires_at,
+                ended: None,
+            },
+        );
+        if !registered {
+            return Err(ImpersonationError::Unavailable(
+                "too many impersonations in progress".into(),
+            ));
+        }
         // The credential is made first (a failure here writes no success), and handed out
         // only once its start is written.
         let claims = LocalClaims::new(&target.id, [self.audience.as_str()])
             .authorized_party(AUTHORIZED_PARTY)
             .org(org)
+            .session_id(&id)
             .roles(target.roles.iter().map(String::as_str))
             .actor(admin.issuer(), admin.subject());
-        let token = SecretString::from(self.issuer.issue(&claims)?);
+        let issued = self.issuer.issue(&claims);
+        let token = match issued {
+            Ok(token) => SecretString::from(token),
+            Err(e) => {
+                self.grants.forget(&id);
+                return Err(e.into());
+            }
+        };
         let event = Self::event(
-            admin,
+            actor,
             "impersonation.start",
             user,
             org,
-            request_id,
+            Some(request_id),
             Outcome::Success,
-        );
-        self.audit
-            .append(event)
-            .await
-            .map_err(|e| ImpersonationError::Unavailable(format!("audit: {e}")))?;
+        )
+        .detail("impersonation", id.as_str());
+        if let Err(e) = self.audit.append(event).await {
+            self.grants.forget(&id);
+            return Err(ImpersonationError::Unavailable(format!("audit: {e}")));
+        }
         Ok(Grant {
+            id,
             token,
-            expires_at: self.clock.now() + self.lifetime,
+            expires_at,
             user: target.id,
         })
     }
 
-    /// Records the end of an impersonation (explicit, or noticed at expiry).
+    /// Ends the impersonation `id`. `caller` is the admin who started it, or the
+    /// impersonation credential itself. The credential is refused from now on (by
+    /// [`Impersonator::audit_layer`]); the end is recorded. When the record cannot be written
+    /// the impersonation is ended all the same, the answer is
+    /// [`ImpersonationError::Unavailable`], and [`Impersonator::sweep`] writes it later.
     pub async fn end(
         &self,
-        impersonated: &Identity,
+        caller: &Identity,
+        id: &str,
         request_id: &str,
-        reason: &str,
     ) -> Result<(), ImpersonationError> {
-        let AuthMethod::Impersonation { actor } = impersonated.method() else {
-            return Err(ImpersonationError::NotAdmin);
+        let grant = self
+            .grants
+            .get_live(id, self.clock.now())
+            .ok_or(ImpersonationError::NotActive)?;
+        let is_admin = !matches!(caller.method(), AuthMethod::Impersonation { .. })
+            && caller.issuer() == grant.admin_issuer
+            && caller.subject() == grant.admin_subject;
+        let is_credential = match caller.method() {
+            AuthMethod::Impersonation { actor } => {
+                caller.session_id() == Some(id)
+                    && caller.issuer() == self.issuer.issuer()
+                    && actor.issuer() == grant.admin_issuer
+                    && actor.subject() == grant.admin_subject
+            }
+            _ => false,
         };
-        let org = impersonated.org().unwrap_or("");
+        if !(is_admin || is_credential) {
+            return Err(ImpersonationError::NotActive);
+        }
+        self.grants.mark_ended(id, EndReason::Ended);
+        self.record_end(id, &grant, EndReason::Ended, Some(request_id))
+            .await
+    }
+
+    async fn record_end(
+        &self,
+        id: &str,
+        grant: &Active,
+        reason: EndReason,
+        request_id: Option<&str>,
+    ) -> Result<(), ImpersonationError> {
         let event = Self::event(
-            actor,
+            (&grant.admin_issuer, &grant.admin_subject),
             "impersonation.end",
-            impersonated.subject(),
-            org,
+            &grant.user,
+            &grant.org,
             request_id,
             Outcome::Success,
         )
-        .detail("reason", reason);
-        self.audit
-            .append(event)
-            .await
-            .map(|_| ())
-            .map_err(|e| ImpersonationError::Unavailable(format!("audit: {e}")))
+        .detail("impersonation", id)
+        .detail("reason", reason.as_str());
+        match self.audit.append(event).await {
+            Ok(_) => {
+                self.grants.recorded(id);
+                Ok(())
+            }
+            Err(e) => Err(ImpersonationError::Unavailable(format!("audit: {e}"))),
+        }
     }
+
+    /// Records the end of every impersonation whose credential expired, and of ended ones
+    /// whose end could not be recorded before. Run it periodically (every few seconds); it
+    /// answers how many ends it recorded, or the first write that failed (the rest wait for
+    /// the next run).
+    pub async fn sweep(&self) -> Result<usize, ImpersonationError> {
+        let due = self.grants.due(self.clock.now());
+        let mut recorded = 0;
+        for (id, grant) in due {
+            let reason = grant.ended.unwrap_or(EndReason::Expired);
+            self.record_end(&id, &grant, reason, None).await?;
+            recorded += 1;
+        }
+        Ok(recorded)
+    }
+
+    /// How many impersonations are in progress (or wait for their end to be recorded).
+    pub fn in_progress(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// The layer auditing requests made with this impersonator's credentials, and refusing
+    /// those of ended impersonations. Put it after the authentication layer.
+    pub fn audit_layer(&self) -> AuditImpersonationLayer<A> {
+        AuditImpersonationLayer::tracking(
+            Arc::clone(&self.audit),
+            Arc::clone(&self.grants),
+            self.clock.clone(),
+        )
+    }
+}
+
+/// A fresh impersonation id: 128 random bits, hex.
+fn grant_id() -> String {
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

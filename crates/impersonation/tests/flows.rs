@@ -38,18 +38,54 @@ fn admin(surface: Surface) -> Identity {
         .with_auth_time(std::time::UNIX_EPOCH + Duration::from_secs(T - 60))
 }
 
+/// A memory sink whose writes can be made to fail (an audit store going down and back up).
+#[derive(Clone)]
+struct Flaky {
+    inner: MemorySink,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Flaky {
+    fn records(&self) -> Vec<palisade_audit::Record> {
+        self.inner.records()
+    }
+
+    fn fail_writes(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl palisade_audit::AuditSink for Flaky {
+    async fn append(
+        &self,
+        event: palisade_audit::Event,
+    ) -> Result<palisade_audit::Record, palisade_audit::AuditError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(palisade_audit::AuditError::Event("sink down"));
+        }
+        self.inner.append(event).await
+    }
+
+    async fn checkpoint(&self) -> Result<palisade_audit::Checkpoint, palisade_audit::AuditError> {
+        self.inner.checkpoint().await
+    }
+}
+
 struct Setup {
     clock: ManualClock,
-    audit: MemorySink,
-    imp: Impersonator<StaticDirectory, MemorySink>,
+    audit: Flaky,
+    imp: Impersonator<StaticDirectory, Flaky>,
 }
 
 fn setup(audit_ring: &str) -> Setup {
     let clock = ManualClock::at_unix(T);
-    let audit = MemorySink::with_chain(Chain::with_clock(
-        KeyRing::parse(audit_ring).expect("ring"),
-        clock.shared(),
-    ));
+    let audit = Flaky {
+        inner: MemorySink::with_chain(Chain::with_clock(
+            KeyRing::parse(audit_ring).expect("ring"),
+            clock.shared(),
+        )),
+        down: Default::default(),
+    };
     let directory = StaticDirectory::new()
         .with(user("u-1", "org-1", false))
         .with(user("u-admin", "org-1", true))
@@ -139,13 +175,28 @@ async fn an_admin_with_fresh_mfa_impersonates_a_user_of_the_org_and_it_is_audite
         "{nested:?}"
     );
     // The end is recorded; the log verifies.
-    s.imp.end(&id, "req-3", "explicit").await.expect("end");
+    assert_eq!(s.imp.in_progress(), 1);
+    s.imp.end(&id, &grant.id, "req-3").await.expect("end");
+    assert_eq!(s.imp.in_progress(), 0);
+    // Ending twice is refused (nothing in progress).
+    let again = s.imp.end(&id, &grant.id, "req-4").await;
+    assert!(
+        matches!(again, Err(ImpersonationError::NotActive)),
+        "{again:?}"
+    );
     // The credential expires with its lifetime.
     s.clock.advance(Duration::from_secs(600 + 31));
     let expired = auth.verify(grant.token.expose_secret(), &api()).await;
     assert_eq!(expired.err(), Some(AuthnError::Expired));
+    // Nothing is left to record at expiry: the end was recorded already.
+    assert_eq!(s.imp.sweep().await.expect("sweep"), 0);
     let records: Vec<_> = s.audit.records().into_iter().map(Ok).collect();
     assert_eq!(records.len(), 3);
+    let end = &s.audit.records()[2];
+    assert_eq!(
+        (end.action.as_str(), end.details["reason"].as_str()),
+        ("impersonation.end", "ended")
+    );
     let ring = KeyRing::parse(AUDIT_KEY).expect("ring");
     assert!(Verifier::new(ring).verify(records, None).is_ok());
 }
@@ -245,6 +296,102 @@ async fn without_a_working_audit_sink_nothing_is_issued() {
     assert!(s.audit.records().is_empty());
 }
 
+#[tokio::test]
+async fn the_end_at_expiry_is_recorded_by_the_sweep() {
+    let s = setup(AUDIT_KEY);
+    let a = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+        .await
+        .expect("start");
+    s.clock.advance(Duration::from_secs(300));
+    let b = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-2")
+        .await
+        .expect("start");
+    assert_ne!(a.id, b.id);
+    // Nothing has expired yet.
+    assert_eq!(s.imp.sweep().await.expect("sweep"), 0);
+    // The first one's lifetime (600 s) runs out; the second has 300 s left.
+    s.clock.advance(Duration::from_secs(300));
+    assert_eq!(s.imp.sweep().await.expect("sweep"), 1);
+    assert_eq!(s.imp.in_progress(), 1);
+    let records = s.audit.records();
+    let end = records.last().expect("end");
+    assert_eq!(
+        (
+            end.action.as_str(),
+            end.actor.as_str(),
+            end.target.as_str(),
+            end.details["reason"].as_str(),
+            end.details["impersonation"].as_str(),
+        ),
+        (
+            "impersonation.end",
+            "admin-1",
+            "u-1",
+            "expired",
+            a.id.as_str()
+        )
+    );
+    // An expired impersonation can no longer be ended.
+    let late = s
+        .imp
+        .end(&admin(Surface::GLOBAL_ADMIN), &a.id, "req-3")
+        .await;
+    assert!(
+        matches!(late, Err(ImpersonationError::NotActive)),
+        "{late:?}"
+    );
+    s.clock.advance(Duration::from_secs(300));
+    assert_eq!(s.imp.sweep().await.expect("sweep"), 1);
+    assert_eq!(s.imp.in_progress(), 0);
+    assert_eq!(s.audit.records().len(), 4);
+}
+
+#[tokio::test]
+async fn only_the_admin_or_the_credential_may_end_an_impersonation() {
+    let s = setup(AUDIT_KEY);
+    let grant = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+        .await
+        .expect("start");
+    let other = Identity::new(IDP, "admin-2", AuthMethod::Oidc, Surface::GLOBAL_ADMIN);
+    let refused = s.imp.end(&other, &grant.id, "req-2").await;
+    assert!(
+        matches!(refused, Err(ImpersonationError::NotActive)),
+        "{refused:?}"
+    );
+    // Another impersonation's credential cannot end it either.
+    let second = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-3")
+        .await
+        .expect("start");
+    let auth = authenticator(&s).await;
+    let second_id = auth
+        .verify(second.token.expose_secret(), &api())
+        .await
+        .expect("verify");
+    let refused = s.imp.end(&second_id, &grant.id, "req-4").await;
+    assert!(
+        matches!(refused, Err(ImpersonationError::NotActive)),
+        "{refused:?}"
+    );
+    // Its own credential can; the admin can end theirs.
+    s.imp
+        .end(&second_id, &second.id, "req-5")
+        .await
+        .expect("end");
+    s.imp
+        .end(&admin(Surface::GLOBAL_ADMIN), &grant.id, "req-6")
+        .await
+        .expect("end");
+    assert_eq!(s.imp.in_progress(), 0);
+}
+
 mod per_request {
     use super::*;
     use palisade_impersonation::AuditImpersonationLayer;
@@ -255,7 +402,7 @@ mod per_request {
     type Body = http_body_util::Empty<bytes::Bytes>;
 
     async fn call(
-        layer: &AuditImpersonationLayer<MemorySink>,
+        layer: &AuditImpersonationLayer<Flaky>,
         who: Identity,
         ran: Arc<AtomicUsize>,
     ) -> http::StatusCode {
@@ -317,6 +464,73 @@ mod per_request {
         let ran = Arc::new(AtomicUsize::new(0));
         assert_eq!(call(&layer, impersonated(), ran.clone()).await, 503);
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn an_ended_impersonation_credential_is_refused() {
+        let s = setup(AUDIT_KEY);
+        let layer = s.imp.audit_layer();
+        let grant = s
+            .imp
+            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+            .await
+            .expect("start");
+        let auth = authenticator(&s).await;
+        let id = auth
+            .verify(grant.token.expose_secret(), &api())
+            .await
+            .expect("verify");
+        let ran = Arc::new(AtomicUsize::new(0));
+        assert_eq!(call_with(&layer, id.clone(), ran.clone()).await, 200);
+        // A credential naming no impersonation this impersonator knows is refused.
+        assert_eq!(call_with(&layer, impersonated(), ran.clone()).await, 401);
+        s.imp
+            .end(&admin(Surface::GLOBAL_ADMIN), &grant.id, "req-2")
+            .await
+            .expect("end");
+        assert_eq!(call_with(&layer, id, ran.clone()).await, 401);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        // start, one request, end.
+        assert_eq!(s.audit.records().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_end_that_cannot_be_recorded_still_ends_and_is_recorded_later() {
+        let s = setup(AUDIT_KEY);
+        let layer = s.imp.audit_layer();
+        let grant = s
+            .imp
+            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+            .await
+            .expect("start");
+        let auth = authenticator(&s).await;
+        let id = auth
+            .verify(grant.token.expose_secret(), &api())
+            .await
+            .expect("verify");
+        s.audit.fail_writes(true);
+        let ended = s.imp.end(&id, &grant.id, "req-2").await;
+        assert!(
+            matches!(ended, Err(ImpersonationError::Unavailable(_))),
+            "{ended:?}"
+        );
+        let ran = Arc::new(AtomicUsize::new(0));
+        assert_eq!(call_with(&layer, id, ran.clone()).await, 401);
+        assert!(s.imp.sweep().await.is_err());
+        s.audit.fail_writes(false);
+        assert_eq!(s.imp.sweep().await.expect("sweep"), 1);
+        let records = s.audit.records();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].details["reason"], "ended");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    async fn call_with(
+        layer: &AuditImpersonationLayer<Flaky>,
+        who: Identity,
+        ran: Arc<AtomicUsize>,
+    ) -> http::StatusCode {
+        call(layer, who, ran).await
     }
 
     fn serde_json_text(r: &palisade_audit::Record) -> String {
