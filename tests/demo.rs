@@ -24,14 +24,18 @@ use content_security_policy::{
     CheckResult, CspList, Element, InlineCheckType, PolicyDisposition, PolicySource,
 };
 
-fn demo_binary() -> PathBuf {
-    // target/<profile>/deps/demo-<hash> -> target/<profile>/examples/hardened_api
+/// `target/<profile>`: the test runs from `target/<profile>/deps/demo-<hash>`.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(|p| p.parent())
-        .expect("target profile dir");
-    let bin = profile_dir
+        .expect("target profile dir")
+        .to_path_buf()
+}
+
+fn demo_binary() -> PathBuf {
+    // target/<profile>/examples/hardened_api
+    let bin = profile_dir()
         .join("examples")
         .join(format!("hardened_api{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -85,6 +89,7 @@ fn start(pki: &pki::TestPki, issuer: &str, tokens: tour::Tokens) -> (harness::De
         ca_pem: pki.ca_pem.clone(),
         tokens,
         pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
+        audit: harness::AuditLog::of(&env, &profile_dir()),
     };
     (demo, target)
 }
@@ -123,6 +128,7 @@ async fn admin_allowlist_behind_a_trusted_proxy() {
         ca_pem: pki.ca_pem.clone(),
         tokens,
         pdp: None,
+        audit: None,
     };
     let rows = tour::run_behind_proxy(&target).await;
     assert_eq!(rows.len(), 4);
@@ -144,6 +150,7 @@ async fn expired_reset_tokens_are_refused() {
         ca_pem: pki.ca_pem.clone(),
         tokens: tour::Tokens::new(),
         pdp: None,
+        audit: None,
     };
     let rows = tour::run_with_clock(&target).await;
     assert_all_pass(&rows, &demo);

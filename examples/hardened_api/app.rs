@@ -14,6 +14,7 @@ use http::{HeaderName, Method, header};
 use palisade::aksk::{
     AccessKeyLayer, AccessKeys, MemoryCredentialStore, MemoryNonceStore, NewCredential, Verifier,
 };
+use palisade::audit::{AUDIT_SIGNING_KEY, Chain, JsonlSink};
 use palisade::authn::KeySource;
 use palisade::authn::local::{LocalClaims, LocalJwtIssuer};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
@@ -22,14 +23,18 @@ use palisade::authz_cerbos::{
     AuthorizeLayer, Authorizer, PathPattern, PdpClient, Resource, Target as AuthzTarget, Tenant,
 };
 use palisade::core::{
-    ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture, PostureError,
-    Rejection, RejectionKind, SharedClock, Surface, TrustedProxies,
+    AuthMethod, ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture, PostureError,
+    Rejection, RejectionKind, Severity, SharedClock, Surface, TrustedProxies,
 };
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
 use palisade::field_crypto::{FieldCipher, FieldCryptoError};
+use palisade::impersonation::{
+    AUTHORIZED_PARTY as IMPERSONATION_CLIENT, DirectoryUser, ImpersonationError,
+    ImpersonationPolicy, Impersonator, RoleRule, StaticDirectory,
+};
 use palisade::sessions::local_login::{
     LocalLogin, LoginError, MemoryAccounts, SignUp, check_password,
 };
@@ -130,22 +135,70 @@ pub(crate) async fn build(
     }
 
     // Authentication: `/api/` accepts `api` tokens, `/admin/` `global-admin` tokens with MFA.
-    let ring = match &settings.session_keys {
-        Some(text) => KeyRing::parse(text)?,
-        None if !profile.is_production() => {
-            tracing::warn!(
-                "PALISADE_DEMO_SESSION_KEYS is not set: using a throwaway development key"
-            );
-            let mut material = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
-            use base64::Engine as _;
-            KeyRing::parse(&format!(
-                "dev 1 {}",
-                base64::engine::general_purpose::STANDARD.encode(material)
-            ))?
-        }
-        None => return Err("PALISADE_DEMO_SESSION_KEYS is required in production".into()),
+    // The demo's own settings: missing keys or log are findings like any layer's.
+    let mut own = Posture::new(profile, "hardened_api");
+    let ring = key_ring(
+        settings.session_keys.as_deref(),
+        ("PALISADE_DEMO_SESSION_KEYS", "session-keys-missing"),
+        &mut own,
+    )?;
+    // Tests may drive time forward (development only; refused in production).
+    let test_clock = settings
+        .test_clock
+        .then(|| ManualClock::new(std::time::SystemTime::now()));
+    let clock: SharedClock = match &test_clock {
+        Some(c) => c.shared(),
+        None => palisade::core::SystemClock::shared(),
     };
+    // The audit log: tamper-evident, every append synced before it counts.
+    let audit_chain = Chain::with_clock(
+        key_ring(
+            settings.audit_keys.as_deref(),
+            (AUDIT_SIGNING_KEY, "audit-signing-key-missing"),
+            &mut own,
+        )?,
+        clock.clone(),
+    );
+    let audit = match audit_log_path(settings, &mut own) {
+        Some(path) => DemoAudit::Log(JsonlSink::open(path, audit_chain)?),
+        None => DemoAudit::Missing,
+    };
+    // Impersonation: admins with a fresh second factor and the `impersonator` realm role, of
+    // users the directory knows, with credentials living 15 minutes, all of it audited.
+    let impersonator = Arc::new(
+        Impersonator::builder(
+            ImpersonationPolicy::new(RoleRule::Realm("impersonator".into())).mfa_acr_values(["2"]),
+            demo_directory(),
+            audit,
+            &format!(
+                "https://{}/impersonation",
+                settings.public_host.as_deref().unwrap_or("localhost")
+            ),
+        )
+        .key_ring(key_ring(
+            settings.impersonation_keys.as_deref(),
+            (
+                "PALISADE_DEMO_IMPERSONATION_KEYS",
+                "impersonation-keys-missing",
+            ),
+            &mut own,
+        )?)
+        .lifetime(Duration::from_secs(900))
+        .clock(clock.clone())
+        .profile(profile)
+        .build()?,
+    );
+    // Ends of expired impersonations are recorded within seconds.
+    let sweeper = Arc::clone(&impersonator);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            if let Err(err) = sweeper.sweep().await {
+                tracing::error!(%err, "impersonation ends not recorded yet");
+            }
+        }
+    });
     // Local accounts get local JWTs (EdDSA, from the same ring) and refresh families.
     let local_issuer_url = format!(
         "https://{}/local",
@@ -155,9 +208,18 @@ pub(crate) async fn build(
         .profile(profile)
         .key_ring(ring.clone())
         .build()?;
-    let mut auth = Authenticator::builder().profile(profile).issuer(
-        IssuerConfig::new(&local_issuer_url)?.key_source(KeySource::Static(local_jwt.key_set())),
-    );
+    let mut auth = Authenticator::builder()
+        .profile(profile)
+        .issuer(
+            IssuerConfig::new(&local_issuer_url)?
+                .key_source(KeySource::Static(local_jwt.key_set())),
+        )
+        // Impersonation credentials: the only issuer whose `act` claims are believed.
+        .issuer(
+            IssuerConfig::new(impersonator.issuer())?
+                .key_source(KeySource::Static(impersonator.key_set()))
+                .accept_actor_claims(),
+        );
     match &settings.oidc_issuer {
         // Memberships (org and team roles) come from Keycloak group paths `/orgs/<org>/<role>`.
         Some(issuer) => {
@@ -183,7 +245,7 @@ pub(crate) async fn build(
                 .api_clients
                 .iter()
                 .map(String::as_str)
-                .chain([LOCAL_CLIENT]),
+                .chain([LOCAL_CLIENT, IMPERSONATION_CLIENT]),
         );
     let surfaces = auth.as_ref().map(|auth| {
         let api = auth.layer(api_policy.clone());
@@ -193,10 +255,16 @@ pub(crate) async fn build(
                 .authorized_parties(&settings.admin_clients)
                 .require_mfa(true),
         );
-        (api, admin)
+        let org_admin = auth.layer(
+            SurfacePolicy::new(Surface::ORG_ADMIN)
+                .audiences(["org-admin"])
+                .authorized_parties(&settings.org_admin_clients)
+                .require_mfa(true),
+        );
+        (api, admin, org_admin)
     });
-    if let Some((api, admin)) = &surfaces {
-        for layer in [api, admin] {
+    if let Some((api, admin, org_admin)) = &surfaces {
+        for layer in [api, admin, org_admin] {
             match layer {
                 Err(AuthnBuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
                 Err(other) => return Err(other.clone().into()),
@@ -230,6 +298,15 @@ pub(crate) async fn build(
         },
     };
 
+    match own.finish() {
+        Ok(f) => {
+            for finding in &f {
+                tracing::warn!(code = finding.code(), "{}", finding.message());
+            }
+            findings.extend(f)
+        }
+        Err(err) => refused.extend_from_slice(err.findings()),
+    }
     if !refused.is_empty() {
         // Report every finding of every layer, blocking or not, in one error.
         let mut all = Posture::new(profile, "hardened_api");
@@ -247,8 +324,8 @@ pub(crate) async fn build(
         return Err(err.into());
     }
     let (headers, https, admin, cors, client_ip) = (headers?, https?, admin?, cors?, client_ip?);
-    let (api_auth, admin_auth) = match surfaces {
-        Some((api, admin)) => (api?, admin?),
+    let (api_auth, admin_auth, org_admin_auth) = match surfaces {
+        Some((api, admin, org_admin)) => (api?, admin?, org_admin?),
         None => return Err("authentication is not configured".into()),
     };
 
@@ -261,14 +338,6 @@ pub(crate) async fn build(
         .limits(Duration::from_secs(3600), Duration::from_secs(60));
     // Refresh-token sessions (in memory): /api/session starts one for the caller, /auth/refresh
     // rotates, /auth/logout revokes.
-    // Tests may drive time forward (development only; refused in production).
-    let test_clock = settings
-        .test_clock
-        .then(|| ManualClock::new(std::time::SystemTime::now()));
-    let clock: SharedClock = match &test_clock {
-        Some(c) => c.shared(),
-        None => palisade::core::SystemClock::shared(),
-    };
     let sessions =
         Arc::new(RefreshSessions::new(MemoryStore::new(), ring.clone()).with_clock(clock.clone()));
     // Local access tokens stop working within 30 s of their family's revocation.
@@ -390,8 +459,17 @@ pub(crate) async fn build(
         )
         .route("/api/ws-ticket", post(ws_ticket))
         .route("/api/session", post(start_session))
+        .route("/api/impersonation/end", post(end_own_impersonation))
+        // Requests made while impersonating are audited before they run (after
+        // authentication, before authorization).
+        .route_layer(impersonator.audit_layer())
         .route_layer(api_auth)
-        .route("/api/ws", get(ws_upgrade).route_layer(ws_auth))
+        .route(
+            "/api/ws",
+            get(ws_upgrade)
+                .route_layer(impersonator.audit_layer())
+                .route_layer(ws_auth),
+        )
         .layer(Extension(tickets));
     let auth_routes = Router::new()
         .route("/auth/refresh", post(refresh))
@@ -402,7 +480,10 @@ pub(crate) async fn build(
         .route("/auth/reset/request", post(reset_request))
         .route("/auth/reset/confirm", post(reset_confirm))
         .layer(Extension(local));
-    let api = api.merge(auth_routes).layer(Extension(sessions));
+    let api = api
+        .merge(auth_routes)
+        .layer(Extension(sessions))
+        .layer(Extension(Arc::clone(&impersonator)));
     let admin_routes = Router::new()
         .route("/admin/", get(admin_home))
         .route("/admin/status", get(admin_status))
@@ -412,8 +493,25 @@ pub(crate) async fn build(
             post(issue_access_key).get(list_access_keys),
         )
         .route("/admin/access-keys/{id}/disable", post(disable_access_key))
+        .route("/admin/impersonation", post(start_impersonation))
+        .route("/admin/impersonation/{id}/end", post(end_impersonation))
+        .route("/admin/orgs/{org}/users", get(org_users))
         .route_layer(admin_auth)
         .layer(Extension(access_keys));
+    // Org admins (audience `org-admin`) act in their own org only.
+    let org_admin_routes = Router::new()
+        .route(
+            "/admin/orgs/{org}/impersonation",
+            post(start_org_impersonation),
+        )
+        .route(
+            "/admin/orgs/{org}/impersonation/{id}/end",
+            post(end_org_impersonation),
+        )
+        .route_layer(org_admin_auth);
+    let admin_routes = admin_routes
+        .merge(org_admin_routes)
+        .layer(Extension(impersonator));
 
     let router = Router::new()
         .route("/", get(index))
@@ -868,6 +966,10 @@ async fn start_session(
     let Some(device) = device(&headers) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    // An impersonation must not outlive its credential through a refresh family.
+    if matches!(identity.method(), AuthMethod::Impersonation { .. }) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     match sessions.start(identity.subject(), &device).await {
         Ok((family, token)) => {
             Json(json!({ "family": family.as_str(), "refresh_token": token.expose() }))
@@ -963,4 +1065,234 @@ async fn admin_user(Path(id): Path<String>) -> Json<Value> {
 
 async fn admin_status() -> Json<Value> {
     Json(json!({ "admin": true, "status": "ok" }))
+}
+
+/// A key ring from its setting; without one, a throwaway ring and a blocking finding (the
+/// build is refused in production, and warned about in development).
+fn key_ring(
+    text: Option<&str>,
+    (name, code): (&str, &'static str),
+    posture: &mut Posture,
+) -> Result<KeyRing, Box<dyn std::error::Error>> {
+    match text {
+        Some(text) => Ok(KeyRing::parse(text)?),
+        None => {
+            posture.record(
+                Severity::Deny,
+                code,
+                format!("{name} is not set: a throwaway key is generated"),
+            );
+            let mut material = [0u8; 32];
+            aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
+            use base64::Engine as _;
+            Ok(KeyRing::parse(&format!(
+                "dev 1 {}",
+                base64::engine::general_purpose::STANDARD.encode(material)
+            ))?)
+        }
+    }
+}
+
+/// Where the audit log goes: the setting, or (development only) a file in the temp directory.
+/// Without the setting, a blocking finding.
+fn audit_log_path(settings: &Settings, posture: &mut Posture) -> Option<std::path::PathBuf> {
+    if let Some(path) = &settings.audit_log {
+        return Some(path.into());
+    }
+    posture.record(
+        Severity::Deny,
+        "audit-log-missing",
+        "PALISADE_DEMO_AUDIT_LOG is not set: the audit log goes to the temp directory",
+    );
+    // Refused in production: no file is made for a service that will not start.
+    (!settings.profile.is_production()).then(|| {
+        std::env::temp_dir().join(format!(
+            "palisade-demo-audit-{}.jsonl",
+            std::process::id()
+        ))
+    })
+}
+
+/// The audit sink: the log, or (a refused production configuration only) none, which fails
+/// every write.
+#[derive(Debug)]
+enum DemoAudit {
+    Log(JsonlSink),
+    Missing,
+}
+
+impl palisade::audit::AuditSink for DemoAudit {
+    async fn append(
+        &self,
+        event: palisade::audit::Event,
+    ) -> Result<palisade::audit::Record, palisade::audit::AuditError> {
+        match self {
+            Self::Log(log) => log.append(event).await,
+            Self::Missing => Err(palisade::audit::AuditError::Event("no audit log")),
+        }
+    }
+
+    async fn checkpoint(
+        &self,
+    ) -> Result<palisade::audit::Checkpoint, palisade::audit::AuditError> {
+        match self {
+            Self::Log(log) => log.checkpoint().await,
+            Self::Missing => Err(palisade::audit::AuditError::Event("no audit log")),
+        }
+    }
+}
+
+/// The demo's users (a real service asks its user store).
+fn demo_directory() -> StaticDirectory {
+    let user = |id: &str, org: &str, is_admin: bool| DirectoryUser {
+        id: id.to_owned(),
+        org: org.to_owned(),
+        roles: vec!["member".to_owned()],
+        is_admin,
+    };
+    StaticDirectory::new()
+        .with(user("alice", "org-1", false))
+        .with(user("carol", "org-1", true))
+        .with(user("bob", "org-2", false))
+}
+
+type Imp = Arc<Impersonator<StaticDirectory, DemoAudit>>;
+
+/// The caller's request id (`x-request-id`, if short), for the audit record.
+fn request_id(headers: &http::HeaderMap) -> &str {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .unwrap_or("")
+}
+
+/// Refusals answer one generic message per status; the audit record and the log name the
+/// reason.
+fn impersonation_error(err: ImpersonationError) -> axum::response::Response {
+    let kind = match &err {
+        ImpersonationError::Unavailable(_) | ImpersonationError::Issue(_) => {
+            RejectionKind::Unavailable
+        }
+        ImpersonationError::NotActive => RejectionKind::NotFound,
+        _ => RejectionKind::Forbidden,
+    };
+    Rejection::new(kind, err)
+        .into_response::<axum::body::Body>()
+        .into_response()
+}
+
+async fn impersonate(
+    impersonator: &Imp,
+    admin: &Identity,
+    org: &str,
+    user: &str,
+    headers: &http::HeaderMap,
+) -> axum::response::Response {
+    match impersonator
+        .start(admin, org, user, request_id(headers))
+        .await
+    {
+        Ok(grant) => {
+            use secrecy::ExposeSecret as _;
+            let expires_at = grant
+                .expires_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default();
+            (
+                StatusCode::CREATED,
+                [(header::CACHE_CONTROL, "no-store")],
+                Json(json!({
+                    "impersonation": grant.id,
+                    "user": grant.user,
+                    "access_token": grant.token.expose_secret(),
+                    "expires_at": expires_at,
+                })),
+            )
+                .into_response()
+        }
+        Err(err) => impersonation_error(err),
+    }
+}
+
+/// A global admin starts impersonating `user` of `org`.
+async fn start_impersonation(
+    Extension(impersonator): Extension<Imp>,
+    Extension(admin): Extension<Identity>,
+    headers: http::HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let (Some(org), Some(user)) = (body["org"].as_str(), body["user"].as_str()) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    impersonate(&impersonator, &admin, org, user, &headers).await
+}
+
+/// An org admin starts impersonating `user` of the org in the path (its own only).
+async fn start_org_impersonation(
+    Extension(impersonator): Extension<Imp>,
+    Extension(admin): Extension<Identity>,
+    Path(org): Path<String>,
+    headers: http::HeaderMap,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    let Some(user) = body["user"].as_str() else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    impersonate(&impersonator, &admin, &org, user, &headers).await
+}
+
+async fn end(
+    impersonator: &Imp,
+    caller: &Identity,
+    id: &str,
+    headers: &http::HeaderMap,
+) -> axum::response::Response {
+    match impersonator.end(caller, id, request_id(headers)).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => impersonation_error(err),
+    }
+}
+
+/// The admin who started an impersonation ends it.
+async fn end_impersonation(
+    Extension(impersonator): Extension<Imp>,
+    Extension(admin): Extension<Identity>,
+    Path(id): Path<String>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    end(&impersonator, &admin, &id, &headers).await
+}
+
+/// The org admin who started an impersonation ends it.
+async fn end_org_impersonation(
+    Extension(impersonator): Extension<Imp>,
+    Extension(admin): Extension<Identity>,
+    Path((_org, id)): Path<(String, String)>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    end(&impersonator, &admin, &id, &headers).await
+}
+
+/// The impersonation credential ends its own impersonation.
+async fn end_own_impersonation(
+    Extension(impersonator): Extension<Imp>,
+    Extension(caller): Extension<Identity>,
+    headers: http::HeaderMap,
+) -> axum::response::Response {
+    let Some(id) = caller.session_id().map(str::to_owned) else {
+        return impersonation_error(ImpersonationError::NotActive);
+    };
+    end(&impersonator, &caller, &id, &headers).await
+}
+
+/// The users of an org (the directory; impersonation never adds one).
+async fn org_users(Path(org): Path<String>) -> Json<Value> {
+    let users: Vec<_> = demo_directory()
+        .users(&org)
+        .into_iter()
+        .map(|u| json!({ "id": u.id, "admin": u.is_admin }))
+        .collect();
+    Json(json!({ "org": org, "users": users }))
 }

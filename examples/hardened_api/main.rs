@@ -22,6 +22,15 @@
 //! | `PALISADE_DEMO_TEST_CLOCK` | `false` | development only: a clock tests move with `POST /demo/clock/advance` |
 //! | `PALISADE_DEMO_SESSION_KEYS` | throwaway key in development | key ring (see `palisade_core::keyring`) hashing refresh tokens; required in production |
 //! | `FIELD_ENCRYPTION_KEYS` | throwaway key in development | key ring sealing access-key secrets at rest; required in production |
+//! | `PALISADE_DEMO_ORG_ADMIN_CLIENTS` | the test personas | `azp` values accepted on the org-admin routes (audience `org-admin`, MFA required) |
+//! | `PALISADE_DEMO_AUDIT_LOG` | a file in the temp directory in development | the audit log (JSON Lines, tamper-evident); required in production |
+//! | `AUDIT_SIGNING_KEY` | throwaway key in development | key ring signing audit records; required in production |
+//! | `PALISADE_DEMO_IMPERSONATION_KEYS` | throwaway key in development | key ring signing impersonation credentials; required in production |
+//!
+//! Admins with a fresh second factor and the `impersonator` realm role impersonate users of an
+//! org (`POST /admin/impersonation`, or `POST /admin/orgs/{org}/impersonation` for org
+//! admins): every request made with the short-lived credential is written to the audit log
+//! before it runs; `palisade-audit verify --file LOG` checks the log.
 //!
 //! Machine clients call `/api/` with access keys (AWS SigV4, service `palisade-demo`, region
 //! `local`, with a signed `x-palisade-nonce`); admins issue, list and disable keys under
@@ -57,6 +66,10 @@ pub(crate) struct Settings {
     pub(crate) oidc_issuer: Option<String>,
     pub(crate) api_clients: Vec<String>,
     pub(crate) admin_clients: Vec<String>,
+    pub(crate) org_admin_clients: Vec<String>,
+    pub(crate) audit_log: Option<String>,
+    pub(crate) audit_keys: Option<String>,
+    pub(crate) impersonation_keys: Option<String>,
     pub(crate) session_keys: Option<String>,
     pub(crate) field_keys: Option<String>,
     pub(crate) local_auth_enabled: bool,
@@ -113,6 +126,10 @@ impl Settings {
                 "PALISADE_DEMO_ADMIN_CLIENTS",
                 "admin-mfa,admin-no-mfa",
             )),
+            org_admin_clients: list(&env_or("PALISADE_DEMO_ORG_ADMIN_CLIENTS", "org-admin")),
+            audit_log: std::env::var("PALISADE_DEMO_AUDIT_LOG").ok(),
+            audit_keys: std::env::var(palisade::audit::AUDIT_SIGNING_KEY).ok(),
+            impersonation_keys: std::env::var("PALISADE_DEMO_IMPERSONATION_KEYS").ok(),
         })
     }
 }

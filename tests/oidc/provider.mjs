@@ -181,18 +181,18 @@ const DEFAULT_PERSONAS = [
   // Global admins, with and without a second factor.
   {
     client_id: 'admin-mfa', aud: 'global-admin', alg: 'RS256',
-    realm_roles: ['member', 'admin'], client_roles: ['admin'],
+    realm_roles: ['member', 'admin', 'impersonator'], client_roles: ['admin'],
     acr: '2', amr: ['pwd', 'otp'], org_id: 'org-1', team_id: 'team-1',
   },
   {
     client_id: 'admin-no-mfa', aud: 'global-admin', alg: 'RS256',
-    realm_roles: ['member', 'admin'], client_roles: ['admin'],
+    realm_roles: ['member', 'admin', 'impersonator'], client_roles: ['admin'],
     acr: '1', amr: ['pwd'], org_id: 'org-1', team_id: 'team-1',
   },
   // Organisation admin (scoped to org-1).
   {
     client_id: 'org-admin', aud: 'org-admin', alg: 'RS256',
-    realm_roles: ['member', 'org-admin'], client_roles: ['org-admin'],
+    realm_roles: ['member', 'org-admin', 'impersonator'], client_roles: ['org-admin'],
     acr: '2', amr: ['pwd', 'otp'], org_id: 'org-1', team_id: 'team-1',
   },
   // Document users (authorization tour): a member of org-1 and an admin of org-2, as

@@ -140,11 +140,57 @@ pub(crate) fn demo_env(
             "tour-fields 1 dG91ci1vbmx5LWZpZWxkLWtleS1ub3QtYS1zZWNyZXQhIQ==".to_owned(),
         ),
         ("PALISADE_DEMO_CORS_ORIGINS", ALLOWED_ORIGIN.to_owned()),
+        // The audit log (a fresh file per demo) and its signing ring (test material only).
+        ("PALISADE_DEMO_AUDIT_LOG", fresh_audit_log().display().to_string()),
+        ("AUDIT_SIGNING_KEY", TOUR_AUDIT_KEY.to_owned()),
+        // A throwaway ring signing impersonation credentials (test material only).
+        (
+            "PALISADE_DEMO_IMPERSONATION_KEYS",
+            "tour-imp 1 dG91ci1vbmx5LWltcGVyc29uYXRpb24ta2V5LW5vdC1zZWNyZXQ=".to_owned(),
+        ),
         // A proxy range the tour's client (127.0.0.1) is not in: its forwarded headers must be
         // ignored by the trust check, not merely because no proxy is configured.
         ("PALISADE_DEMO_TRUSTED_PROXIES", "10.0.0.0/8".to_owned()),
         ("RUST_LOG", "info".to_owned()),
     ]
+}
+
+/// The audit ring the tour's demos sign with (test material only).
+pub(crate) const TOUR_AUDIT_KEY: &str = "tour-audit 1 dG91ci1vbmx5LWF1ZGl0LWtleS1ub3QtYS1zZWNyZXQhISE=";
+
+/// A path for a new audit log, unique to this process and call.
+fn fresh_audit_log() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    std::env::temp_dir().join(format!(
+        "palisade-demo-audit-{}-{n}-{nanos}.jsonl",
+        std::process::id()
+    ))
+}
+
+/// A demo's audit log, its keys, and the `palisade-audit` command line that verifies it.
+#[derive(Clone, Debug)]
+pub(crate) struct AuditLog {
+    pub(crate) path: PathBuf,
+    pub(crate) keys: String,
+    pub(crate) cli: PathBuf,
+}
+
+impl AuditLog {
+    /// The log named in `env` (see [`demo_env`]), verified with the `palisade-audit` binary
+    /// in `profile_dir` (for example `target/debug`).
+    pub(crate) fn of(env: &[(&str, String)], profile_dir: &Path) -> Option<AuditLog> {
+        let find = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+        Some(AuditLog {
+            path: find("PALISADE_DEMO_AUDIT_LOG")?.into(),
+            keys: find("AUDIT_SIGNING_KEY")?,
+            cli: profile_dir.join(format!("palisade-audit{}", std::env::consts::EXE_SUFFIX)),
+        })
+    }
 }
 
 /// Settings pointing the demo at a Cerbos PDP serving TLS with the test certificate.
@@ -231,6 +277,8 @@ pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::to
                 "cors-http-origin",
                 "admin-host-not-a-name",
                 "proxy-trusts-everyone",
+                "audit-log-missing",
+                "audit-signing-key-missing",
             ];
             let listed = codes.iter().all(|c| stderr.contains(c));
             crate::tour::Row::new(

@@ -108,7 +108,16 @@ pub(crate) fn build_demo() -> Result<PathBuf> {
         "--example",
         "hardened_api",
         "--features",
-        "authz-cerbos",
+        "authz-cerbos,impersonation",
+    ]))?;
+    // The tour checks the demo's audit log with the verifier's command line.
+    run(cargo().args([
+        "build",
+        "--quiet",
+        "-p",
+        "palisade-audit",
+        "--bin",
+        "palisade-audit",
     ]))?;
     Ok(harness::demo_binary(&target_dir()?))
 }
@@ -156,6 +165,7 @@ fn demo(serve: bool) -> Result<()> {
         ca_pem: pki.ca_pem.clone(),
         tokens: tokens.clone(),
         pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
+        audit: harness::AuditLog::of(&env, &target_dir()?.join("debug")),
     };
     rows.extend(runtime.block_on(tour::run(&target)));
     let proxied =
@@ -166,6 +176,7 @@ fn demo(serve: bool) -> Result<()> {
         ca_pem: pki.ca_pem.clone(),
         tokens,
         pdp: None,
+        audit: None,
     };
     rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
     drop(proxied);
@@ -177,6 +188,7 @@ fn demo(serve: bool) -> Result<()> {
         ca_pem: pki.ca_pem.clone(),
         tokens: tour::Tokens::new(),
         pdp: None,
+        audit: None,
     };
     rows.extend(runtime.block_on(tour::run_with_clock(&timed)));
     drop(clocked);

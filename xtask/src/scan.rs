@@ -189,6 +189,7 @@ fn nonces_of_two_responses(ca_pem: &str) -> Result<(String, String)> {
         ca_pem: ca_pem.to_owned(),
         tokens: Default::default(),
         pdp: None,
+        audit: None,
     };
     let client = crate::tour::client(&target)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -19,19 +19,22 @@ pub(crate) struct Target {
     pub(crate) tokens: Tokens,
     /// The Cerbos PDP the demo asks (the tour stops it once, to show a 503), if any.
     pub(crate) pdp: Option<std::sync::Arc<std::sync::Mutex<crate::cerbos::Pdp>>>,
+    /// The demo's audit log (the tour reads it, and verifies it with `palisade-audit`), if any.
+    pub(crate) audit: Option<crate::harness::AuditLog>,
 }
 
 /// Access tokens by persona (client id at the test OpenID provider).
 pub(crate) type Tokens = std::collections::HashMap<String, String>;
 
 /// The personas the tour needs tokens for.
-pub(crate) const PERSONAS: [&str; 9] = [
+pub(crate) const PERSONAS: [&str; 10] = [
     "api-user",
     "api-user-es",
     "api-user-ed",
     "no-aud",
     "admin-mfa",
     "admin-no-mfa",
+    "org-admin",
     "other-tenant",
     "docs-user",
     "docs-user-mfa",
@@ -571,6 +574,7 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
     rows.extend(access_key_rows(target, &http).await);
     rows.extend(throttle_rows(target, &http).await);
     rows.extend(authz_rows(target, &http).await);
+    rows.extend(impersonation_rows(target, &http).await);
 
     // A refusal is a generic problem document; the reason stays in the server log.
     match http.get(api("/admin/status")).send().await {
@@ -1941,4 +1945,297 @@ pub(crate) fn print(rows: &[Row]) -> bool {
         failed
     );
     failed == 0
+}
+
+/// The demo's audit records (one JSON object per line; unparsable lines are skipped: the
+/// verifier row judges the file).
+fn audit_records(log: &crate::harness::AuditLog) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(&log.path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Runs `palisade-audit verify --file path`: its exit status and first line of output.
+fn verify_log(log: &crate::harness::AuditLog, path: &std::path::Path) -> (Option<i32>, String) {
+    match std::process::Command::new(&log.cli)
+        .args(["verify", "--file"])
+        .arg(path)
+        .env("AUDIT_SIGNING_KEY", &log.keys)
+        .output()
+    {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            (
+                out.status.code(),
+                text.lines().next().unwrap_or_default().to_owned(),
+            )
+        }
+        Err(e) => (None, format!("{}: {e}", log.cli.display())),
+    }
+}
+
+/// Impersonation: MFA-gated, of existing users of the admin's org only, every request audited
+/// before it runs, the log verifiable with `palisade-audit verify`.
+async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
+    let port = target.https.port();
+    let admin = |path: &str| format!("https://{ADMIN_HOST}:{port}{path}");
+    let api = |path: &str| format!("https://{PUBLIC_HOST}:{port}{path}");
+    let mut rows = Vec::new();
+    let start = |persona: &str, path: &str, body: serde_json::Value| {
+        http.post(admin(path))
+            .header(header::AUTHORIZATION, target.bearer(persona))
+            .header("x-request-id", format!("tour-start-{persona}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let answer = |res: Result<Response, reqwest::Error>| async move {
+        match res {
+            Ok(r) => (r.status().as_u16(), r.json_or_default().await),
+            Err(_) => (0, serde_json::Value::Null),
+        }
+    };
+
+    // Without a second factor: refused by the admin surface, nothing issued.
+    let (status, body) = answer(
+        start(
+            "admin-no-mfa",
+            "/admin/impersonation",
+            serde_json::json!({"org": "org-1", "user": "alice"}),
+        )
+        .await,
+    )
+    .await;
+    rows.push(Row::new(
+        "impersonate a user without MFA",
+        "401, no credential",
+        status.to_string(),
+        status == 401 && body["access_token"].is_null(),
+    ));
+
+    // A user of another org: an org admin of org-1 naming org-2, and a global admin naming
+    // org-2's user under org-1.
+    let (by_org_admin, _) = answer(
+        start(
+            "org-admin",
+            "/admin/orgs/org-2/impersonation",
+            serde_json::json!({"user": "bob"}),
+        )
+        .await,
+    )
+    .await;
+    let (by_global_admin, _) = answer(
+        start(
+            "admin-mfa",
+            "/admin/impersonation",
+            serde_json::json!({"org": "org-1", "user": "bob"}),
+        )
+        .await,
+    )
+    .await;
+    rows.push(Row::new(
+        "impersonate a user of another org",
+        "403 (org admin), 403 (user not in the org)",
+        format!("{by_org_admin}, {by_global_admin}"),
+        by_org_admin == 403 && by_global_admin == 403,
+    ));
+
+    // The same org admin in its own org: allowed (and ended at once).
+    let (own, grant) = answer(
+        start(
+            "org-admin",
+            "/admin/orgs/org-1/impersonation",
+            serde_json::json!({"user": "alice"}),
+        )
+        .await,
+    )
+    .await;
+    let id = grant["impersonation"].as_str().unwrap_or_default();
+    let ended = match http
+        .post(admin(&format!("/admin/orgs/org-1/impersonation/{id}/end")))
+        .header(header::AUTHORIZATION, target.bearer("org-admin"))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    rows.push(Row::new(
+        "org admin impersonates a user of its own org, then ends it",
+        "201, 204",
+        format!("{own}, {ended}"),
+        own == 201 && ended == 204,
+    ));
+
+    // A user that does not exist: refused, and no user appears.
+    let (status, _) = answer(
+        start(
+            "admin-mfa",
+            "/admin/impersonation",
+            serde_json::json!({"org": "org-1", "user": "mallory"}),
+        )
+        .await,
+    )
+    .await;
+    let listed = match http
+        .get(admin("/admin/orgs/org-1/users"))
+        .header(header::AUTHORIZATION, target.bearer("admin-mfa"))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => e.to_string(),
+    };
+    let created = listed.contains("mallory");
+    rows.push(Row::new(
+        "impersonate a user that does not exist",
+        "403, no user created",
+        format!(
+            "{status}, {}",
+            if created {
+                "user created"
+            } else {
+                "no user created"
+            }
+        ),
+        status == 403 && listed.contains("alice") && !created,
+    ));
+
+    // Another admin: refused by default.
+    let (status, _) = answer(
+        start(
+            "admin-mfa",
+            "/admin/impersonation",
+            serde_json::json!({"org": "org-1", "user": "carol"}),
+        )
+        .await,
+    )
+    .await;
+    rows.push(Row::new(
+        "impersonate another admin",
+        "403",
+        status.to_string(),
+        status == 403,
+    ));
+
+    // A real impersonation: every request made with it is in the audit log, written before
+    // the request ran.
+    let (status, grant) = answer(
+        start(
+            "admin-mfa",
+            "/admin/impersonation",
+            serde_json::json!({"org": "org-1", "user": "alice"}),
+        )
+        .await,
+    )
+    .await;
+    let token = grant["access_token"].as_str().unwrap_or_default().to_owned();
+    let id = grant["impersonation"].as_str().unwrap_or_default().to_owned();
+    let acted = match http
+        .get(api("/api/hello"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header("x-request-id", "tour-impersonated-hello")
+        .send()
+        .await
+    {
+        Ok(r) => (r.status().as_u16(), r.json_or_default().await),
+        Err(_) => (0, serde_json::Value::Null),
+    };
+    let audited = target.audit.as_ref().is_some_and(|log| {
+        audit_records(log).iter().any(|r| {
+            r["action"] == "impersonation.request"
+                && r["target"] == "alice"
+                && r["org"] == "org-1"
+                && r["request_id"] == "tour-impersonated-hello"
+                && r["details"]["path"] == "/api/hello"
+                && r["actor"].as_str().is_some_and(|a| !a.is_empty() && a != "alice")
+        })
+    });
+    rows.push(Row::new(
+        "act while impersonating",
+        "201, 200 as the user, in the audit log",
+        format!(
+            "{status}, {} as {}, {}",
+            acted.0,
+            acted.1["hello"].as_str().unwrap_or("?"),
+            if audited { "audited" } else { "not audited" }
+        ),
+        status == 201 && acted.0 == 200 && acted.1["hello"] == "alice" && audited,
+    ));
+
+    // The admin ends it: the credential is refused from then on, and the end is recorded.
+    let ended = match http
+        .post(admin(&format!("/admin/impersonation/{id}/end")))
+        .header(header::AUTHORIZATION, target.bearer("admin-mfa"))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    let after = match http
+        .get(api("/api/hello"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    let recorded = target.audit.as_ref().is_some_and(|log| {
+        audit_records(log).iter().any(|r| {
+            r["action"] == "impersonation.end"
+                && r["details"]["impersonation"] == id.as_str()
+                && r["details"]["reason"] == "ended"
+        })
+    });
+    rows.push(Row::new(
+        "use an impersonation after it ended",
+        "204 end (recorded), then 401",
+        format!(
+            "{ended} end ({}), then {after}",
+            if recorded { "recorded" } else { "not recorded" }
+        ),
+        ended == 204 && recorded && after == 401,
+    ));
+
+    // The log verifies; one changed byte is found.
+    let Some(log) = &target.audit else {
+        rows.push(Row::new(
+            "verify the audit log",
+            "palisade-audit verify: ok",
+            "no audit log configured",
+            false,
+        ));
+        return rows;
+    };
+    let (code, line) = verify_log(log, &log.path);
+    rows.push(Row::new(
+        "verify the demo's audit log (palisade-audit verify)",
+        "exit 0",
+        format!("exit {}: {line}", code.unwrap_or(-1)),
+        code == Some(0),
+    ));
+    let copy = log.path.with_extension("tampered.jsonl");
+    let tampered = std::fs::read(&log.path).ok().and_then(|mut bytes| {
+        // One byte of the first record naming the impersonated user: "alice" becomes "alicf".
+        let at = bytes.windows(7).position(|w| w == b"\"alice\"")?;
+        bytes[at + 5] = b'f';
+        std::fs::write(&copy, bytes).ok()
+    });
+    let (code, line) = match tampered {
+        Some(()) => verify_log(log, &copy),
+        None => (None, "could not make the tampered copy".to_owned()),
+    };
+    let _ = std::fs::remove_file(&copy);
+    rows.push(Row::new(
+        "change one byte of the audit log",
+        "palisade-audit verify: exit 1",
+        format!("exit {}: {line}", code.unwrap_or(-1)),
+        code == Some(1),
+    ));
+    rows
 }

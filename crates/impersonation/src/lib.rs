@@ -201,6 +201,18 @@ impl StaticDirectory {
         self.users.insert((user.org.clone(), user.id.clone()), user);
         self
     }
+
+    /// The users of `org`, by id.
+    pub fn users(&self, org: &str) -> Vec<DirectoryUser> {
+        let mut users: Vec<_> = self
+            .users
+            .values()
+            .filter(|u| u.org == org)
+            .cloned()
+            .collect();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        users
+    }
 }
 
 impl UserDirectory for StaticDirectory {

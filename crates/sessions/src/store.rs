@@ -1,7 +1,6 @@
 //! The store trait and its records.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -264,7 +263,7 @@ pub fn require_transport(
     posture
         .finish()
         .map(|_| ())
-        .map_err(|e| StoreError::new(e.to_string(), Some(Arc::new(e))))
+        .map_err(|e| StoreError::new(e.to_string(), Some(std::sync::Arc::new(e))))
 }
 
 /// Reads the outcome word the Redis script and the PostgreSQL function answer a rotation
