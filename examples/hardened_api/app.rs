@@ -23,8 +23,8 @@ use palisade::authz_cerbos::{
     AuthorizeLayer, Authorizer, PathPattern, PdpClient, Resource, Target as AuthzTarget, Tenant,
 };
 use palisade::core::{
-    AuthMethod, ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture, PostureError,
-    Rejection, RejectionKind, Severity, SharedClock, Surface, TrustedProxies,
+    AuthMethod, ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture,
+    PostureError, Rejection, RejectionKind, Severity, SharedClock, Surface, TrustedProxies,
 };
 use palisade::csp_headers::{
     AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
@@ -1106,10 +1106,7 @@ fn audit_log_path(settings: &Settings, posture: &mut Posture) -> Option<std::pat
     );
     // Refused in production: no file is made for a service that will not start.
     (!settings.profile.is_production()).then(|| {
-        std::env::temp_dir().join(format!(
-            "palisade-demo-audit-{}.jsonl",
-            std::process::id()
-        ))
+        std::env::temp_dir().join(format!("palisade-demo-audit-{}.jsonl", std::process::id()))
     })
 }
 
@@ -1132,9 +1129,7 @@ impl palisade::audit::AuditSink for DemoAudit {
         }
     }
 
-    async fn checkpoint(
-        &self,
-    ) -> Result<palisade::audit::Checkpoint, palisade::audit::AuditError> {
+    async fn checkpoint(&self) -> Result<palisade::audit::Checkpoint, palisade::audit::AuditError> {
         match self {
             Self::Log(log) => log.checkpoint().await,
             Self::Missing => Err(palisade::audit::AuditError::Event("no audit log")),

@@ -141,7 +141,10 @@ pub(crate) fn demo_env(
         ),
         ("PALISADE_DEMO_CORS_ORIGINS", ALLOWED_ORIGIN.to_owned()),
         // The audit log (a fresh file per demo) and its signing ring (test material only).
-        ("PALISADE_DEMO_AUDIT_LOG", fresh_audit_log().display().to_string()),
+        (
+            "PALISADE_DEMO_AUDIT_LOG",
+            fresh_audit_log().display().to_string(),
+        ),
         ("AUDIT_SIGNING_KEY", TOUR_AUDIT_KEY.to_owned()),
         // A throwaway ring signing impersonation credentials (test material only).
         (
@@ -156,7 +159,8 @@ pub(crate) fn demo_env(
 }
 
 /// The audit ring the tour's demos sign with (test material only).
-pub(crate) const TOUR_AUDIT_KEY: &str = "tour-audit 1 dG91ci1vbmx5LWF1ZGl0LWtleS1ub3QtYS1zZWNyZXQhISE=";
+pub(crate) const TOUR_AUDIT_KEY: &str =
+    "tour-audit 1 dG91ci1vbmx5LWF1ZGl0LWtleS1ub3QtYS1zZWNyZXQhISE=";
 
 /// A path for a new audit log, unique to this process and call.
 fn fresh_audit_log() -> PathBuf {

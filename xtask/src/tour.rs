@@ -2132,8 +2132,14 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
         .await,
     )
     .await;
-    let token = grant["access_token"].as_str().unwrap_or_default().to_owned();
-    let id = grant["impersonation"].as_str().unwrap_or_default().to_owned();
+    let token = grant["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let id = grant["impersonation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let acted = match http
         .get(api("/api/hello"))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
@@ -2151,7 +2157,9 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
                 && r["org"] == "org-1"
                 && r["request_id"] == "tour-impersonated-hello"
                 && r["details"]["path"] == "/api/hello"
-                && r["actor"].as_str().is_some_and(|a| !a.is_empty() && a != "alice")
+                && r["actor"]
+                    .as_str()
+                    .is_some_and(|a| !a.is_empty() && a != "alice")
         })
     });
     rows.push(Row::new(

@@ -61,8 +61,48 @@ impl PostgresSink {
         Self::connect_with(options, table, ring).await
     }
 
+    /// Connects to `url` to read an existing log (verification): the table is never
+    /// created, and a missing one is an error (a verifier must not report an empty log as
+    /// sound).
+    pub async fn open_existing(
+        url: &str,
+        profile: Profile,
+        table: &str,
+        ring: KeyRing,
+    ) -> Result<Self, AuditError> {
+        palisade_sessions::require_transport(url, profile, "audit-postgres", |_| {})
+            .map_err(|e| AuditError::Sink(e.to_string()))?;
+        let options =
+            PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
+        let sink = Self::pool(options, table, ring).await?;
+        let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(table)
+            .fetch_one(&sink.pool)
+            .await
+            .map_err(|e| err("look up the table", e))?;
+        match found {
+            Some(_) => Ok(sink),
+            None => Err(AuditError::Sink(format!("no audit table {table}"))),
+        }
+    }
+
     /// Connects with `options` (for example a `search_path`).
     pub async fn connect_with(
+        options: PgConnectOptions,
+        table: &str,
+        ring: KeyRing,
+    ) -> Result<Self, AuditError> {
+        let sink = Self::pool(options, table, ring).await?;
+        sqlx::raw_sql(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (seq BIGINT PRIMARY KEY, record TEXT NOT NULL)"
+        ))
+        .execute(&sink.pool)
+        .await
+        .map_err(|e| err("create table", e))?;
+        Ok(sink)
+    }
+
+    async fn pool(
         options: PgConnectOptions,
         table: &str,
         ring: KeyRing,
@@ -78,12 +118,6 @@ impl PostgresSink {
             .connect_with(options)
             .await
             .map_err(|e| err("connect", e))?;
-        sqlx::raw_sql(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} (seq BIGINT PRIMARY KEY, record TEXT NOT NULL)"
-        ))
-        .execute(&pool)
-        .await
-        .map_err(|e| err("create table", e))?;
         Ok(Self {
             pool,
             table: table.to_owned(),

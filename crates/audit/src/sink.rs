@@ -139,9 +139,12 @@ impl JsonlSink {
     /// clock and checkpoint interval. Blocks while it reads the existing log.
     pub fn open(path: impl AsRef<Path>, chain: Chain) -> Result<Self, AuditError> {
         let path = path.as_ref().to_owned();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        // A new log is readable by its owner only (records name people and actions).
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options
             .open(&path)
             .map_err(|e| AuditError::Sink(format!("open {}: {e}", path.display())))?;
         // One writer per file, across processes: a second one would fork the chain.

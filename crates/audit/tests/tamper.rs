@@ -521,6 +521,28 @@ mod postgres {
         .await
         .expect("tamper");
         assert_eq!(run().status.code(), Some(1));
+        // A table that does not exist is an error (exit 2), and is not created.
+        let missing = std::process::Command::new(env!("CARGO_BIN_EXE_palisade-audit"))
+            .args([
+                "verify",
+                "--postgres",
+                &url,
+                "--table",
+                "no_such_log",
+                "--keys",
+            ])
+            .arg(&keys)
+            .env("PALISADE_PROFILE", "development")
+            .output()
+            .expect("runs");
+        assert_eq!(missing.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&missing.stderr).contains("no audit table"));
+        let created: Option<String> =
+            sqlx::query_scalar(&format!("SELECT to_regclass('{schema}.no_such_log')::text"))
+                .fetch_one(&admin)
+                .await
+                .expect("lookup");
+        assert_eq!(created, None);
         let _ = std::fs::remove_dir_all(&dir);
         drop_schema(&schema).await;
     }
@@ -580,6 +602,16 @@ async fn a_second_writer_cannot_open_a_log_in_use() {
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("log.jsonl");
     let first = JsonlSink::open(&path, chain(good_ring.clone())).expect("open");
+    // A new log is its owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     assert!(JsonlSink::open(&path, chain(good_ring.clone())).is_err());
     drop(first);
     assert!(JsonlSink::open(&path, chain(good_ring)).is_ok());

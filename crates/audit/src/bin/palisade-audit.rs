@@ -59,6 +59,11 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         }
         None => None,
     };
+    if checkpoint.is_none() {
+        eprintln!(
+            "palisade-audit: note: no --checkpoint: records cut from the end of the log cannot be detected"
+        );
+    }
     let verifier = Verifier::new(ring.clone());
     let report = match (file, postgres) {
         (Some(file), None) => {
@@ -101,7 +106,7 @@ fn from_postgres(
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let sink = palisade_audit::PostgresSink::connect(url, profile, table, ring.clone())
+        let sink = palisade_audit::PostgresSink::open_existing(url, profile, table, ring.clone())
             .await
             .map_err(|e| e.to_string())?;
         sink.verify(&Verifier::new(ring.clone()), checkpoint)
