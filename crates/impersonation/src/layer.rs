@@ -32,7 +32,25 @@ pub enum AuditRefusal {
 #[derive(Debug)]
 struct Tracking {
     grants: Arc<Grants>,
+    issuer: String,
     clock: SharedClock,
+}
+
+impl Tracking {
+    /// Whether `identity` (impersonating for `actor`) holds a credential of an impersonation
+    /// in progress: its `sid`, issuer, user, org and admin all those of the grant.
+    fn live(&self, identity: &Identity, actor: &Identity) -> bool {
+        identity.issuer() == self.issuer
+            && identity.session_id().is_some_and(|id| {
+                self.grants.is_live_for(
+                    id,
+                    self.clock.now(),
+                    identity.subject(),
+                    identity.org(),
+                    (actor.issuer(), actor.subject()),
+                )
+            })
+    }
 }
 
 /// Audits requests made with an impersonation credential (see the module docs).
@@ -63,10 +81,19 @@ impl<A: AuditSink> AuditImpersonationLayer<A> {
         }
     }
 
-    pub(crate) fn tracking(audit: Arc<A>, grants: Arc<Grants>, clock: SharedClock) -> Self {
+    pub(crate) fn tracking(
+        audit: Arc<A>,
+        grants: Arc<Grants>,
+        issuer: &str,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             audit,
-            tracking: Some(Arc::new(Tracking { grants, clock })),
+            tracking: Some(Arc::new(Tracking {
+                grants,
+                issuer: issuer.to_owned(),
+                clock,
+            })),
         }
     }
 }
@@ -101,30 +128,45 @@ impl<S: Clone, A> Clone for AuditImpersonation<S, A> {
     }
 }
 
-/// The longest path recorded (longer ones are cut, and marked so).
-const MAX_PATH: usize = 2_048;
+/// The longest path recorded (longer ones are cut at a character boundary, and marked so);
+/// under the audit log's limit for one field.
+const MAX_PATH: usize = 1_000;
 
 fn bounded(path: &str) -> String {
-    match path.get(..MAX_PATH) {
-        Some(head) if head.len() < path.len() => format!("{head}…"),
-        _ => path.to_owned(),
+    if path.len() <= MAX_PATH {
+        return path.to_owned();
     }
+    let mut end = MAX_PATH;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &path[..end])
 }
 
 /// The record of one request made while impersonating: who acted, as whom, what was asked
-/// (method and path; never the query, headers or body, which may carry secrets).
-fn event<B>(request: &Request<B>, identity: &Identity, actor: &Identity) -> Event {
+/// (method and path; never the query, headers or body, which may carry secrets), under which
+/// impersonation. `Success` means the request was admitted (authenticated, and recorded
+/// before authorization and handling); `Denied`, that the credential was refused.
+fn event<B>(
+    request: &Request<B>,
+    identity: &Identity,
+    actor: &Identity,
+    outcome: Outcome,
+) -> Event {
     let mut event = Event::new(
-        actor.subject(),
+        crate::clip(actor.subject()),
         "impersonation.request",
-        identity.subject(),
-        Outcome::Success,
+        crate::clip(identity.subject()),
+        outcome,
     )
-    .detail("method", request.method().as_str())
+    .detail("method", crate::clip(request.method().as_str()))
     .detail("path", bounded(request.uri().path()))
-    .detail("actor_issuer", actor.issuer());
+    .detail("actor_issuer", crate::clip(actor.issuer()));
     if let Some(org) = identity.org() {
-        event = event.org(org);
+        event = event.org(crate::clip(org));
+    }
+    if let Some(id) = identity.session_id() {
+        event = event.detail("impersonation", crate::clip(id));
     }
     if let Some(id) = request
         .headers()
@@ -162,28 +204,44 @@ where
         let AuthMethod::Impersonation { actor } = identity.method() else {
             return GateFuture::calling(self.inner.call(request));
         };
-        if let Some(tracking) = &self.tracking {
-            let live = identity
-                .session_id()
-                .is_some_and(|id| tracking.grants.is_live(id, tracking.clock.now()));
-            if !live {
-                return GateFuture::refused(Rejection::new(
-                    RejectionKind::Unauthenticated,
-                    AuditRefusal::Ended,
-                ));
-            }
-        }
-        let record = event(&request, identity, actor);
+        let ended = || Rejection::new(RejectionKind::Unauthenticated, AuditRefusal::Ended);
         let audit = Arc::clone(&self.audit);
+        if let Some(tracking) = &self.tracking
+            && !tracking.live(identity, actor)
+        {
+            // The attempt is recorded (best effort); the credential is refused either way.
+            let record = event(&request, identity, actor, Outcome::Denied)
+                .detail("reason", "impersonation not in progress");
+            let gate: Gate<Request<B>> = Box::pin(async move {
+                let _ = audit.append(record).await;
+                Err(ended())
+            });
+            return GateFuture::gating(gate, self.inner.clone());
+        }
+        let record = event(&request, identity, actor, Outcome::Success);
+        let tracking = self.tracking.clone();
         let gate: Gate<Request<B>> = Box::pin(async move {
-            match audit.append(record).await {
-                Ok(_) => Ok(request),
+            if let Err(e) = audit.append(record).await {
                 // Not audited, not executed.
-                Err(e) => Err(Rejection::new(
+                return Err(Rejection::new(
                     RejectionKind::Unavailable,
                     AuditRefusal::Audit(e.to_string()),
-                )),
+                ));
             }
+            // Ended while the record was written: not executed (the end came first).
+            if let Some(tracking) = tracking {
+                let still = request
+                    .extensions()
+                    .get::<Identity>()
+                    .is_some_and(|identity| match identity.method() {
+                        AuthMethod::Impersonation { actor } => tracking.live(identity, actor),
+                        _ => false,
+                    });
+                if !still {
+                    return Err(ended());
+                }
+            }
+            Ok(request)
         });
         // The clone goes to the future; this service keeps the one that was made ready.
         let clone = self.inner.clone();

@@ -71,10 +71,10 @@
 mod grants;
 mod layer;
 
-pub use grants::MAX_ACTIVE;
+pub use grants::{MAX_ACTIVE, MAX_PER_ADMIN};
 pub use layer::{AuditImpersonation, AuditImpersonationLayer, AuditRefusal, ResponseFuture};
 
-use grants::{Active, EndReason, Grants};
+use grants::{Active, EndReason, Full, Grants};
 use std::sync::Arc;
 
 use std::collections::{BTreeSet, HashMap};
@@ -124,6 +124,7 @@ pub struct ImpersonationPolicy {
     mfa_acr: BTreeSet<String>,
     max_auth_age: Duration,
     allow_admin_targets: bool,
+    org_admin_role: Option<String>,
 }
 
 impl ImpersonationPolicy {
@@ -135,6 +136,7 @@ impl ImpersonationPolicy {
             mfa_acr: BTreeSet::new(),
             max_auth_age: Duration::from_secs(600),
             allow_admin_targets: false,
+            org_admin_role: None,
         }
     }
 
@@ -151,6 +153,14 @@ impl ImpersonationPolicy {
     /// The oldest authentication (`auth_time`) that may start an impersonation.
     pub fn max_auth_age(mut self, age: Duration) -> Self {
         self.max_auth_age = age;
+        self
+    }
+
+    /// Org admins (the `org-admin` surface, acting in the org of their token) must also hold
+    /// `role` in a membership of that org (`Identity::memberships`, for example from Keycloak
+    /// group paths), not only the org claim. Off by default.
+    pub fn require_org_admin_role(mut self, role: &str) -> Self {
+        self.org_admin_role = Some(role.to_owned());
         self
     }
 
@@ -250,6 +260,9 @@ pub enum ImpersonationError {
     /// No such impersonation in progress (ended, expired, unknown, or not the caller's).
     #[error("no such impersonation in progress")]
     NotActive,
+    /// The admin has [`MAX_PER_ADMIN`] impersonations in progress already.
+    #[error("too many impersonations in progress for this admin")]
+    TooMany,
     /// The directory or the audit sink could not answer: nothing was issued (503).
     #[error("impersonation unavailable: {0}")]
     Unavailable(String),
@@ -406,8 +419,15 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
             return Err(ImpersonationError::Nested);
         }
         let surface = admin.surface();
+        let member_admin = || match &self.policy.org_admin_role {
+            None => true,
+            Some(role) => admin
+                .memberships()
+                .iter()
+                .any(|m| m.org() == org && m.roles().contains(role)),
+        };
         let admin_of_org = *surface == Surface::GLOBAL_ADMIN
-            || (*surface == Surface::ORG_ADMIN && admin.org() == Some(org));
+            || (*surface == Surface::ORG_ADMIN && admin.org() == Some(org) && member_admin());
         if !admin_of_org {
             return Err(ImpersonationError::NotAdmin);
         }
@@ -450,6 +470,29 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         event
     }
 
+    /// Audits a refused start (best effort: the refusal stands either way), with the caller's
+    /// `org` and `user` cut short so that an oversized one cannot keep the record out.
+    async fn refused(
+        &self,
+        admin: &Identity,
+        org: &str,
+        user: &str,
+        request_id: &str,
+        refusal: ImpersonationError,
+    ) -> ImpersonationError {
+        let event = Self::event(
+            (clip(admin.issuer()), clip(admin.subject())),
+            "impersonation.start",
+            clip(user),
+            clip(org),
+            Some(clip(request_id)),
+            Outcome::Denied,
+        )
+        .detail("reason", refusal.to_string());
+        let _ = self.audit.append(event).await;
+        refusal
+    }
+
     /// Starts impersonating `user` of `org` for `admin` (see the crate docs). The start (or
     /// the refusal) is audited; a credential is issued only after its start was written.
     pub async fn start(
@@ -476,23 +519,9 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
             },
             Err(e) => Err(e),
         };
-        let actor = (admin.issuer(), admin.subject());
         let target = match target {
             Ok(target) => target,
-            Err(refusal) => {
-                // Refusals are audited too (best effort: the refusal stands either way).
-                let event = Self::event(
-                    actor,
-                    "impersonation.start",
-                    user,
-                    org,
-                    Some(request_id),
-                    Outcome::Denied,
-                )
-                .detail("reason", refusal.to_string());
-                let _ = self.audit.append(event).await;
-                return Err(refusal);
-            }
+            Err(refusal) => return Err(self.refused(admin, org, user, request_id, refusal).await),
         };
         let id = grant_id();
         let expires_at = self.clock.now() + self.lifetime;
@@ -505,12 +534,17 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
                 org: org.to_owned(),
                 expires_at,
                 ended: None,
+                recording: false,
             },
         );
-        if !registered {
-            return Err(ImpersonationError::Unavailable(
-                "too many impersonations in progress".into(),
-            ));
+        if let Err(full) = registered {
+            let refusal = match full {
+                Full::Admin => ImpersonationError::TooMany,
+                Full::All => {
+                    ImpersonationError::Unavailable("too many impersonations in progress".into())
+                }
+            };
+            return Err(self.refused(admin, org, user, request_id, refusal).await);
         }
         // The credential is made first (a failure here writes no success), and handed out
         // only once its start is written.
@@ -529,7 +563,7 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
             }
         };
         let event = Self::event(
-            actor,
+            (admin.issuer(), admin.subject()),
             "impersonation.start",
             user,
             org,
@@ -560,26 +594,25 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         id: &str,
         request_id: &str,
     ) -> Result<(), ImpersonationError> {
-        let grant = self
-            .grants
-            .get_live(id, self.clock.now())
-            .ok_or(ImpersonationError::NotActive)?;
-        let is_admin = !matches!(caller.method(), AuthMethod::Impersonation { .. })
-            && caller.issuer() == grant.admin_issuer
-            && caller.subject() == grant.admin_subject;
-        let is_credential = match caller.method() {
+        let issuer = self.issuer.issuer();
+        let may_end = |grant: &Active| match caller.method() {
+            // Its own credential.
             AuthMethod::Impersonation { actor } => {
                 caller.session_id() == Some(id)
-                    && caller.issuer() == self.issuer.issuer()
+                    && caller.issuer() == issuer
+                    && caller.subject() == grant.user
                     && actor.issuer() == grant.admin_issuer
                     && actor.subject() == grant.admin_subject
             }
-            _ => false,
+            // The admin who started it.
+            _ => caller.issuer() == grant.admin_issuer && caller.subject() == grant.admin_subject,
         };
-        if !(is_admin || is_credential) {
-            return Err(ImpersonationError::NotActive);
-        }
-        self.grants.mark_ended(id, EndReason::Ended);
+        // Taken and marked ended in one step: a concurrent end or sweep does not record it
+        // again.
+        let grant = self
+            .grants
+            .end(id, self.clock.now(), may_end)
+            .ok_or(ImpersonationError::NotActive)?;
         self.record_end(id, &grant, EndReason::Ended, Some(request_id))
             .await
     }
@@ -606,7 +639,10 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
                 self.grants.recorded(id);
                 Ok(())
             }
-            Err(e) => Err(ImpersonationError::Unavailable(format!("audit: {e}"))),
+            Err(e) => {
+                self.grants.not_recorded(id);
+                Err(ImpersonationError::Unavailable(format!("audit: {e}")))
+            }
         }
     }
 
@@ -636,9 +672,25 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         AuditImpersonationLayer::tracking(
             Arc::clone(&self.audit),
             Arc::clone(&self.grants),
+            self.issuer.issuer(),
             self.clock.clone(),
         )
     }
+}
+
+/// The longest text a refusal record keeps of a caller-supplied field.
+const MAX_REFUSED_FIELD: usize = 256;
+
+/// `text` cut to [`MAX_REFUSED_FIELD`] bytes at a character boundary.
+pub(crate) fn clip(text: &str) -> &str {
+    if text.len() <= MAX_REFUSED_FIELD {
+        return text;
+    }
+    let mut end = MAX_REFUSED_FIELD;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// A fresh impersonation id: 128 random bits, hex.

@@ -43,6 +43,10 @@ fn admin(surface: Surface) -> Identity {
 struct Flaky {
     inner: MemorySink,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When set, the next per-request record signals `entered` and waits for `release`.
+    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    entered: std::sync::Arc<tokio::sync::Notify>,
+    release: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Flaky {
@@ -63,6 +67,11 @@ impl palisade_audit::AuditSink for Flaky {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(palisade_audit::AuditError::Event("sink down"));
         }
+        let request = format!("{event:?}").contains("impersonation.request");
+        if request && self.hold.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
         self.inner.append(event).await
     }
 
@@ -78,6 +87,13 @@ struct Setup {
 }
 
 fn setup(audit_ring: &str) -> Setup {
+    setup_with(
+        audit_ring,
+        ImpersonationPolicy::new(RoleRule::Realm("impersonator".into())).mfa_acr_values(["2"]),
+    )
+}
+
+fn setup_with(audit_ring: &str, policy: ImpersonationPolicy) -> Setup {
     let clock = ManualClock::at_unix(T);
     let audit = Flaky {
         inner: MemorySink::with_chain(Chain::with_clock(
@@ -85,13 +101,16 @@ fn setup(audit_ring: &str) -> Setup {
             clock.shared(),
         )),
         down: Default::default(),
+        hold: Default::default(),
+        entered: Default::default(),
+        release: Default::default(),
     };
     let directory = StaticDirectory::new()
         .with(user("u-1", "org-1", false))
         .with(user("u-admin", "org-1", true))
         .with(user("u-2", "org-2", false));
     let imp = Impersonator::builder(
-        ImpersonationPolicy::new(RoleRule::Realm("impersonator".into())).mfa_acr_values(["2"]),
+        policy,
         directory,
         audit.clone(),
         "https://api.example.com/impersonation",
@@ -392,6 +411,78 @@ async fn only_the_admin_or_the_credential_may_end_an_impersonation() {
     assert_eq!(s.imp.in_progress(), 0);
 }
 
+#[tokio::test]
+async fn org_admins_act_in_their_own_org_and_can_be_held_to_a_membership_role() {
+    let org_admin = admin(Surface::ORG_ADMIN);
+    // By default the org of the token decides.
+    let s = setup(AUDIT_KEY);
+    assert!(s.imp.start(&org_admin, "org-1", "u-1", "r").await.is_ok());
+    let other = s.imp.start(&org_admin, "org-2", "u-2", "r").await;
+    assert!(
+        matches!(other, Err(ImpersonationError::NotAdmin)),
+        "{other:?}"
+    );
+    // Held to a membership role: the org claim alone is not enough.
+    let s = setup_with(
+        AUDIT_KEY,
+        ImpersonationPolicy::new(RoleRule::Realm("impersonator".into()))
+            .mfa_acr_values(["2"])
+            .require_org_admin_role("admin"),
+    );
+    let claim_only = s.imp.start(&org_admin, "org-1", "u-1", "r").await;
+    assert!(
+        matches!(claim_only, Err(ImpersonationError::NotAdmin)),
+        "{claim_only:?}"
+    );
+    let member_elsewhere = org_admin
+        .clone()
+        .with_membership(palisade_core::Membership::new("org-2", None, ["admin"]));
+    assert!(
+        s.imp
+            .start(&member_elsewhere, "org-1", "u-1", "r")
+            .await
+            .is_err()
+    );
+    let member =
+        org_admin.with_membership(palisade_core::Membership::new("org-1", None, ["admin"]));
+    assert!(s.imp.start(&member, "org-1", "u-1", "r").await.is_ok());
+}
+
+#[tokio::test]
+async fn one_admin_cannot_hold_every_slot_and_oversized_names_are_still_audited() {
+    let s = setup(AUDIT_KEY);
+    let a = admin(Surface::GLOBAL_ADMIN);
+    for _ in 0..palisade_impersonation::MAX_PER_ADMIN {
+        s.imp.start(&a, "org-1", "u-1", "r").await.expect("start");
+    }
+    let more = s.imp.start(&a, "org-1", "u-1", "r").await;
+    assert!(matches!(more, Err(ImpersonationError::TooMany)), "{more:?}");
+    let last = s.audit.records().pop().expect("record");
+    assert_eq!(
+        (last.outcome, last.details["reason"].as_str()),
+        (
+            Outcome::Denied,
+            "too many impersonations in progress for this admin"
+        )
+    );
+    // Another admin is not held up.
+    let b = Identity::new(IDP, "admin-2", AuthMethod::Oidc, Surface::GLOBAL_ADMIN)
+        .with_realm_roles(["impersonator"])
+        .with_mfa(MfaLevel::MultiFactor, Some("2".into()), vec![])
+        .with_auth_time(std::time::UNIX_EPOCH + Duration::from_secs(T - 60));
+    assert!(s.imp.start(&b, "org-1", "u-1", "r").await.is_ok());
+    // A 4 KiB user name: refused, and the refusal recorded with the name cut short.
+    let huge = "é".repeat(2_048);
+    let refused = s.imp.start(&b, "org-1", &huge, "r").await;
+    assert!(
+        matches!(refused, Err(ImpersonationError::UnknownUser)),
+        "{refused:?}"
+    );
+    let last = s.audit.records().pop().expect("record");
+    assert_eq!(last.outcome, Outcome::Denied);
+    assert!(last.target.len() <= 256 && last.target.starts_with('é'));
+}
+
 mod per_request {
     use super::*;
     use palisade_impersonation::AuditImpersonationLayer;
@@ -490,8 +581,23 @@ mod per_request {
             .expect("end");
         assert_eq!(call_with(&layer, id, ran.clone()).await, 401);
         assert_eq!(ran.load(Ordering::SeqCst), 1);
-        // start, one request, end.
-        assert_eq!(s.audit.records().len(), 3);
+        // start, a request, a refused unknown credential, end, a refused ended credential.
+        let outcomes: Vec<_> = s
+            .audit
+            .records()
+            .iter()
+            .map(|r| (r.action.clone(), r.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("impersonation.start".to_owned(), Outcome::Success),
+                ("impersonation.request".to_owned(), Outcome::Success),
+                ("impersonation.request".to_owned(), Outcome::Denied),
+                ("impersonation.end".to_owned(), Outcome::Success),
+                ("impersonation.request".to_owned(), Outcome::Denied),
+            ]
+        );
     }
 
     #[tokio::test]
@@ -523,6 +629,90 @@ mod per_request {
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].details["reason"], "ended");
         assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_racing_the_end_is_not_executed() {
+        let s = setup(AUDIT_KEY);
+        let layer = s.imp.audit_layer();
+        let grant = s
+            .imp
+            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+            .await
+            .expect("start");
+        let auth = authenticator(&s).await;
+        let id = auth
+            .verify(grant.token.expose_secret(), &api())
+            .await
+            .expect("verify");
+        let ran = Arc::new(AtomicUsize::new(0));
+        // The request's record is held while the admin ends the impersonation.
+        s.audit.hold.store(true, Ordering::SeqCst);
+        let request = tokio::spawn({
+            let (layer, id, ran) = (layer.clone(), id.clone(), ran.clone());
+            async move { call_with(&layer, id, ran).await }
+        });
+        s.audit.entered.notified().await;
+        s.imp
+            .end(&admin(Surface::GLOBAL_ADMIN), &grant.id, "req-2")
+            .await
+            .expect("end");
+        s.audit.release.notify_one();
+        assert_eq!(request.await.expect("joined"), 401);
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_credential_must_match_its_impersonation_and_long_paths_are_cut() {
+        let s = setup(AUDIT_KEY);
+        let layer = s.imp.audit_layer();
+        let grant = s
+            .imp
+            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+            .await
+            .expect("start");
+        let auth = authenticator(&s).await;
+        let id = auth
+            .verify(grant.token.expose_secret(), &api())
+            .await
+            .expect("verify");
+        let ran = Arc::new(AtomicUsize::new(0));
+        // The same impersonation id, presented for another user: refused, and recorded.
+        let forged = Identity::new(
+            s.imp.issuer(),
+            "u-2",
+            AuthMethod::Impersonation {
+                actor: Box::new(admin(Surface::GLOBAL_ADMIN)),
+            },
+            Surface::API,
+        )
+        .with_org("org-1")
+        .with_session_id(grant.id.clone());
+        assert_eq!(call_with(&layer, forged, ran.clone()).await, 401);
+        let last = s.audit.records().pop().expect("record");
+        assert_eq!(
+            (last.outcome, last.target.as_str()),
+            (Outcome::Denied, "u-2")
+        );
+        // A 3 KiB path of multi-byte characters: admitted, recorded cut short.
+        let svc = layer.layer(tower::service_fn({
+            let ran = ran.clone();
+            move |_req: http::Request<Body>| {
+                ran.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, std::convert::Infallible>(http::Response::new(Body::new())) }
+            }
+        }));
+        let path = format!("/api/{}", "%C3%A9é".repeat(400));
+        let mut req = http::Request::builder()
+            .uri(path.as_str())
+            .body(Body::new())
+            .expect("request");
+        req.extensions_mut().insert(id);
+        assert_eq!(svc.oneshot(req).await.expect("infallible").status(), 200);
+        let last = s.audit.records().pop().expect("record");
+        assert!(last.details["path"].len() <= 1_004);
+        assert_eq!(last.details["impersonation"], grant.id);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
     }
 
     async fn call_with(
