@@ -167,7 +167,11 @@ pub(crate) async fn build(
     // users the directory knows, with credentials living 15 minutes, all of it audited.
     let impersonator = Arc::new(
         Impersonator::builder(
-            ImpersonationPolicy::new(RoleRule::Realm("impersonator".into())).mfa_acr_values(["2"]),
+            // Org admins also need the `admin` role in a membership of the org (a Keycloak
+            // group `/orgs/<org>/admin`), not only the org claim.
+            ImpersonationPolicy::new(RoleRule::Realm("impersonator".into()))
+                .mfa_acr_values(["2"])
+                .require_org_admin_role("admin"),
             demo_directory(),
             audit,
             &format!(
@@ -1031,7 +1035,12 @@ async fn ws_ticket(
 async fn ws_upgrade(
     ws: WebSocketUpgrade,
     Extension(grant): Extension<WsGrant>,
+    Extension(identity): Extension<Identity>,
 ) -> axum::response::Response {
+    // A socket would outlive the end of an impersonation, its messages unaudited: refused.
+    if matches!(identity.method(), AuthMethod::Impersonation { .. }) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     let ws = match &grant.protocol {
         Some(p) => ws.protocols([p.clone()]),
         None => ws,

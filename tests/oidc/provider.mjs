@@ -194,6 +194,7 @@ const DEFAULT_PERSONAS = [
     client_id: 'org-admin', aud: 'org-admin', alg: 'RS256',
     realm_roles: ['member', 'org-admin', 'impersonator'], client_roles: ['org-admin'],
     acr: '2', amr: ['pwd', 'otp'], org_id: 'org-1', team_id: 'team-1',
+    claims: { groups: ['/orgs/org-1/admin'] },
   },
   // Document users (authorization tour): a member of org-1 and an admin of org-2, as
   // Keycloak group paths (group membership mapper, full path); without and with MFA.

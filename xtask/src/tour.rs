@@ -2174,6 +2174,30 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
         status == 201 && acted.0 == 200 && acted.1["hello"] == "alice" && audited,
     ));
 
+    // A WebSocket would outlive the impersonation's end, its messages unaudited: refused.
+    let socket = match http
+        .get(api("/api/ws"))
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header(
+            "sec-websocket-protocol",
+            format!("chat.v1, palisade.bearer.{token}"),
+        )
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    rows.push(Row::new(
+        "open a WebSocket while impersonating",
+        "403",
+        socket.to_string(),
+        socket == 403,
+    ));
+
     // The admin ends it: the credential is refused from then on, and the end is recorded.
     let ended = match http
         .post(admin(&format!("/admin/impersonation/{id}/end")))
