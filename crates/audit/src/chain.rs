@@ -90,14 +90,23 @@ impl Chain {
         self
     }
 
-    /// Continues after `last`, the last record of an existing log.
-    pub(crate) fn resume(mut self, last: Option<&Record>) -> Self {
+    /// Continues after `last`, the last record of an existing log, once its MAC verifies
+    /// under this chain's keys (a writer never extends a record it cannot vouch for).
+    pub(crate) fn resume(mut self, last: Option<&Record>) -> Result<Self, AuditError> {
         if let Some(last) = last {
+            crate::Verifier::new(self.ring.clone())
+                .record_ok(last)
+                .map_err(|kind| {
+                    AuditError::Corrupt(format!(
+                        "the last record ({}) does not verify under the configured keys: {kind:?}",
+                        last.seq
+                    ))
+                })?;
             self.seq = last.seq;
             self.head = hex::encode(hash(last));
             self.last_time = last.time_ms;
         }
-        self
+        Ok(self)
     }
 
     fn sign(&mut self, event: Event) -> Result<Record, AuditError> {

@@ -158,12 +158,13 @@ impl PostgresSink {
         .await
         .map_err(|e| err("read head", e))?;
         last.map(|text| {
-            serde_json::from_str(&text).map_err(|e| AuditError::Corrupt(format!("head: {e}")))
+            Record::from_line(text.as_bytes())
+                .map_err(|e| AuditError::Corrupt(format!("head: {e}")))
         })
         .transpose()
     }
 
-    fn chain(&self, last: Option<&Record>) -> Chain {
+    fn chain(&self, last: Option<&Record>) -> Result<Chain, AuditError> {
         Chain::with_clock(self.ring.clone(), self.clock.clone())
             .checkpoint_every(self.every)
             .resume(last)
@@ -176,10 +177,11 @@ impl PostgresSink {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Report, AuditError> {
         let mut verification = verifier.start(checkpoint);
-        let mut after = 0i64;
+        // Every row, whatever its number (a row numbered 0 or below is a finding, not skipped).
+        let mut after: Option<i64> = None;
         'pages: loop {
             let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
-                "SELECT seq, record FROM {} WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, record FROM {} WHERE $1::BIGINT IS NULL OR seq > $1 ORDER BY seq LIMIT $2",
                 self.table
             ))
             .bind(after)
@@ -190,14 +192,13 @@ impl PostgresSink {
             let Some(&(last, _)) = rows.last() else {
                 break;
             };
+            // Rows are read in column order; each record's own number must then follow.
             for (_, text) in rows {
-                let record =
-                    serde_json::from_str::<Record>(&text).map_err(|e| format!("not a record: {e}"));
-                if !verification.push(record) {
+                if !verification.push(Record::from_line(text.as_bytes())) {
                     break 'pages;
                 }
             }
-            after = last;
+            after = Some(last);
         }
         Ok(verification.finish())
     }
@@ -234,7 +235,7 @@ impl AuditSink for PostgresSink {
             .await
             .map_err(|e| err("lock", e))?;
         let last = self.head(&mut tx).await?;
-        let sealed = self.chain(last.as_ref()).seal(event)?;
+        let sealed = self.chain(last.as_ref())?.seal(event)?;
         for record in &sealed {
             let text =
                 serde_json::to_string(record).map_err(|e| AuditError::Sink(e.to_string()))?;
@@ -258,6 +259,6 @@ impl AuditSink for PostgresSink {
     async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
         let mut conn = self.pool.acquire().await.map_err(|e| err("acquire", e))?;
         let last = self.head(&mut conn).await?;
-        self.chain(last.as_ref()).checkpoint()
+        self.chain(last.as_ref())?.checkpoint()
     }
 }

@@ -169,6 +169,19 @@ pub struct Record {
 }
 
 impl Record {
+    /// Parses one stored record, which must be exactly its canonical JSON (the form sinks
+    /// write): a line with duplicate, reordered or extra fields, or other spacing, is
+    /// refused, so that what a reader (or `grep`) sees is what the MAC covers.
+    pub(crate) fn from_line(line: &[u8]) -> Result<Record, String> {
+        let record: Record =
+            serde_json::from_slice(line).map_err(|e| format!("not a record: {e}"))?;
+        let again = serde_json::to_vec(&record).map_err(|e| format!("not a record: {e}"))?;
+        if again != line {
+            return Err("not in canonical form (duplicate, reordered or extra fields)".into());
+        }
+        Ok(record)
+    }
+
     /// The canonical, length-prefixed encoding the record's MAC covers.
     pub fn signed_bytes(&self) -> Vec<u8> {
         canonical(self)

@@ -121,10 +121,7 @@ pub(crate) fn read_lines(
                 if line.last() == Some(&b'\n') {
                     line.pop();
                 }
-                Some(
-                    serde_json::from_slice::<Record>(&line)
-                        .map_err(|e| format!("not a record: {e}")),
-                )
+                Some(Record::from_line(&line))
             }
             Err(e) => {
                 done = true;
@@ -157,7 +154,7 @@ impl JsonlSink {
         }
         Ok(Self {
             inner: Arc::new(Mutex::new(JsonlState {
-                chain: chain.resume(last.as_ref()),
+                chain: chain.resume(last.as_ref())?,
                 file,
                 path,
                 failed: false,

@@ -110,6 +110,16 @@ impl Verifier {
         }
     }
 
+    /// Checks one record's MAC under its key (not its place in the chain).
+    pub(crate) fn record_ok(&self, record: &Record) -> Result<u32, FindingKind> {
+        self.mac_ok(
+            &record.key_id,
+            record.time_ms,
+            &canonical(record),
+            &record.mac,
+        )
+    }
+
     /// Verifies `records` in order, holding one record at a time. With `checkpoint` (published
     /// elsewhere), the log must reach it and agree with it. Stops at the first finding.
     pub fn verify(

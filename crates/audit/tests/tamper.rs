@@ -342,6 +342,59 @@ async fn one_changed_byte_of_the_file_is_found() {
 }
 
 #[tokio::test]
+async fn lines_must_be_canonical_and_a_writer_never_extends_a_bad_tail() {
+    let good_ring = ring(&format!("k1 1 {K1}"));
+    let dir = std::env::temp_dir().join(format!("palisade-audit-c-{}", rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("log.jsonl");
+    let sink = JsonlSink::open(&path, chain(good_ring.clone())).expect("open");
+    for i in 0..3 {
+        sink.append(event(i)).await.expect("append");
+    }
+    drop(sink);
+    let original = std::fs::read_to_string(&path).expect("read");
+    let verify = |text: &str| {
+        std::fs::write(&path, text).expect("write");
+        Verifier::new(good_ring.clone()).verify(JsonlSink::records_of(&path).expect("read"), None)
+    };
+    assert!(verify(&original).is_ok());
+    // A shadowing duplicate before the real detail: the MAC still covers the last value,
+    // but what a reader sees first is not what was signed. Refused.
+    let shadowed = original.replacen(
+        r#""details":{"#,
+        r#""details":{"field":"nothing to see","#,
+        1,
+    );
+    assert_ne!(shadowed, original);
+    let report = verify(&shadowed);
+    assert!(
+        matches!(
+            report.finding.as_ref().map(|f| (f.line, &f.kind)),
+            Some((1, palisade_audit::FindingKind::Unreadable(_)))
+        ),
+        "{report:?}"
+    );
+    // Extra spacing is not canonical either.
+    assert!(!verify(&original.replacen(r#""seq":1"#, r#""seq": 1"#, 1)).is_ok());
+    // A writer refuses to continue after a last record that does not verify.
+    let mut lines: Vec<&str> = original.lines().collect();
+    let last = lines.pop().expect("last").replace("user-2", "user-9");
+    let edited = format!("{}\n{last}\n", lines.join("\n"));
+    std::fs::write(&path, &edited).expect("write");
+    let refused = JsonlSink::open(&path, chain(good_ring.clone()));
+    assert!(
+        matches!(refused, Err(palisade_audit::AuditError::Corrupt(_))),
+        "{refused:?}"
+    );
+    // Nor after one signed with a key it does not hold.
+    std::fs::write(&path, &original).expect("write");
+    let other_ring = ring(&format!("k2 1 {K1}"));
+    assert!(JsonlSink::open(&path, chain(other_ring)).is_err());
+    assert!(JsonlSink::open(&path, chain(good_ring)).is_ok());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn the_command_line_verifier_exits_non_zero_on_any_finding() {
     let good_ring = ring(&format!("k1 1 {K1}"));
     let dir = std::env::temp_dir().join(format!("palisade-audit-cli-{}", rand_suffix()));
@@ -424,6 +477,30 @@ mod postgres {
             .with_clock(ManualClock::at_unix(NOW).shared())
             .checkpoint_every(4);
         (sink, schema)
+    }
+
+    #[tokio::test]
+    async fn rows_numbered_zero_or_below_are_read_too() {
+        let good_ring = ring(&format!("k1 1 {K1}"));
+        let (sink, schema) = sink(good_ring.clone()).await;
+        for i in 0..3 {
+            sink.append(event(i)).await.expect("append");
+        }
+        let verifier = Verifier::new(good_ring);
+        assert!(sink.verify(&verifier, None).await.expect("verify").is_ok());
+        let admin = sqlx::PgPool::connect(&database_url())
+            .await
+            .expect("postgres");
+        // A row slipped in before the first: it must be seen, not skipped.
+        sqlx::raw_sql(&format!(
+            "INSERT INTO {schema}.audit_log (seq, record) SELECT -5, record FROM {schema}.audit_log WHERE seq = 1"
+        ))
+        .execute(&admin)
+        .await
+        .expect("insert");
+        let report = sink.verify(&verifier, None).await.expect("verify");
+        assert!(!report.is_ok(), "{report:?}");
+        drop_schema(&schema).await;
     }
 
     async fn drop_schema(schema: &str) {
