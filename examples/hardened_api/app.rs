@@ -165,6 +165,7 @@ pub(crate) async fn build(
     };
     // Impersonation: admins with a fresh second factor and the `impersonator` realm role, of
     // users the directory knows, with credentials living 15 minutes, all of it audited.
+    let audit_checkpoints = audit.clone();
     let impersonator = Arc::new(
         Impersonator::builder(
             // Org admins also need the `admin` role in a membership of the org (a Keycloak
@@ -500,7 +501,9 @@ pub(crate) async fn build(
         .route("/admin/impersonation", post(start_impersonation))
         .route("/admin/impersonation/{id}/end", post(end_impersonation))
         .route("/admin/orgs/{org}/users", get(org_users))
+        .route("/admin/audit/checkpoint", post(audit_checkpoint))
         .route_layer(admin_auth)
+        .layer(Extension(audit_checkpoints))
         .layer(Extension(access_keys));
     // Org admins (audience `org-admin`) act in their own org only.
     let org_admin_routes = Router::new()
@@ -1120,8 +1123,8 @@ fn audit_log_path(settings: &Settings, posture: &mut Posture) -> Option<std::pat
 }
 
 /// The audit sink: the log, or (a refused production configuration only) none, which fails
-/// every write.
-#[derive(Debug)]
+/// every write. Clones share the log.
+#[derive(Clone, Debug)]
 enum DemoAudit {
     Log(JsonlSink),
     Missing,
@@ -1289,6 +1292,23 @@ async fn end_own_impersonation(
         return impersonation_error(ImpersonationError::NotActive);
     };
     end(&impersonator, &caller, &id, &headers).await
+}
+
+/// A signed checkpoint of the audit log's head, for the caller to keep elsewhere: a later
+/// `palisade-audit verify --checkpoint` finds records cut from the end.
+async fn audit_checkpoint(Extension(audit): Extension<DemoAudit>) -> axum::response::Response {
+    use palisade::audit::AuditSink as _;
+    match audit.checkpoint().await {
+        Ok(checkpoint) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(json!(checkpoint)),
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::error!(%err, "audit checkpoint failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
 }
 
 /// The users of an org (the directory; impersonation never adds one).

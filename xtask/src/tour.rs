@@ -1957,14 +1957,19 @@ fn audit_records(log: &crate::harness::AuditLog) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Runs `palisade-audit verify --file path`: its exit status and first line of output.
-fn verify_log(log: &crate::harness::AuditLog, path: &std::path::Path) -> (Option<i32>, String) {
-    match std::process::Command::new(&log.cli)
-        .args(["verify", "--file"])
-        .arg(path)
-        .env("AUDIT_SIGNING_KEY", &log.keys)
-        .output()
-    {
+/// Runs `palisade-audit verify --file path [--checkpoint file]`: its exit status and first
+/// line of output.
+fn verify_log(
+    log: &crate::harness::AuditLog,
+    path: &std::path::Path,
+    checkpoint: Option<&std::path::Path>,
+) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(&log.cli);
+    cmd.args(["verify", "--file"]).arg(path);
+    if let Some(cp) = checkpoint {
+        cmd.arg("--checkpoint").arg(cp);
+    }
+    match cmd.env("AUDIT_SIGNING_KEY", &log.keys).output() {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout).to_string()
                 + &String::from_utf8_lossy(&out.stderr);
@@ -2244,12 +2249,28 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
         ));
         return rows;
     };
-    let (code, line) = verify_log(log, &log.path);
+    // The admin takes a signed checkpoint of the head (to keep elsewhere).
+    let checkpoint = match http
+        .post(admin("/admin/audit/checkpoint"))
+        .header(header::AUTHORIZATION, target.bearer("admin-mfa"))
+        .send()
+        .await
+    {
+        Ok(r) if r.status() == StatusCode::OK => r.text().await.unwrap_or_default(),
+        _ => String::new(),
+    };
+    let cp = log.path.with_extension("checkpoint.json");
+    let have_cp = !checkpoint.is_empty() && std::fs::write(&cp, &checkpoint).is_ok();
+    let (code, line) = verify_log(log, &log.path, have_cp.then_some(cp.as_path()));
     rows.push(Row::new(
         "verify the demo's audit log (palisade-audit verify)",
-        "exit 0",
-        format!("exit {}: {line}", code.unwrap_or(-1)),
-        code == Some(0),
+        "exit 0 (against a signed checkpoint)",
+        format!(
+            "exit {}: {line}{}",
+            code.unwrap_or(-1),
+            if have_cp { "" } else { " (no checkpoint)" }
+        ),
+        code == Some(0) && have_cp,
     ));
     let copy = log.path.with_extension("tampered.jsonl");
     let tampered = std::fs::read(&log.path).ok().and_then(|mut bytes| {
@@ -2259,13 +2280,31 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
         std::fs::write(&copy, bytes).ok()
     });
     let (code, line) = match tampered {
-        Some(()) => verify_log(log, &copy),
+        Some(()) => verify_log(log, &copy, None),
         None => (None, "could not make the tampered copy".to_owned()),
     };
-    let _ = std::fs::remove_file(&copy);
     rows.push(Row::new(
         "change one byte of the audit log",
         "palisade-audit verify: exit 1",
+        format!("exit {}: {line}", code.unwrap_or(-1)),
+        code == Some(1),
+    ));
+    // The last records cut off: found against the checkpoint.
+    let cut = std::fs::read_to_string(&log.path).ok().and_then(|text| {
+        let lines: Vec<&str> = text.lines().collect();
+        let keep = lines.len().checked_sub(2)?;
+        let head: String = lines[..keep].iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&copy, head).ok()
+    });
+    let (code, line) = match cut {
+        Some(()) if have_cp => verify_log(log, &copy, Some(&cp)),
+        _ => (None, "could not make the cut copy".to_owned()),
+    };
+    let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_file(&cp);
+    rows.push(Row::new(
+        "cut the last records off the audit log",
+        "palisade-audit verify --checkpoint: exit 1",
         format!("exit {}: {line}", code.unwrap_or(-1)),
         code == Some(1),
     ));
