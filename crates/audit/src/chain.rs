@@ -110,14 +110,17 @@ impl Chain {
     }
 
     fn sign(&mut self, event: Event) -> Result<Record, AuditError> {
-        let now = self.clock.now();
-        let key = self.ring.active(now).map_err(|_| AuditError::NoKey)?;
+        // The record's time first (never before the last record's), then the key active at
+        // that time: a writer whose clock lags never signs with a key retired at the stamp.
+        let time_ms = millis(self.clock.now()).max(self.last_time);
+        let at = UNIX_EPOCH + std::time::Duration::from_millis(time_ms);
+        let key = self.ring.active(at).map_err(|_| AuditError::NoKey)?;
         let seq = self.seq.checked_add(1).ok_or(AuditError::Corrupt(
             "the chain is at its last number".into(),
         ))?;
         let mut record = Record {
             seq,
-            time_ms: millis(now).max(self.last_time),
+            time_ms,
             actor: event.actor,
             action: event.action,
             target: event.target,

@@ -150,16 +150,24 @@ impl PostgresSink {
     }
 
     async fn head(&self, conn: &mut sqlx::PgConnection) -> Result<Option<Record>, AuditError> {
-        let last: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT record FROM {} ORDER BY seq DESC LIMIT 1",
+        let last: Option<(i64, String)> = sqlx::query_as(&format!(
+            "SELECT seq, record FROM {} ORDER BY seq DESC LIMIT 1",
             self.table
         ))
         .fetch_optional(conn)
         .await
         .map_err(|e| err("read head", e))?;
-        last.map(|text| {
-            Record::from_line(text.as_bytes())
-                .map_err(|e| AuditError::Corrupt(format!("head: {e}")))
+        last.map(|(seq, text)| {
+            let record = Record::from_line(text.as_bytes())
+                .map_err(|e| AuditError::Corrupt(format!("head: {e}")))?;
+            // The tail must be the record its row says (not an older one replayed there).
+            if i64::try_from(record.seq) != Ok(seq) {
+                return Err(AuditError::Corrupt(format!(
+                    "head: row {seq} holds record {}",
+                    record.seq
+                )));
+            }
+            Ok(record)
         })
         .transpose()
     }
@@ -177,14 +185,15 @@ impl PostgresSink {
         checkpoint: Option<&Checkpoint>,
     ) -> Result<Report, AuditError> {
         let mut verification = verifier.start(checkpoint);
-        // Every row, whatever its number (a row numbered 0 or below is a finding, not skipped).
-        let mut after: Option<i64> = None;
+        // Every row, whatever its number (a row numbered 0 or below is a finding, not skipped),
+        // a page at a time by index range.
+        let mut from = i64::MIN;
         'pages: loop {
             let rows: Vec<(i64, String)> = sqlx::query_as(&format!(
-                "SELECT seq, record FROM {} WHERE $1::BIGINT IS NULL OR seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, record FROM {} WHERE seq >= $1 ORDER BY seq LIMIT $2",
                 self.table
             ))
-            .bind(after)
+            .bind(from)
             .bind(PAGE)
             .fetch_all(&self.pool)
             .await
@@ -198,7 +207,10 @@ impl PostgresSink {
                     break 'pages;
                 }
             }
-            after = Some(last);
+            match last.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
         }
         Ok(verification.finish())
     }

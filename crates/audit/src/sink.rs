@@ -233,10 +233,16 @@ impl AuditSink for JsonlSink {
     }
 
     async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .chain
-            .checkpoint()
+        // The lock may be held by a write waiting on the disk: wait off the async workers.
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .chain
+                .checkpoint()
+        })
+        .await
+        .map_err(|e| AuditError::Sink(format!("writer task: {e}")))?
     }
 }

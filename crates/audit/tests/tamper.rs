@@ -342,6 +342,27 @@ async fn one_changed_byte_of_the_file_is_found() {
 }
 
 #[tokio::test]
+async fn a_lagging_clock_never_signs_with_a_key_retired_at_the_stamp() {
+    // k1 retires at NOW+10; k2 is valid from NOW+5.
+    let keys = format!(
+        "k1 1 {K1} retire_after={}\nk2 2 {K2} not_before={}",
+        NOW + 10,
+        NOW + 5
+    );
+    let clock = ManualClock::at_unix(NOW + 20);
+    let sink = MemorySink::with_chain(Chain::with_clock(ring(&keys), clock.shared()));
+    sink.append(event(0)).await.expect("append");
+    // This writer's clock falls back to before k2: the record still carries the later time,
+    // so it must be signed with the key valid then.
+    clock.set(std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW));
+    let second = sink.append(event(1)).await.expect("append");
+    assert_eq!(second.key_id, "k2");
+    let records: Vec<_> = sink.records().into_iter().map(Ok).collect();
+    let report = Verifier::new(ring(&keys)).verify(records, None);
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test]
 async fn lines_must_be_canonical_and_a_writer_never_extends_a_bad_tail() {
     let good_ring = ring(&format!("k1 1 {K1}"));
     let dir = std::env::temp_dir().join(format!("palisade-audit-c-{}", rand_suffix()));
