@@ -160,7 +160,18 @@ pub(crate) async fn build(
         clock.clone(),
     );
     let audit = match audit_log_path(settings, &mut own) {
-        Some(path) => DemoAudit::Log(JsonlSink::open(path, audit_chain)?),
+        Some(path) => match JsonlSink::open(path, audit_chain) {
+            Ok(log) => DemoAudit::Log(log),
+            // For example a log signed with keys this start does not have.
+            Err(err) => {
+                own.record(
+                    Severity::Deny,
+                    "audit-log-unusable",
+                    format!("the audit log cannot be continued: {err}"),
+                );
+                DemoAudit::Missing
+            }
+        },
         None => DemoAudit::Missing,
     };
     // Impersonation: admins with a fresh second factor and the `impersonator` realm role, of

@@ -34,9 +34,27 @@ struct Tracking {
     grants: Arc<Grants>,
     issuer: String,
     clock: SharedClock,
+    /// Impersonations whose refused credential was recorded already: one record each, so
+    /// that a replayed ended credential cannot flood the log (bounded; forgotten when full).
+    refused: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
+/// How many refused impersonations [`Tracking`] remembers.
+const MAX_REFUSED_REMEMBERED: usize = 4_096;
+
 impl Tracking {
+    /// Whether a refusal of `identity`'s credential is to be recorded (its first).
+    fn first_refusal(&self, identity: &Identity) -> bool {
+        let mut seen = self
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= MAX_REFUSED_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert(identity.session_id().unwrap_or_default().to_owned())
+    }
+
     /// Whether `identity` (impersonating for `actor`) holds a credential of an impersonation
     /// in progress: its `sid`, issuer, user, org and admin all those of the grant.
     fn live(&self, identity: &Identity, actor: &Identity) -> bool {
@@ -93,6 +111,7 @@ impl<A: AuditSink> AuditImpersonationLayer<A> {
                 grants,
                 issuer: issuer.to_owned(),
                 clock,
+                refused: Default::default(),
             })),
         }
     }
@@ -209,7 +228,11 @@ where
         if let Some(tracking) = &self.tracking
             && !tracking.live(identity, actor)
         {
-            // The attempt is recorded (best effort); the credential is refused either way.
+            // The first attempt with each ended credential is recorded (best effort); the
+            // credential is refused either way.
+            if !tracking.first_refusal(identity) {
+                return GateFuture::refused(ended());
+            }
             let record = event(&request, identity, actor, Outcome::Denied)
                 .detail("reason", "impersonation not in progress");
             let gate: Gate<Request<B>> = Box::pin(async move {
@@ -228,16 +251,25 @@ where
                     AuditRefusal::Audit(e.to_string()),
                 ));
             }
-            // Ended while the record was written: not executed (the end came first).
+            // Ended while the record was written: not executed (the end came first), and a
+            // second record says so (best effort).
             if let Some(tracking) = tracking {
-                let still = request
-                    .extensions()
-                    .get::<Identity>()
-                    .is_some_and(|identity| match identity.method() {
-                        AuthMethod::Impersonation { actor } => tracking.live(identity, actor),
-                        _ => false,
+                let late =
+                    request.extensions().get::<Identity>().and_then(|identity| {
+                        match identity.method() {
+                            AuthMethod::Impersonation { actor }
+                                if !tracking.live(identity, actor) =>
+                            {
+                                Some(
+                                    event(&request, identity, actor, Outcome::Denied)
+                                        .detail("reason", "ended while the request was recorded"),
+                                )
+                            }
+                            _ => None,
+                        }
                     });
-                if !still {
+                if let Some(late) = late {
+                    let _ = audit.append(late).await;
                     return Err(ended());
                 }
             }

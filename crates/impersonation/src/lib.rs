@@ -421,10 +421,11 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         let surface = admin.surface();
         let member_admin = || match &self.policy.org_admin_role {
             None => true,
+            // A membership of the org itself: a team's admin is not the org's.
             Some(role) => admin
                 .memberships()
                 .iter()
-                .any(|m| m.org() == org && m.roles().contains(role)),
+                .any(|m| m.org() == org && m.team().is_none() && m.roles().contains(role)),
         };
         let admin_of_org = *surface == Surface::GLOBAL_ADMIN
             || (*surface == Surface::ORG_ADMIN && admin.org() == Some(org) && member_admin());
@@ -481,11 +482,11 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         refusal: ImpersonationError,
     ) -> ImpersonationError {
         let event = Self::event(
-            (clip(admin.issuer()), clip(admin.subject())),
+            (&clip(admin.issuer()), &clip(admin.subject())),
             "impersonation.start",
-            clip(user),
-            clip(org),
-            Some(clip(request_id)),
+            &clip(user),
+            &clip(org),
+            Some(&clip(request_id)),
             Outcome::Denied,
         )
         .detail("reason", refusal.to_string());
@@ -601,6 +602,7 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
                 caller.session_id() == Some(id)
                     && caller.issuer() == issuer
                     && caller.subject() == grant.user
+                    && caller.org() == Some(grant.org.as_str())
                     && actor.issuer() == grant.admin_issuer
                     && actor.subject() == grant.admin_subject
             }
@@ -613,17 +615,19 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
             .grants
             .end(id, self.clock.now(), may_end)
             .ok_or(ImpersonationError::NotActive)?;
-        self.record_end(id, &grant, EndReason::Ended, Some(request_id))
+        let guard = Recording::new(&self.grants, id);
+        self.record_end(guard, &grant, EndReason::Ended, Some(request_id))
             .await
     }
 
     async fn record_end(
         &self,
-        id: &str,
+        mut guard: Recording<'_>,
         grant: &Active,
         reason: EndReason,
         request_id: Option<&str>,
     ) -> Result<(), ImpersonationError> {
+        let id = guard.id.as_str();
         let event = Self::event(
             (&grant.admin_issuer, &grant.admin_subject),
             "impersonation.end",
@@ -637,25 +641,31 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         match self.audit.append(event).await {
             Ok(_) => {
                 self.grants.recorded(id);
+                guard.done = true;
                 Ok(())
             }
-            Err(e) => {
-                self.grants.not_recorded(id);
-                Err(ImpersonationError::Unavailable(format!("audit: {e}")))
-            }
+            // The guard hands the end back to the next sweep.
+            Err(e) => Err(ImpersonationError::Unavailable(format!("audit: {e}"))),
         }
     }
 
     /// Records the end of every impersonation whose credential expired, and of ended ones
     /// whose end could not be recorded before. Run it periodically (every few seconds); it
-    /// answers how many ends it recorded, or the first write that failed (the rest wait for
-    /// the next run).
+    /// answers how many ends it recorded, or the first write that failed (that one and the
+    /// rest wait for the next run, as do all of them when the sweep is cancelled).
     pub async fn sweep(&self) -> Result<usize, ImpersonationError> {
-        let due = self.grants.due(self.clock.now());
+        // Every due end gets its guard now: whatever stops this loop hands the unrecorded
+        // ones back.
+        let due: Vec<_> = self
+            .grants
+            .due(self.clock.now())
+            .into_iter()
+            .map(|(id, grant)| (Recording::new(&self.grants, &id), grant))
+            .collect();
         let mut recorded = 0;
-        for (id, grant) in due {
+        for (guard, grant) in due {
             let reason = grant.ended.unwrap_or(EndReason::Expired);
-            self.record_end(&id, &grant, reason, None).await?;
+            self.record_end(guard, &grant, reason, None).await?;
             recorded += 1;
         }
         Ok(recorded)
@@ -678,19 +688,46 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
     }
 }
 
-/// The longest text a refusal record keeps of a caller-supplied field.
+/// An end being recorded: unless its record was written, dropping it (a failed write, or a
+/// cancelled future) hands the end back to the next sweep.
+struct Recording<'a> {
+    grants: &'a Grants,
+    id: String,
+    done: bool,
+}
+
+impl<'a> Recording<'a> {
+    fn new(grants: &'a Grants, id: &str) -> Self {
+        Self {
+            grants,
+            id: id.to_owned(),
+            done: false,
+        }
+    }
+}
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.grants.not_recorded(&self.id);
+        }
+    }
+}
+
+/// The longest text a record keeps of a caller-supplied field.
 const MAX_REFUSED_FIELD: usize = 256;
 
-/// `text` cut to [`MAX_REFUSED_FIELD`] bytes at a character boundary.
-pub(crate) fn clip(text: &str) -> &str {
+/// `text` cut to [`MAX_REFUSED_FIELD`] bytes at a character boundary, marked with `…` when
+/// cut.
+pub(crate) fn clip(text: &str) -> std::borrow::Cow<'_, str> {
     if text.len() <= MAX_REFUSED_FIELD {
-        return text;
+        return text.into();
     }
     let mut end = MAX_REFUSED_FIELD;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    &text[..end]
+    format!("{}…", &text[..end]).into()
 }
 
 /// A fresh impersonation id: 128 random bits, hex.

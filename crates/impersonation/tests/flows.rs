@@ -43,8 +43,8 @@ fn admin(surface: Surface) -> Identity {
 struct Flaky {
     inner: MemorySink,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// When set, the next per-request record signals `entered` and waits for `release`.
-    hold: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// When set, the next record of this action signals `entered` and waits for `release`.
+    hold: std::sync::Arc<std::sync::Mutex<Option<&'static str>>>,
     entered: std::sync::Arc<tokio::sync::Notify>,
     release: std::sync::Arc<tokio::sync::Notify>,
 }
@@ -67,8 +67,15 @@ impl palisade_audit::AuditSink for Flaky {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(palisade_audit::AuditError::Event("sink down"));
         }
-        let request = format!("{event:?}").contains("impersonation.request");
-        if request && self.hold.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        let held = {
+            let mut hold = self.hold.lock().expect("hold");
+            let held = hold.is_some_and(|action| format!("{event:?}").contains(action));
+            if held {
+                *hold = None;
+            }
+            held
+        };
+        if held {
             self.entered.notify_one();
             self.release.notified().await;
         }
@@ -480,7 +487,87 @@ async fn one_admin_cannot_hold_every_slot_and_oversized_names_are_still_audited(
     );
     let last = s.audit.records().pop().expect("record");
     assert_eq!(last.outcome, Outcome::Denied);
-    assert!(last.target.len() <= 256 && last.target.starts_with('é'));
+    assert!(last.target.len() <= 256 + '…'.len_utf8());
+    assert!(last.target.starts_with('é') && last.target.ends_with('…'));
+}
+
+#[tokio::test]
+async fn a_sweep_that_fails_leaves_every_end_for_the_next() {
+    let s = setup(AUDIT_KEY);
+    let a = admin(Surface::GLOBAL_ADMIN);
+    for _ in 0..3 {
+        s.imp.start(&a, "org-1", "u-1", "r").await.expect("start");
+    }
+    s.clock.advance(Duration::from_secs(601));
+    s.audit.fail_writes(true);
+    assert!(s.imp.sweep().await.is_err());
+    assert!(s.imp.sweep().await.is_err());
+    s.audit.fail_writes(false);
+    assert_eq!(s.imp.sweep().await.expect("sweep"), 3);
+    assert_eq!(s.imp.in_progress(), 0);
+    let ends = s
+        .audit
+        .records()
+        .iter()
+        .filter(|r| r.action == "impersonation.end")
+        .count();
+    assert_eq!(ends, 3);
+}
+
+#[tokio::test]
+async fn a_cancelled_end_is_recorded_by_the_next_sweep() {
+    let s = std::sync::Arc::new(setup(AUDIT_KEY));
+    let grant = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "r")
+        .await
+        .expect("start");
+    *s.audit.hold.lock().expect("hold") = Some("impersonation.end");
+    let ending = tokio::spawn({
+        let s = s.clone();
+        let id = grant.id.clone();
+        async move { s.imp.end(&admin(Surface::GLOBAL_ADMIN), &id, "r").await }
+    });
+    s.audit.entered.notified().await;
+    // The client went away: the end's future is dropped mid-write.
+    ending.abort();
+    assert!(ending.await.is_err());
+    // Ended all the same (nothing to end twice), and the sweep writes its record.
+    let again = s
+        .imp
+        .end(&admin(Surface::GLOBAL_ADMIN), &grant.id, "r")
+        .await;
+    assert!(
+        matches!(again, Err(ImpersonationError::NotActive)),
+        "{again:?}"
+    );
+    assert_eq!(s.imp.sweep().await.expect("sweep"), 1);
+    let last = s.audit.records().pop().expect("record");
+    assert_eq!(
+        (last.action.as_str(), last.details["reason"].as_str()),
+        ("impersonation.end", "ended")
+    );
+    assert_eq!(s.imp.in_progress(), 0);
+}
+
+#[tokio::test]
+async fn a_team_admin_is_not_an_org_admin() {
+    let s = setup_with(
+        AUDIT_KEY,
+        ImpersonationPolicy::new(RoleRule::Realm("impersonator".into()))
+            .mfa_acr_values(["2"])
+            .require_org_admin_role("admin"),
+    );
+    let team_admin = admin(Surface::ORG_ADMIN).with_membership(palisade_core::Membership::new(
+        "org-1",
+        Some("t1"),
+        ["admin"],
+    ));
+    let refused = s.imp.start(&team_admin, "org-1", "u-1", "r").await;
+    assert!(
+        matches!(refused, Err(ImpersonationError::NotAdmin)),
+        "{refused:?}"
+    );
 }
 
 mod per_request {
@@ -647,7 +734,7 @@ mod per_request {
             .expect("verify");
         let ran = Arc::new(AtomicUsize::new(0));
         // The request's record is held while the admin ends the impersonation.
-        s.audit.hold.store(true, Ordering::SeqCst);
+        *s.audit.hold.lock().expect("hold") = Some("impersonation.request");
         let request = tokio::spawn({
             let (layer, id, ran) = (layer.clone(), id.clone(), ran.clone());
             async move { call_with(&layer, id, ran).await }
@@ -688,12 +775,18 @@ mod per_request {
         )
         .with_org("org-1")
         .with_session_id(grant.id.clone());
-        assert_eq!(call_with(&layer, forged, ran.clone()).await, 401);
+        assert_eq!(call_with(&layer, forged.clone(), ran.clone()).await, 401);
         let last = s.audit.records().pop().expect("record");
         assert_eq!(
             (last.outcome, last.target.as_str()),
             (Outcome::Denied, "u-2")
         );
+        // Replayed, it is refused again without flooding the log.
+        let before = s.audit.records().len();
+        for _ in 0..5 {
+            assert_eq!(call_with(&layer, forged.clone(), ran.clone()).await, 401);
+        }
+        assert_eq!(s.audit.records().len(), before);
         // A 3 KiB path of multi-byte characters: admitted, recorded cut short.
         let svc = layer.layer(tower::service_fn({
             let ran = ran.clone();
