@@ -10,9 +10,14 @@
 //! | `sessions` | `sessions` (`palisade-sessions`) | refresh-token families: rotation, reuse detection, family revocation |
 //! | `aksk` (default) | `aksk` (`palisade-aksk`) | replay-proof AWS SigV4-compatible access-key signing: verifier layer, client signer, encrypted credentials |
 //! | `field-crypto` | `field_crypto` (`palisade-field-crypto`) | XChaCha20-Poly1305 field encryption with key rotation and blind indexes |
-//! | `redis`, `postgres` | `sessions`, `aksk` | the Redis and PostgreSQL session stores, the Redis nonce store and the PostgreSQL credential store |
+//! | `throttle` (default) | `throttle` (`palisade-throttle`) | per-org GCRA limits after authentication, tiers, standard rate-limit headers |
+//! | `authz-cerbos` | `authz_cerbos` (`palisade-authz-cerbos`) | tenant-scoped Cerbos principals, a PDP client with verified TLS, an isolated decision cache, `AuthorizeLayer` |
+//! | `audit` | `audit` (`palisade-audit`) | the tamper-evident audit log and `palisade-audit verify` |
+//! | `impersonation` | `impersonation` (`palisade-impersonation`) | MFA-gated, audited admin impersonation |
+//! | `redis`, `postgres` | `sessions`, `aksk`, `throttle`, `audit` | the Redis and PostgreSQL stores and sinks |
 //!
-//! Later releases add `authz-cerbos`, `throttle` and `impersonation` as their crates land.
+//! [`Hardening`] builds a whole stack under one profile and reports every posture finding at
+//! once; [`core::checks`] catalogues the findings' ids and fixes.
 //!
 //! ```
 //! # #[cfg(feature = "csp-headers")] {
@@ -25,6 +30,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use palisade_core as core;
+
+pub mod hardening;
+pub use hardening::{Hardening, HardeningError, Report};
 
 #[cfg(feature = "csp-headers")]
 #[cfg_attr(docsrs, doc(cfg(feature = "csp-headers")))]

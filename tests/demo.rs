@@ -156,6 +156,62 @@ async fn expired_reset_tokens_are_refused() {
     assert_all_pass(&rows, &demo);
 }
 
+#[tokio::test]
+async fn the_posture_report_lists_every_finding_with_its_id_and_fix() {
+    let pki = test_pki("posture");
+    // A weak production configuration: refused, every finding listed, each catalogued.
+    let (status, out) =
+        harness::posture(&demo_binary(), &harness::weak_env(&pki), true).expect("posture runs");
+    assert_eq!(status.code(), Some(2), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(report["refused"], true);
+    let findings = report["findings"].as_array().expect("findings");
+    let ids: Vec<&str> = findings.iter().filter_map(|f| f["id"].as_str()).collect();
+    for id in [
+        "admin.E001",
+        "cors.E001",
+        "cors.E002",
+        "proxy.E001",
+        "keys.E001",
+        "keys.E003",
+        "audit.E001",
+        "audit.E002",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    for f in findings {
+        assert_ne!(f["id"], "palisade.X000", "uncatalogued finding {f}");
+        assert!(!f["fix"].as_str().unwrap_or("").is_empty(), "{f}");
+        assert!(["deny", "warn", "info"].contains(&f["severity"].as_str().unwrap_or("")));
+    }
+    assert_eq!(
+        report["blocking"].as_u64(),
+        Some(findings.iter().filter(|f| f["severity"] == "deny").count() as u64)
+    );
+    // The text form says the same.
+    let (status, text) =
+        harness::posture(&demo_binary(), &harness::weak_env(&pki), false).expect("posture runs");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        text.contains("REFUSED") && text.contains("admin.E001"),
+        "{text}"
+    );
+    // The tour's production configuration: it would start, nothing blocking.
+    let (provider, _) = provider().await;
+    let (status, out) = harness::posture(
+        &demo_binary(),
+        &harness::demo_env(&pki, "production", &provider.issuer),
+        true,
+    )
+    .expect("posture runs");
+    let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert!(status.success(), "{out}");
+    assert_eq!(
+        (report["refused"].clone(), report["blocking"].clone()),
+        (serde_json::json!(false), serde_json::json!(0))
+    );
+}
+
 #[test]
 fn test_only_switches_are_refused_in_production() {
     for switch in ["PALISADE_DEMO_TEST_CLOCK", "PALISADE_DEMO_MAIL_OUTBOX"] {

@@ -18,19 +18,19 @@ use palisade::audit::{AUDIT_SIGNING_KEY, Chain, JsonlSink};
 use palisade::authn::KeySource;
 use palisade::authn::local::{LocalClaims, LocalJwtIssuer};
 use palisade::authn::websocket::{WebSocketAuthLayer, WsGrant, WsTickets};
-use palisade::authn::{Authenticator, BuildError as AuthnBuildError, IssuerConfig, SurfacePolicy};
+use palisade::authn::{Authenticator, IssuerConfig, SurfacePolicy};
 use palisade::authz_cerbos::{
     AuthorizeLayer, Authorizer, PathPattern, PdpClient, Resource, Target as AuthzTarget, Tenant,
 };
 use palisade::core::{
-    AuthMethod, ClientIp, ClientIpLayer, Finding, Identity, KeyRing, ManualClock, Posture,
-    PostureError, Rejection, RejectionKind, Severity, SharedClock, Surface, TrustedProxies,
+    AuthMethod, ClientIp, ClientIpLayer, Identity, KeyRing, ManualClock, Posture, Rejection,
+    RejectionKind, Severity, SharedClock, Surface, TrustedProxies,
 };
 use palisade::csp_headers::{
-    AdminHostLayer, BuildError, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
+    AdminHostLayer, ContentSecurityPolicy, CorsLayer, CspNonce, RequireHttpsLayer,
     SecurityHeadersBuilder,
 };
-use palisade::field_crypto::{FieldCipher, FieldCryptoError};
+use palisade::field_crypto::FieldCipher;
 use palisade::impersonation::{
     AUTHORIZED_PARTY as IMPERSONATION_CLIENT, DirectoryUser, ImpersonationError,
     ImpersonationPolicy, Impersonator, RoleRule, StaticDirectory,
@@ -49,12 +49,13 @@ use palisade::throttle::{
 use serde_json::{Value, json};
 
 use crate::Settings;
+use palisade::{Hardening, Report};
 
 /// Builds the app, or refuses with every posture finding at once.
 pub(crate) async fn build(
     settings: &Settings,
     https_port: u16,
-) -> Result<Router, Box<dyn std::error::Error>> {
+) -> Result<(Router, Report), Box<dyn std::error::Error>> {
     let profile = settings.profile;
     if settings.test_clock && profile.is_production() {
         return Err("PALISADE_DEMO_TEST_CLOCK is refused in production".into());
@@ -64,19 +65,9 @@ pub(crate) async fn build(
             "PALISADE_DEMO_MAIL_OUTBOX is refused in production: it hands out reset tokens".into(),
         );
     }
-    // Non-blocking findings are logged by each builder; blocking ones are gathered here so the
-    // error lists every layer's findings at once.
-    let mut findings: Vec<Finding> = Vec::new();
-    let mut refused: Vec<Finding> = Vec::new();
-    let mut collect =
-        |result: Result<&[Finding], BuildError>| -> Result<(), Box<dyn std::error::Error>> {
-            match result {
-                Ok(f) => findings.extend_from_slice(f),
-                Err(BuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
-                Err(other) => return Err(other.into()),
-            }
-            Ok(())
-        };
+    // Every layer is built under one profile; the refusal (or the report) lists every finding
+    // of every layer at once.
+    let mut hardening = Hardening::new(profile);
 
     // Violation reports go to this service's own /csp-reports when it knows its public name.
     // The report-only policy trials Trusted Types before enforcing them.
@@ -99,8 +90,7 @@ pub(crate) async fn build(
         }
         None => headers = headers.csp(ContentSecurityPolicy::strict()),
     }
-    let headers = headers.build();
-    collect(headers.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+    let headers = hardening.check(headers.build());
 
     let mut https = RequireHttpsLayer::builder()
         .profile(profile)
@@ -108,31 +98,27 @@ pub(crate) async fn build(
     if let Some(host) = &settings.public_host {
         https = https.canonical_host(host)?;
     }
-    let https = https.build();
-    collect(https.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+    let https = hardening.check(https.build());
 
     let mut admin = AdminHostLayer::builder(&settings.admin_hostname)?.profile(profile);
     if !settings.admin_allow.is_empty() {
         admin = admin.allow_client_ips(&settings.admin_allow)?;
     }
-    let admin = admin.build();
-    collect(admin.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+    let admin = hardening.check(admin.build());
 
-    let cors = CorsLayer::builder()
-        .profile(profile)
-        .allow_origins(&settings.cors_origins)?
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
-        .expose_headers([HeaderName::from_static("retry-after")])
-        .allow_credentials(true)
-        .build();
-    collect(cors.as_ref().map(|l| l.findings()).map_err(Clone::clone))?;
+    let cors = hardening.check(
+        CorsLayer::builder()
+            .profile(profile)
+            .allow_origins(&settings.cors_origins)?
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+            .expose_headers([HeaderName::from_static("retry-after")])
+            .allow_credentials(true)
+            .build(),
+    );
 
     let proxies = TrustedProxies::new(&settings.trusted_proxies)?;
-    let client_ip = ClientIpLayer::checked(proxies, profile);
-    if let Err(err) = &client_ip {
-        refused.extend_from_slice(err.findings());
-    }
+    let client_ip = hardening.check(ClientIpLayer::checked(proxies, profile));
 
     // Authentication: `/api/` accepts `api` tokens, `/admin/` `global-admin` tokens with MFA.
     // The demo's own settings: missing keys or log are findings like any layer's.
@@ -243,17 +229,7 @@ pub(crate) async fn build(
         }
         None => tracing::warn!("PALISADE_DEMO_OIDC_ISSUER is not set: every token is refused"),
     }
-    let auth = match auth.build().await {
-        Ok(auth) => {
-            findings.extend_from_slice(auth.findings());
-            Some(auth)
-        }
-        Err(AuthnBuildError::Posture(err)) => {
-            refused.extend_from_slice(err.findings());
-            None
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let auth = hardening.check(auth.build().await);
     let api_policy = SurfacePolicy::new(Surface::API)
         .audiences(["api"])
         .authorized_parties(
@@ -264,30 +240,25 @@ pub(crate) async fn build(
                 .chain([LOCAL_CLIENT, IMPERSONATION_CLIENT]),
         );
     let surfaces = auth.as_ref().map(|auth| {
-        let api = auth.layer(api_policy.clone());
-        let admin = auth.layer(
-            SurfacePolicy::new(Surface::GLOBAL_ADMIN)
-                .audiences(["global-admin"])
-                .authorized_parties(&settings.admin_clients)
-                .require_mfa(true),
+        let api = hardening.check(auth.layer(api_policy.clone()));
+        let admin = hardening.check(
+            auth.layer(
+                SurfacePolicy::new(Surface::GLOBAL_ADMIN)
+                    .audiences(["global-admin"])
+                    .authorized_parties(&settings.admin_clients)
+                    .require_mfa(true),
+            ),
         );
-        let org_admin = auth.layer(
-            SurfacePolicy::new(Surface::ORG_ADMIN)
-                .audiences(["org-admin"])
-                .authorized_parties(&settings.org_admin_clients)
-                .require_mfa(true),
+        let org_admin = hardening.check(
+            auth.layer(
+                SurfacePolicy::new(Surface::ORG_ADMIN)
+                    .audiences(["org-admin"])
+                    .authorized_parties(&settings.org_admin_clients)
+                    .require_mfa(true),
+            ),
         );
         (api, admin, org_admin)
     });
-    if let Some((api, admin, org_admin)) = &surfaces {
-        for layer in [api, admin, org_admin] {
-            match layer {
-                Err(AuthnBuildError::Posture(err)) => refused.extend_from_slice(err.findings()),
-                Err(other) => return Err(other.clone().into()),
-                Ok(_) => {}
-            }
-        }
-    }
 
     // Access-key secrets are sealed at rest with FIELD_ENCRYPTION_KEYS; a throwaway key is
     // accepted in development only.
@@ -296,53 +267,29 @@ pub(crate) async fn build(
             KeyRing::parse(text)?,
             palisade::core::SystemClock::shared(),
         )),
-        None => match FieldCipher::ephemeral_for_development(
+        None => hardening.check(FieldCipher::ephemeral_for_development(
             profile,
             palisade::core::SystemClock::shared(),
-        ) {
-            Ok(cipher) => {
-                tracing::warn!(
-                    "FIELD_ENCRYPTION_KEYS is not set: using a throwaway development key"
-                );
-                Some(cipher)
-            }
-            Err(FieldCryptoError::Posture(err)) => {
-                refused.extend_from_slice(err.findings());
-                None
-            }
-            Err(other) => return Err(other.into()),
-        },
+        )),
     };
 
-    match own.finish() {
-        Ok(f) => {
-            for finding in &f {
-                tracing::warn!(code = finding.code(), "{}", finding.message());
-            }
-            findings.extend(f)
-        }
-        Err(err) => refused.extend_from_slice(err.findings()),
+    hardening.absorb(own);
+    // In production, any blocking finding refuses the start with the whole report.
+    let report = hardening.finish()?;
+    for finding in report.findings() {
+        tracing::warn!(target: "hardened_api::posture", id = finding.id(), "{finding}");
     }
-    if !refused.is_empty() {
-        // Report every finding of every layer, blocking or not, in one error.
-        let mut all = Posture::new(profile, "hardened_api");
-        for f in refused.iter().chain(&findings) {
-            all.record(
-                f.severity(),
-                f.code(),
-                format!("{}: {}", f.component(), f.message()),
-            );
-        }
-        let err: PostureError = match all.finish() {
-            Err(err) => err,
-            Ok(_) => return Err("insecure configuration".into()),
-        };
-        return Err(err.into());
-    }
-    let (headers, https, admin, cors, client_ip) = (headers?, https?, admin?, cors?, client_ip?);
-    let (api_auth, admin_auth, org_admin_auth) = match surfaces {
-        Some((api, admin, org_admin)) => (api?, admin?, org_admin?),
-        None => return Err("authentication is not configured".into()),
+    // Passing `finish` means every check above gave its layer.
+    let (
+        Some(headers),
+        Some(https),
+        Some(admin),
+        Some(cors),
+        Some(client_ip),
+        Some((Some(api_auth), Some(admin_auth), Some(org_admin_auth))),
+    ) = (headers, https, admin, cors, client_ip, surfaces)
+    else {
+        return Err("a layer was not built".into());
     };
 
     // WebSockets: a bearer token in Sec-WebSocket-Protocol, or a single-use ticket minted by
@@ -565,7 +512,7 @@ pub(crate) async fn build(
         .layer(https)
         .layer(headers)
         .layer(client_ip);
-    Ok(router)
+    Ok((router, report))
 }
 
 async fn index(Extension(nonce): Extension<CspNonce>) -> impl IntoResponse {

@@ -38,7 +38,9 @@
 //!
 //! Run it with `cargo run --example hardened_api`, or `cargo xtask demo --serve`.
 //! It refuses to start when the configuration is insecure for the profile, printing every
-//! finding.
+//! finding (each with its id from `palisade::core::checks` and its fix). With `--posture`
+//! (or `--posture=json`) it prints the posture report of its configuration and exits: 0 when
+//! it would start, 2 when it would refuse (`cargo xtask posture` runs this).
 
 mod app;
 mod tls;
@@ -151,11 +153,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // pick (or panic over) another.
     palisade::authn::install_crypto_providers();
     let settings = Settings::from_env()?;
+    let posture = std::env::args().skip(1).find_map(|a| match a.as_str() {
+        "--posture" => Some(false),
+        "--posture=json" => Some(true),
+        _ => None,
+    });
+    if let Some(json) = posture {
+        return posture_report(&settings, json).await;
+    }
     let https = TcpListener::bind(settings.https_addr).await?;
     let http = TcpListener::bind(settings.http_addr).await?;
     let tls = TlsAcceptor::from(Arc::new(tls::server_config(&settings)?));
     // Redirects name the port actually bound (the setting may say 0).
-    let app = app::build(&settings, https.local_addr()?.port()).await?;
+    let (app, _report) = app::build(&settings, https.local_addr()?.port()).await?;
     eprintln!(
         "hardened_api ({}) listening on https://{} and http://{} (redirect only)",
         settings.profile,
@@ -166,6 +176,27 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         res = serve(https, Some(tls), app.clone()) => res?,
         res = serve(http, None, app) => res?,
         _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(())
+}
+
+/// Prints the posture report of `settings` (text or JSON) and exits: 0 when the demo would
+/// start, 2 when it would refuse.
+async fn posture_report(settings: &Settings, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let report = match app::build(settings, 443).await {
+        Ok((_, report)) => report,
+        Err(err) => match err.downcast::<palisade::HardeningError>() {
+            Ok(refused) => refused.report().clone(),
+            Err(other) => return Err(other),
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.to_json())?);
+    } else {
+        println!("{report}");
+    }
+    if report.refuses() {
+        std::process::exit(2);
     }
     Ok(())
 }

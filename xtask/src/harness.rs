@@ -253,8 +253,10 @@ pub(crate) fn demo_binary(target_dir: &Path) -> PathBuf {
 }
 
 /// The tour's first row: a deliberately weak production configuration must not start.
-pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::tour::Row {
-    let envs = [
+/// A deliberately weak production configuration (localhost admin host, HTTP and localhost
+/// CORS origins, every proxy trusted, missing keys and audit log).
+pub(crate) fn weak_env(pki: &crate::pki::TestPki) -> Vec<(&'static str, String)> {
+    vec![
         ("PALISADE_PROFILE", "production".to_owned()),
         ("ADMIN_HOSTNAME", "localhost".to_owned()),
         (
@@ -271,7 +273,31 @@ pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::to
             "PALISADE_DEMO_SESSION_KEYS",
             "tour 1 dG91ci1vbmx5LXNlc3Npb24ta2V5LW5vdC1hLXNlY3JldCE=".to_owned(),
         ),
-    ];
+    ]
+}
+
+/// Runs `binary --posture[=json]` with `envs`: its exit status and standard output.
+pub(crate) fn posture(
+    binary: &Path,
+    envs: &[(&str, String)],
+    json: bool,
+) -> Result<(ExitStatus, String), String> {
+    let out = Command::new(binary)
+        .arg(if json { "--posture=json" } else { "--posture" })
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NO_COLOR", "1")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    Ok((
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+pub(crate) fn refusal_row(binary: &Path, pki: &crate::pki::TestPki) -> crate::tour::Row {
+    let envs = weak_env(pki);
     let attack = "start production with a weak config";
     match run_to_exit(binary, &envs) {
         Ok((status, stderr)) => {

@@ -7,6 +7,9 @@
 //! - `cargo xtask bench`: run the criterion benches and print medians and ratios against the
 //!   bare service measured in the same run.
 //! - `cargo xtask fuzz [seconds]`: run every cargo-fuzz target for `seconds` (default 60) each.
+//! - `cargo xtask posture [--json] [--weak]`: the posture report of the demo's production
+//!   configuration (the tour's; `--weak`, a deliberately weak one), as text or JSON: every
+//!   finding with its id, severity and fix. Exits non-zero when the configuration is refused.
 //! - `cargo xtask scan`: only the scans: MDN HTTP Observatory and Google's CSP Evaluator
 //!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
 
@@ -32,8 +35,14 @@ fn main() -> ExitCode {
         Some("scan") => scan::run(&workspace_root(), &cache_dir()),
         Some("bench") => bench(),
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
+        Some("posture") => posture(
+            args.iter().any(|a| a == "--json"),
+            args.iter().any(|a| a == "--weak"),
+        ),
         _ => {
-            eprintln!("usage: cargo xtask <demo [--serve] | test | scan | bench | fuzz [seconds]>");
+            eprintln!(
+                "usage: cargo xtask <demo [--serve] | test | posture [--json] [--weak] | scan | bench | fuzz [seconds]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -216,6 +225,35 @@ fn demo(serve: bool) -> Result<()> {
         Ok(())
     } else {
         Err("some attack-tour rows failed".into())
+    }
+}
+
+/// Prints the demo's posture report (see the module docs).
+fn posture(json: bool, weak: bool) -> Result<()> {
+    let binary = build_demo()?;
+    let pki = pki::generate(
+        &cache_dir().join("pki"),
+        &[
+            harness::PUBLIC_HOST,
+            harness::ADMIN_HOST,
+            "localhost",
+            "127.0.0.1",
+        ],
+    )?;
+    // The strong configuration trusts the test OpenID provider, which must answer discovery.
+    let provider = (!weak)
+        .then(|| oidc::Provider::start(&oidc::Options::default()))
+        .transpose()?;
+    let env = match &provider {
+        Some(p) => harness::demo_env(&pki, "production", &p.issuer),
+        None => harness::weak_env(&pki),
+    };
+    let (status, out) = harness::posture(&binary, &env, json)?;
+    println!("{}", out.trim_end());
+    if status.success() {
+        Ok(())
+    } else {
+        Err("the configuration is refused in production".into())
     }
 }
 

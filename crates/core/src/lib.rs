@@ -37,6 +37,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
+pub mod checks;
 pub mod client_ip;
 pub mod clock;
 pub mod gate;

@@ -129,15 +129,32 @@ impl Finding {
     pub fn message(&self) -> &str {
         &self.message
     }
+    /// The stable id of its check (`csp.E003`; see [`crate::checks`]), or `palisade.X000`
+    /// for a code the catalogue does not know (an application's own).
+    pub fn id(&self) -> &'static str {
+        crate::checks::find(self.code).map_or("palisade.X000", |c| c.id)
+    }
+    /// How to fix it (from the catalogue; empty for an uncatalogued code).
+    pub fn fix(&self) -> &'static str {
+        crate::checks::find(self.code).map_or("", |c| c.fix)
+    }
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "[{}] {}/{}: {}",
-            self.severity, self.component, self.code, self.message
-        )
+            "[{}] {} {}/{}: {}",
+            self.severity,
+            self.id(),
+            self.component,
+            self.code,
+            self.message
+        )?;
+        match self.fix() {
+            "" => Ok(()),
+            fix => write!(f, " (fix: {fix})"),
+        }
     }
 }
 

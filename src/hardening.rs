@@ -1,0 +1,345 @@
+//! [`Hardening`]: every configured layer built under one [`Profile`], and every posture
+//! finding of every layer reported at once.
+//!
+//! Each Palisade builder checks its own configuration and, in production, refuses insecure
+//! settings with a [`PostureError`]. Built one by one, a service would stop at the first
+//! refusal and its operator would fix settings one restart at a time. `Hardening` takes each
+//! builder's result, keeps the layer or the findings, and [`Hardening::finish`] answers the
+//! whole report: in production, a refusal listing every finding (with its stable id from
+//! [`palisade_core::checks`], its severity and its fix); otherwise the report to log.
+//!
+//! ```
+//! # #[cfg(feature = "csp-headers")] {
+//! use palisade::Hardening;
+//! use palisade::core::Profile;
+//! use palisade::csp_headers::{CorsLayer, SecurityHeadersLayer};
+//!
+//! let profile = Profile::Production;
+//! let mut hardening = Hardening::new(profile);
+//! let headers = hardening.check(SecurityHeadersLayer::builder().profile(profile).build());
+//! let cors = hardening.check(
+//!     CorsLayer::builder()
+//!         .profile(profile)
+//!         .allow_origins(["http://localhost:3000"])
+//!         .expect("well-formed origins")
+//!         .build(),
+//! );
+//! // Every finding of every layer, in one refusal.
+//! let refused = hardening.finish().unwrap_err();
+//! assert!(refused.report().findings().iter().any(|f| f.id() == "cors.E001"));
+//! assert!(headers.is_some() && cors.is_none());
+//! # }
+//! ```
+
+use std::fmt;
+
+use palisade_core::{Finding, Posture, PostureError, Profile, Severity};
+
+/// A built layer (or client) whose non-blocking findings [`Hardening`] keeps.
+pub trait Checked {
+    /// The findings recorded while it was built (none by default).
+    fn posture_findings(&self) -> &[Finding] {
+        &[]
+    }
+}
+
+/// A build error, which may be a posture refusal listing findings.
+pub trait Refusal: fmt::Display {
+    /// The refusal, when the error is one.
+    fn posture(&self) -> Option<&PostureError>;
+}
+
+impl Refusal for PostureError {
+    fn posture(&self) -> Option<&PostureError> {
+        Some(self)
+    }
+}
+
+impl Refusal for palisade_core::StoreError {
+    fn posture(&self) -> Option<&PostureError> {
+        // A store's transport refusal is its source (shared behind an `Arc`).
+        let source = std::error::Error::source(self)?;
+        source.downcast_ref::<PostureError>().or_else(|| {
+            source
+                .downcast_ref::<std::sync::Arc<dyn std::error::Error + Send + Sync>>()
+                .and_then(|shared| shared.downcast_ref::<PostureError>())
+        })
+    }
+}
+
+/// Collects the layers and findings of a whole stack (see the module docs).
+#[derive(Debug)]
+pub struct Hardening {
+    profile: Profile,
+    findings: Vec<Finding>,
+    errors: Vec<String>,
+}
+
+impl Hardening {
+    /// An empty assembly under `profile`.
+    pub fn new(profile: Profile) -> Self {
+        Self {
+            profile,
+            findings: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The profile every layer is checked under.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Takes a builder's result: the layer (its findings kept), or nothing when the builder
+    /// refused (its findings kept) or failed (its error kept). [`Hardening::finish`] refuses
+    /// if anything was refused or failed.
+    pub fn check<L: Checked, E: Refusal>(&mut self, built: Result<L, E>) -> Option<L> {
+        match built {
+            Ok(layer) => {
+                self.findings.extend_from_slice(layer.posture_findings());
+                Some(layer)
+            }
+            Err(err) => {
+                match err.posture() {
+                    Some(refusal) => self.findings.extend_from_slice(refusal.findings()),
+                    None => self.errors.push(err.to_string()),
+                }
+                None
+            }
+        }
+    }
+
+    /// Adds the application's own findings (for example missing key settings).
+    pub fn absorb(&mut self, posture: Posture) {
+        self.findings.extend_from_slice(posture.findings());
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> Report {
+        Report {
+            profile: self.profile,
+            findings: self.findings.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+
+    /// The report, or in production (and whenever a builder failed) a refusal carrying it.
+    pub fn finish(self) -> Result<Report, HardeningError> {
+        let report = self.report();
+        if report.refuses() {
+            Err(HardeningError { report })
+        } else {
+            Ok(report)
+        }
+    }
+}
+
+/// Every finding of a stack, and the builder errors that were not findings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    profile: Profile,
+    findings: Vec<Finding>,
+    errors: Vec<String>,
+}
+
+impl Report {
+    /// The profile checked against.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Every finding, in the order the layers were checked.
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// Builder errors that were not posture findings (an invalid setting).
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// How many findings block a production start.
+    pub fn blocking(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| f.severity() == Severity::Deny)
+            .count()
+    }
+
+    /// Whether this stack may not start: a builder failed, or a blocking finding in
+    /// production.
+    pub fn refuses(&self) -> bool {
+        !self.errors.is_empty() || (self.profile.is_production() && self.blocking() > 0)
+    }
+
+    /// The report as JSON: `{"profile", "refused", "blocking", "findings": [{"id", "code",
+    /// "component", "severity", "message", "fix"}], "errors"}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "profile": self.profile.to_string(),
+            "refused": self.refuses(),
+            "blocking": self.blocking(),
+            "findings": self.findings.iter().map(|f| serde_json::json!({
+                "id": f.id(),
+                "code": f.code(),
+                "component": f.component(),
+                "severity": f.severity().to_string(),
+                "message": f.message(),
+                "fix": f.fix(),
+            })).collect::<Vec<_>>(),
+            "errors": self.errors,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "posture ({}): {} findings, {} blocking in production{}",
+            self.profile,
+            self.findings.len(),
+            self.blocking(),
+            if self.refuses() { ": REFUSED" } else { "" }
+        )?;
+        for finding in &self.findings {
+            write!(f, "\n  {finding}")?;
+        }
+        for error in &self.errors {
+            write!(f, "\n  [error] {error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A stack refused: the whole [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HardeningError {
+    report: Report,
+}
+
+impl HardeningError {
+    /// The report (every finding of every layer).
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+}
+
+impl fmt::Display for HardeningError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "insecure configuration refused: {}", self.report)
+    }
+}
+
+impl std::error::Error for HardeningError {}
+
+/// `Checked` for layers without findings of their own, `Refusal` for errors.
+macro_rules! plain {
+    ($($ty:ty),* $(,)?) => { $(impl Checked for $ty {})* };
+}
+
+#[allow(unused_macros)] // used by feature-gated modules
+macro_rules! with_findings {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Checked for $ty {
+            fn posture_findings(&self) -> &[Finding] {
+                self.findings()
+            }
+        })*
+    };
+}
+
+plain!(palisade_core::ClientIpLayer);
+
+#[cfg(feature = "csp-headers")]
+mod csp_headers {
+    use super::*;
+    use palisade_csp_headers::{
+        AdminHostLayer, BuildError, CorsLayer, RequireHttpsLayer, SecurityHeadersLayer,
+    };
+
+    with_findings!(
+        SecurityHeadersLayer,
+        CorsLayer,
+        RequireHttpsLayer,
+        AdminHostLayer
+    );
+
+    impl Refusal for BuildError {
+        fn posture(&self) -> Option<&PostureError> {
+            match self {
+                BuildError::Posture(p) => Some(p),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[cfg(feature = "authn")]
+mod authn {
+    use super::*;
+    use palisade_authn::local::LocalJwtIssuer;
+    use palisade_authn::{Authenticator, AuthnLayer, BuildError};
+
+    with_findings!(Authenticator);
+    plain!(AuthnLayer, LocalJwtIssuer);
+
+    impl Refusal for BuildError {
+        fn posture(&self) -> Option<&PostureError> {
+            match self {
+                BuildError::Posture(p) => Some(p),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[cfg(feature = "field-crypto")]
+mod field_crypto {
+    use super::*;
+    use palisade_field_crypto::{FieldCipher, FieldCryptoError};
+
+    plain!(FieldCipher);
+
+    impl Refusal for FieldCryptoError {
+        fn posture(&self) -> Option<&PostureError> {
+            match self {
+                FieldCryptoError::Posture(p) => Some(p),
+                _ => None,
+            }
+        }
+    }
+}
+
+#[cfg(feature = "aksk")]
+mod aksk {
+    use super::*;
+
+    plain!(palisade_aksk::Verifier);
+}
+
+#[cfg(feature = "throttle")]
+mod throttle {
+    use super::*;
+
+    impl<S> Checked for palisade_throttle::ThrottleLayer<S> {}
+
+    impl Refusal for palisade_throttle::ConfigError {
+        fn posture(&self) -> Option<&PostureError> {
+            None
+        }
+    }
+}
+
+#[cfg(feature = "authz-cerbos")]
+mod authz_cerbos {
+    use super::*;
+
+    plain!(palisade_authz_cerbos::PdpClient);
+
+    impl Refusal for palisade_authz_cerbos::AuthzError {
+        fn posture(&self) -> Option<&PostureError> {
+            None
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The posture catalogue and the `Hardening` assembly: every finding a weak configuration of
+//! every layer records is catalogued (an id, a fix, a level at least as severe), the whole
+//! report comes at once, and `docs/posture.md` lists exactly the catalogue.
+
+use std::time::Duration;
+
+use palisade::Hardening;
+use palisade::core::checks::{self, CHECKS};
+use palisade::core::{ClientIpLayer, Profile, SystemClock, TrustedProxies};
+
+const P: Profile = Profile::Production;
+
+#[tokio::test]
+async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
+    use palisade::authn::local::LocalJwtIssuer;
+    use palisade::authn::{Authenticator, IssuerConfig, KeySource, SurfacePolicy};
+    use palisade::core::Surface;
+    use palisade::csp_headers::csp::{ContentSecurityPolicy, Directive, Source};
+    use palisade::csp_headers::{AdminHostLayer, CorsLayer, Hsts, RequireHttpsLayer};
+
+    let mut h = Hardening::new(P);
+    let weak_csp = ContentSecurityPolicy::empty().set(
+        Directive::ScriptSrc,
+        [
+            Source::UNSAFE_INLINE,
+            Source::UNSAFE_EVAL,
+            Source::scheme("https:").expect("scheme"),
+        ],
+    );
+    let headers = h.check(
+        palisade::csp_headers::SecurityHeadersLayer::builder()
+            .profile(P)
+            .csp(weak_csp)
+            .hsts(Hsts::new(Duration::from_secs(86_400)).include_subdomains(false))
+            .frame_options(None)
+            .build(),
+    );
+    let cors = h.check(
+        CorsLayer::builder()
+            .profile(P)
+            .allow_origins(["http://app.example.com", "http://localhost:3000"])
+            .expect("origins")
+            .build(),
+    );
+    let https = h.check(RequireHttpsLayer::builder().profile(P).build());
+    let admin = h.check(
+        AdminHostLayer::builder("localhost")
+            .expect("host")
+            .profile(P)
+            .allow_client_ips(["0.0.0.0/0"])
+            .expect("ips")
+            .build(),
+    );
+    let ip = h.check(ClientIpLayer::checked(
+        TrustedProxies::new(["0.0.0.0/0"]).expect("proxies"),
+        P,
+    ));
+    let local = h.check(
+        LocalJwtIssuer::builder("https://api.example.com/local")
+            .profile(P)
+            .build(),
+    );
+    let dev_local = LocalJwtIssuer::builder("https://api.example.com/local")
+        .profile(Profile::Development)
+        .build()
+        .expect("development");
+    let auth = h.check(
+        Authenticator::builder()
+            .profile(P)
+            .issuer(
+                IssuerConfig::new("http://sso.example.com/realms/acme")
+                    .expect("issuer")
+                    .key_source(KeySource::Static(dev_local.key_set())),
+            )
+            .build()
+            .await,
+    );
+    assert!(
+        auth.is_none(),
+        "an issuer over plain HTTP was accepted in production"
+    );
+    // A sound authenticator, and a surface of it that accepts any client.
+    let sound = h
+        .check(
+            Authenticator::builder()
+                .profile(P)
+                .issuer(
+                    IssuerConfig::new("https://sso.example.com/realms/acme")
+                        .expect("issuer")
+                        .key_source(KeySource::Static(dev_local.key_set())),
+                )
+                .build()
+                .await,
+        )
+        .expect("a sound authenticator");
+    let api = Some(&sound)
+        .and_then(|a| h.check(a.layer(SurfacePolicy::new(Surface::API).audiences(["api"]))));
+    let cipher = h.check(
+        palisade::field_crypto::FieldCipher::ephemeral_for_development(P, SystemClock::shared()),
+    );
+    let dev_cipher = palisade::field_crypto::FieldCipher::ephemeral_for_development(
+        Profile::Development,
+        SystemClock::shared(),
+    )
+    .expect("development");
+    let aksk = h.check(
+        palisade::aksk::Verifier::builder("svc", "region")
+            .profile(P)
+            .window(Duration::from_secs(3_600))
+            .build(dev_cipher, SystemClock::shared()),
+    );
+    let store = h.check(
+        palisade::sessions::require_transport(
+            "redis://cache.internal:6379",
+            P,
+            "session-store",
+            |_| {},
+        )
+        .map(|()| {
+            ClientIpLayer::checked(TrustedProxies::new(["10.0.0.1"]).expect("p"), P).expect("ok")
+        }),
+    );
+
+    // Refused layers give nothing; the report has them all.
+    assert!(headers.is_none() && cors.is_none() && admin.is_none() && ip.is_none());
+    assert!(local.is_none() && cipher.is_none() && aksk.is_none() && store.is_none());
+    assert!(https.is_some());
+    let report = h.finish().expect_err("refused").report().clone();
+    let codes: Vec<&str> = report.findings().iter().map(|f| f.code()).collect();
+    for code in [
+        "csp-unsafe-inline",
+        "csp-unsafe-eval",
+        "hsts-short",
+        "framing-allowed",
+        "cors-http-origin",
+        "cors-localhost-origin",
+        "https-redirect-to-request-host",
+        "admin-host-not-a-name",
+        "proxy-trusts-everyone",
+        "local-jwt-generated-key",
+        "authn-http-issuer",
+        "field-crypto-ephemeral-key",
+        "aksk-window-too-long",
+        "store-plaintext",
+    ] {
+        assert!(codes.contains(&code), "{code} missing from {codes:?}");
+    }
+    if api.is_some() {
+        // An API surface without authorized parties must have been refused.
+        panic!("a surface without authorized parties was built in production");
+    }
+    assert!(codes.contains(&"authn-any-client"), "{codes:?}");
+    for f in report.findings() {
+        let check = checks::find(f.code()).unwrap_or_else(|| panic!("uncatalogued {f}"));
+        assert_eq!(f.id(), check.id);
+        assert!(!f.fix().is_empty());
+        assert!(
+            f.severity() <= check.level(),
+            "{f} is recorded above its id's level"
+        );
+    }
+    // The text and JSON forms carry ids and fixes.
+    let text = report.to_string();
+    assert!(text.contains("REFUSED") && text.contains("csp.E003") && text.contains("fix:"));
+    let json = report.to_json();
+    assert_eq!(json["refused"], true);
+    assert_eq!(
+        json["findings"].as_array().map(Vec::len),
+        Some(report.findings().len())
+    );
+}
+
+#[test]
+fn development_reports_without_refusing() {
+    let mut h = Hardening::new(Profile::Development);
+    let ip = h.check(ClientIpLayer::checked(
+        TrustedProxies::new(["0.0.0.0/0"]).expect("proxies"),
+        Profile::Development,
+    ));
+    assert!(ip.is_some());
+    let report = h.finish().expect("development starts");
+    assert!(!report.refuses());
+    assert_eq!(report.findings().len(), 0, "{report}");
+}
+
+#[test]
+fn every_code_builders_record_is_catalogued() {
+    // Scans the component crates for codes passed to `record`, so that a check no test
+    // triggers is catalogued too.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    let mut stack = vec![root.join("crates"), root.join("examples")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("tests") && !path.ends_with("target") {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.trim_start().starts_with("//") || !line.contains("record(") {
+                    continue;
+                }
+                // The code is the first kebab-case string literal of the call.
+                let call = lines[i..lines.len().min(i + 6)].join(" ");
+                if let Some(code) = first_code(&call) {
+                    seen += 1;
+                    if checks::find(code).is_none() {
+                        missing.push(format!("{}: {code}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 40, "only {seen} record calls found");
+    assert!(missing.is_empty(), "uncatalogued codes: {missing:#?}");
+}
+
+/// The first `"kebab-case"` literal in `text`.
+fn first_code(text: &str) -> Option<&str> {
+    text.split('"').skip(1).step_by(2).find(|s| {
+        s.contains('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+    })
+}
+
+#[test]
+fn the_guide_lists_exactly_the_catalogue() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/posture.md"))
+        .expect("docs/posture.md");
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    assert_eq!(rows.len(), CHECKS.len(), "one row per check");
+    for c in CHECKS {
+        let row = format!("| `{}` | `{}` | {} |", c.id, c.code, c.title);
+        assert!(
+            rows.iter().any(|r| r.starts_with(&row)),
+            "docs/posture.md lacks {row}"
+        );
+    }
+}
