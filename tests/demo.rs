@@ -73,7 +73,11 @@ async fn provider() -> (oidc::Provider, tour::Tokens) {
     (provider, tokens)
 }
 
-fn start(pki: &pki::TestPki, issuer: &str, tokens: tour::Tokens) -> (harness::Demo, tour::Target) {
+fn start(
+    pki: &pki::TestPki,
+    issuer: &str,
+    tokens: tour::Tokens,
+) -> (harness::Demo, tour::Target, Vec<(&'static str, String)>) {
     // The real Cerbos PDP, serving TLS with the test certificate.
     let pdp = cerbos::Pdp::start(&cerbos::Transport::Tls {
         cert: pki.cert_path.clone(),
@@ -82,6 +86,8 @@ fn start(pki: &pki::TestPki, issuer: &str, tokens: tour::Tokens) -> (harness::De
     .expect("PDP starts");
     let mut env = harness::demo_env(pki, "production", issuer);
     env.extend(harness::cerbos_env(pki, &pdp));
+    // Everything the demo and its dependencies log, for the secret-leak check.
+    env.push(("RUST_LOG", "debug".to_owned()));
     let demo = harness::Demo::start(&demo_binary(), &env).expect("demo starts");
     let target = tour::Target {
         https: demo.https,
@@ -91,7 +97,7 @@ fn start(pki: &pki::TestPki, issuer: &str, tokens: tour::Tokens) -> (harness::De
         pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
         audit: harness::AuditLog::of(&env, &profile_dir()),
     };
-    (demo, target)
+    (demo, target, env)
 }
 
 fn assert_all_pass(rows: &[tour::Row], demo: &harness::Demo) {
@@ -107,10 +113,31 @@ fn assert_all_pass(rows: &[tour::Row], demo: &harness::Demo) {
 async fn attack_tour_passes_against_the_running_demo() {
     let pki = test_pki("tour");
     let (provider, tokens) = provider().await;
-    let (demo, target) = start(&pki, &provider.issuer, tokens);
+    let (demo, target, env) = start(&pki, &provider.issuer, tokens.clone());
     let rows = tour::run(&target).await;
     assert!(rows.len() >= 25, "only {} rows", rows.len());
-    assert_all_pass(&rows, &demo);
+    // No token, key, access-key secret or password the tour used appears in any log line.
+    let logs = demo.drain_logs();
+    assert!(
+        logs.iter().filter(|l| l.contains("request refused")).count() > 20,
+        "the refusals were not captured: {logs:#?}"
+    );
+    let mut secrets = tour::secrets_seen();
+    secrets.extend(tokens.values().cloned());
+    // The check itself finds a planted token and a planted key.
+    let planted = vec![
+        format!("authorization: Bearer {}", secrets[secrets.len() - 1]),
+        format!("key {}", harness::TOUR_AUDIT_KEY),
+    ];
+    assert_eq!(harness::leaks(&planted, &env, &secrets).len(), 2);
+    let leaked = harness::leaks(&logs, &env, &secrets);
+    assert!(leaked.is_empty(), "secrets in the demo's logs: {leaked:?}");
+    assert!(secrets.len() > 10, "only {} secrets checked", secrets.len());
+    let failed: Vec<_> = rows.iter().filter(|r| !r.pass).collect();
+    assert!(
+        failed.is_empty(),
+        "failed rows: {failed:#?}\nlogs: {logs:#?}"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +258,7 @@ fn test_only_switches_are_refused_in_production() {
 async fn served_csp_parses_and_only_admits_the_pages_own_nonce() {
     let pki = test_pki("csp");
     let (provider, tokens) = provider().await;
-    let (_demo, target) = start(&pki, &provider.issuer, tokens);
+    let (_demo, target, _env) = start(&pki, &provider.issuer, tokens);
     let client = tour::client(&target).unwrap();
     let url = format!("https://{}:{}/", harness::PUBLIC_HOST, target.https.port());
     let res = client.get(&url).send().await.unwrap();

@@ -138,7 +138,11 @@ impl Settings {
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG picks the levels (info by default).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_target(true)
         .with_writer(std::io::stderr)
         .init();

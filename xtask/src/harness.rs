@@ -253,6 +253,35 @@ pub(crate) fn demo_binary(target_dir: &Path) -> PathBuf {
 }
 
 /// The tour's first row: a deliberately weak production configuration must not start.
+/// The secrets among `secrets` (tokens, key material from `env`'s key rings, passwords)
+/// that appear in `logs`: a JWT counts as leaked when its signature does.
+pub(crate) fn leaks(logs: &[String], env: &[(&str, String)], secrets: &[String]) -> Vec<String> {
+    let mut needles: Vec<String> = Vec::new();
+    for secret in secrets {
+        let parts: Vec<&str> = secret.split('.').collect();
+        match parts.as_slice() {
+            [_, _, signature] if signature.len() >= 16 => needles.push((*signature).to_owned()),
+            _ => needles.push(secret.clone()),
+        }
+    }
+    // Key rings: `<id> <version> <base64 material> [...]` per line.
+    for (name, value) in env {
+        if name.ends_with("_KEYS") || name.ends_with("_KEY") {
+            for line in value.lines() {
+                if let Some(material) = line.split_whitespace().nth(2) {
+                    needles.push(material.to_owned());
+                }
+            }
+        }
+    }
+    needles
+        .into_iter()
+        .filter(|n| n.len() >= 8)
+        .filter(|n| logs.iter().any(|line| line.contains(n.as_str())))
+        .map(|n| format!("{}…", n.chars().take(6).collect::<String>()))
+        .collect()
+}
+
 /// A deliberately weak production configuration (localhost admin host, HTTP and localhost
 /// CORS origins, every proxy trusted, missing keys and audit log).
 pub(crate) fn weak_env(pki: &crate::pki::TestPki) -> Vec<(&'static str, String)> {

@@ -49,6 +49,29 @@ impl Target {
     }
 }
 
+/// Secrets the tour was handed (tokens, access-key secrets, passwords): a test checks that
+/// none of them appears in the demo's logs.
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes `secret` as one the demo must never log; answers it.
+pub(crate) fn remember(secret: &str) -> String {
+    if !secret.is_empty() {
+        SECRETS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(secret.to_owned());
+    }
+    secret.to_owned()
+}
+
+/// Every secret noted so far.
+pub(crate) fn secrets_seen() -> Vec<String> {
+    SECRETS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
 /// One line of the tour's table.
 #[derive(Clone, Debug)]
 pub(crate) struct Row {
@@ -932,10 +955,11 @@ async fn session_rows(target: &Target, http: &Client) -> Vec<Row> {
     };
     let token_of = |res: Result<Response, reqwest::Error>| async move {
         match res {
-            Ok(r) if r.status() == StatusCode::OK => r.json_or_default().await["refresh_token"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
+            Ok(r) if r.status() == StatusCode::OK => remember(
+                r.json_or_default().await["refresh_token"]
+                    .as_str()
+                    .unwrap_or(""),
+            ),
             _ => String::new(),
         }
     };
@@ -1035,7 +1059,8 @@ async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
         }
     };
     let email = format!("tour-{}@example.com", std::process::id());
-    let password = "correct horse battery staple";
+    let password = remember("correct horse battery staple");
+    let password = password.as_str();
     let mut rows = Vec::new();
 
     let common = post(
@@ -1058,7 +1083,7 @@ async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
         .await,
     )
     .await;
-    let verification = signed["mail"]["token"].as_str().unwrap_or("").to_owned();
+    let verification = remember(signed["mail"]["token"].as_str().unwrap_or(""));
     let early = post(
         "/auth/login",
         serde_json::json!({"email": email, "password": password}),
@@ -1089,8 +1114,8 @@ async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
         .await,
     )
     .await;
-    let access = logged["access_token"].as_str().unwrap_or("").to_owned();
-    let refresh = logged["refresh_token"].as_str().unwrap_or("").to_owned();
+    let access = remember(logged["access_token"].as_str().unwrap_or(""));
+    let refresh = remember(logged["refresh_token"].as_str().unwrap_or(""));
     let hello = http
         .get(format!("{base}/api/hello"))
         .header(header::AUTHORIZATION, format!("Bearer {access}"))
@@ -1123,7 +1148,7 @@ async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
     ));
 
     let reset = json(post("/auth/reset/request", serde_json::json!({"email": email})).await).await;
-    let mut reset_token = reset["mail"]["token"].as_str().unwrap_or("").to_owned();
+    let mut reset_token = remember(reset["mail"]["token"].as_str().unwrap_or(""));
     let new_password = "a different long passphrase";
     let weak = post(
         "/auth/reset/confirm",
@@ -1145,10 +1170,7 @@ async fn local_account_rows(target: &Target, http: &Client) -> Vec<Row> {
     )
     .await;
     let spent_status = status(&spent);
-    let fresh = json(spent).await["mail"]["token"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let fresh = remember(json(spent).await["mail"]["token"].as_str().unwrap_or(""));
     rows.push(Row::new(
         "reset to a password containing the address",
         "422, and a fresh link mailed",
@@ -1449,7 +1471,7 @@ async fn access_key_rows(target: &Target, http: &Client) -> Vec<Row> {
         Err(_) => (0, serde_json::Value::Null),
     };
     let key_id = issued["key_id"].as_str().unwrap_or_default().to_owned();
-    let secret = issued["secret"].as_str().unwrap_or_default().to_owned();
+    let secret = remember(issued["secret"].as_str().unwrap_or_default());
     if !secret.is_empty() {
         println!("  access key issued: {key_id} / {secret} (the secret is shown once)");
     }
@@ -2137,10 +2159,7 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
         .await,
     )
     .await;
-    let token = grant["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let token = remember(grant["access_token"].as_str().unwrap_or_default());
     let id = grant["impersonation"]
         .as_str()
         .unwrap_or_default()
