@@ -177,6 +177,21 @@ fn demo(serve: bool) -> Result<()> {
         audit: harness::AuditLog::of(&env, &target_dir()?.join("debug")),
     };
     rows.extend(runtime.block_on(tour::run(&target)));
+    // No secret the tour used may appear in the demo's logs.
+    let logs = demo.drain_logs();
+    let mut secrets = tour::secrets_seen();
+    secrets.extend(tokens.values().cloned());
+    let leaked = harness::leaks(&logs, &env, &secrets);
+    rows.push(tour::Row::new(
+        "find a token, key or secret in the demo's logs",
+        &format!("none of {} secrets in {} lines", secrets.len(), logs.len()),
+        if leaked.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("leaked: {leaked:?}")
+        },
+        leaked.is_empty(),
+    ));
     let proxied =
         harness::Demo::start(&binary, &harness::proxied_demo_env(&pki, &provider.issuer))?;
     let behind = tour::Target {
@@ -203,7 +218,7 @@ fn demo(serve: bool) -> Result<()> {
     drop(clocked);
     let passed = tour::print(&rows);
     if !passed {
-        for line in demo.drain_logs() {
+        for line in logs.iter().cloned().chain(demo.drain_logs()) {
             eprintln!("demo: {line}");
         }
     }
