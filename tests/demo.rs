@@ -96,6 +96,7 @@ fn start(
         tokens,
         pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
         audit: harness::AuditLog::of(&env, &profile_dir()),
+        metrics: demo.metrics,
     };
     (demo, target, env)
 }
@@ -119,7 +120,10 @@ async fn attack_tour_passes_against_the_running_demo() {
     // No token, key, access-key secret or password the tour used appears in any log line.
     let logs = demo.drain_logs();
     assert!(
-        logs.iter().filter(|l| l.contains("request refused")).count() > 20,
+        logs.iter()
+            .filter(|l| l.contains("request refused"))
+            .count()
+            > 20,
         "the refusals were not captured: {logs:#?}"
     );
     let mut secrets = tour::secrets_seen();
@@ -156,6 +160,7 @@ async fn admin_allowlist_behind_a_trusted_proxy() {
         tokens,
         pdp: None,
         audit: None,
+        metrics: None,
     };
     let rows = tour::run_behind_proxy(&target).await;
     assert_eq!(rows.len(), 4);
@@ -178,6 +183,7 @@ async fn expired_reset_tokens_are_refused() {
         tokens: tour::Tokens::new(),
         pdp: None,
         audit: None,
+        metrics: None,
     };
     let rows = tour::run_with_clock(&target).await;
     assert_all_pass(&rows, &demo);

@@ -25,6 +25,7 @@
 //! | `PALISADE_DEMO_ORG_ADMIN_CLIENTS` | the test personas | `azp` values accepted on the org-admin routes (audience `org-admin`, MFA required) |
 //! | `PALISADE_DEMO_AUDIT_LOG` | a file in the temp directory in development | the audit log (JSON Lines, tamper-evident); required in production |
 //! | `AUDIT_SIGNING_KEY` | throwaway key in development | key ring signing audit records; required in production |
+//! | `PALISADE_DEMO_METRICS_ADDR` | `127.0.0.1:9464` | Prometheus scrape endpoint (`/metrics`); loopback only |
 //! | `PALISADE_DEMO_IMPERSONATION_KEYS` | throwaway key in development | key ring signing impersonation credentials; required in production |
 //!
 //! Admins with a fresh second factor and the `impersonator` realm role impersonate users of an
@@ -72,6 +73,7 @@ pub(crate) struct Settings {
     pub(crate) audit_log: Option<String>,
     pub(crate) audit_keys: Option<String>,
     pub(crate) impersonation_keys: Option<String>,
+    pub(crate) metrics_addr: SocketAddr,
     pub(crate) session_keys: Option<String>,
     pub(crate) field_keys: Option<String>,
     pub(crate) local_auth_enabled: bool,
@@ -132,6 +134,7 @@ impl Settings {
             audit_log: std::env::var("PALISADE_DEMO_AUDIT_LOG").ok(),
             audit_keys: std::env::var(palisade::audit::AUDIT_SIGNING_KEY).ok(),
             impersonation_keys: std::env::var("PALISADE_DEMO_IMPERSONATION_KEYS").ok(),
+            metrics_addr: env_or("PALISADE_DEMO_METRICS_ADDR", "127.0.0.1:9464").parse()?,
         })
     }
 }
@@ -165,13 +168,33 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(json) = posture {
         return posture_report(&settings, json).await;
     }
+    // Metrics: every Palisade layer reports through the `metrics` facade; Prometheus scrapes
+    // them from a listener of their own, on loopback only.
+    if !settings.metrics_addr.ip().is_loopback() {
+        return Err("PALISADE_DEMO_METRICS_ADDR must be a loopback address".into());
+    }
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let metrics = TcpListener::bind(settings.metrics_addr).await?;
+    let metrics_addr = metrics.local_addr()?;
+    tokio::spawn(async move {
+        let scrape = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let prometheus = prometheus.clone();
+                async move { prometheus.render() }
+            }),
+        );
+        if let Err(err) = axum::serve(metrics, scrape).await {
+            tracing::error!(%err, "metrics listener failed");
+        }
+    });
     let https = TcpListener::bind(settings.https_addr).await?;
     let http = TcpListener::bind(settings.http_addr).await?;
     let tls = TlsAcceptor::from(Arc::new(tls::server_config(&settings)?));
     // Redirects name the port actually bound (the setting may say 0).
     let (app, _report) = app::build(&settings, https.local_addr()?.port()).await?;
     eprintln!(
-        "hardened_api ({}) listening on https://{} and http://{} (redirect only)",
+        "hardened_api ({}) listening on https://{} and http://{} (redirect only), metrics on http://{metrics_addr}/metrics",
         settings.profile,
         https.local_addr()?,
         http.local_addr()?

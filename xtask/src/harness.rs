@@ -21,6 +21,10 @@ pub(crate) struct Demo {
     child: Child,
     pub(crate) https: SocketAddr,
     pub(crate) http: SocketAddr,
+    /// The Prometheus scrape endpoint's listener.
+    pub(crate) metrics: Option<SocketAddr>,
+    /// Lines logged before the demo listened (not drained yet).
+    early: std::sync::Mutex<Vec<String>>,
     logs: mpsc::Receiver<String>,
 }
 
@@ -52,6 +56,8 @@ impl Demo {
                             child,
                             https,
                             http,
+                            metrics: parse_metrics(&line),
+                            early: std::sync::Mutex::new(seen),
                             logs: rx,
                         });
                     }
@@ -67,7 +73,13 @@ impl Demo {
 
     /// Log lines printed so far.
     pub(crate) fn drain_logs(&self) -> Vec<String> {
-        self.logs.try_iter().collect()
+        let mut early = self
+            .early
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lines = std::mem::take(&mut *early);
+        lines.extend(self.logs.try_iter());
+        lines
     }
 
     /// Waits for the demo to exit (after Ctrl-C in `--serve` mode).
@@ -110,6 +122,12 @@ fn parse_listening(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     Some((https.parse().ok()?, http.parse().ok()?))
 }
 
+/// The metrics listener named in the demo's "listening on" line.
+fn parse_metrics(line: &str) -> Option<SocketAddr> {
+    let rest = line.split("metrics on http://").nth(1)?;
+    rest.split('/').next()?.parse().ok()
+}
+
 /// The settings the tour runs the demo with (ports chosen by the kernel).
 pub(crate) fn demo_env(
     pki: &crate::pki::TestPki,
@@ -121,6 +139,7 @@ pub(crate) fn demo_env(
         ("PALISADE_PROFILE", profile.to_owned()),
         ("PALISADE_DEMO_HTTPS_ADDR", "127.0.0.1:0".to_owned()),
         ("PALISADE_DEMO_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("PALISADE_DEMO_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         (
             "PALISADE_DEMO_TLS_CERT",
             pki.cert_path.display().to_string(),

@@ -175,6 +175,7 @@ fn demo(serve: bool) -> Result<()> {
         tokens: tokens.clone(),
         pdp: Some(std::sync::Arc::new(std::sync::Mutex::new(pdp))),
         audit: harness::AuditLog::of(&env, &target_dir()?.join("debug")),
+        metrics: demo.metrics,
     };
     rows.extend(runtime.block_on(tour::run(&target)));
     // No secret the tour used may appear in the demo's logs.
@@ -201,6 +202,7 @@ fn demo(serve: bool) -> Result<()> {
         tokens,
         pdp: None,
         audit: None,
+        metrics: None,
     };
     rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
     drop(proxied);
@@ -213,6 +215,7 @@ fn demo(serve: bool) -> Result<()> {
         tokens: tour::Tokens::new(),
         pdp: None,
         audit: None,
+        metrics: None,
     };
     rows.extend(runtime.block_on(tour::run_with_clock(&timed)));
     drop(clocked);

@@ -190,6 +190,7 @@ fn nonces_of_two_responses(ca_pem: &str) -> Result<(String, String)> {
         tokens: Default::default(),
         pdp: None,
         audit: None,
+        metrics: None,
     };
     let client = crate::tour::client(&target)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

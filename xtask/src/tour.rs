@@ -21,6 +21,8 @@ pub(crate) struct Target {
     pub(crate) pdp: Option<std::sync::Arc<std::sync::Mutex<crate::cerbos::Pdp>>>,
     /// The demo's audit log (the tour reads it, and verifies it with `palisade-audit`), if any.
     pub(crate) audit: Option<crate::harness::AuditLog>,
+    /// The demo's Prometheus scrape endpoint (loopback), if any.
+    pub(crate) metrics: Option<SocketAddr>,
 }
 
 /// Access tokens by persona (client id at the test OpenID provider).
@@ -598,6 +600,7 @@ pub(crate) async fn run(target: &Target) -> Vec<Row> {
     rows.extend(throttle_rows(target, &http).await);
     rows.extend(authz_rows(target, &http).await);
     rows.extend(impersonation_rows(target, &http).await);
+    rows.extend(metrics_rows(target).await);
 
     // A refusal is a generic problem document; the reason stays in the server log.
     match http.get(api("/admin/status")).send().await {
@@ -2328,4 +2331,46 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
         code == Some(1),
     ));
     rows
+}
+
+/// The metric families the tour's traffic must have produced.
+const METRICS: [&str; 8] = [
+    "palisade_authn_failures_total{reason=\"missing_token\"}",
+    "palisade_authn_failures_total{reason=\"bad_signature\"}",
+    "palisade_aksk_failures_total{reason=\"replay\"}",
+    "palisade_throttle_decisions_total{decision=\"limited\"}",
+    "palisade_throttle_limited_total{",
+    "palisade_authz_cache_total{result=\"miss\"}",
+    "palisade_authz_pdp_seconds",
+    "palisade_audit_writes_total{sink=\"jsonl\",outcome=\"ok\"}",
+];
+
+/// Metrics: the demo's loopback scrape endpoint reports what the tour did.
+async fn metrics_rows(target: &Target) -> Vec<Row> {
+    let attack = "read the layers' metrics (Prometheus, loopback)";
+    let Some(addr) = target.metrics else {
+        return vec![Row::new(attack, "a scrape endpoint", "none", false)];
+    };
+    let text = match reqwest::Client::builder().no_proxy().build() {
+        Ok(c) => match c.get(format!("http://{addr}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.to_string(),
+    };
+    let missing: Vec<&str> = METRICS
+        .iter()
+        .copied()
+        .filter(|m| !text.contains(m))
+        .collect();
+    vec![Row::new(
+        attack,
+        &format!("{} metric series, on {}", METRICS.len(), addr.ip()),
+        if missing.is_empty() {
+            "all".to_owned()
+        } else {
+            format!("missing {missing:?}")
+        },
+        missing.is_empty() && addr.ip().is_loopback(),
+    )]
 }

@@ -91,6 +91,28 @@ pub enum VerifyError {
     Unavailable(#[source] StoreError),
 }
 
+impl VerifyError {
+    /// A short, stable name of the reason (`skew`, `replay`, `bad_signature`, ...): the
+    /// `reason` label of the `palisade_aksk_failures_total` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed { .. } => "malformed",
+            Self::UnknownKey { .. } => "unknown_key",
+            Self::DisabledKey { .. } => "disabled_key",
+            Self::ExpiredKey { .. } => "expired_key",
+            Self::Skew { .. } => "skew",
+            Self::Replay { .. } => "replay",
+            Self::BadBodyHash { .. } => "bad_body_hash",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::PayloadNotAllowed { .. } => "payload_not_allowed",
+            Self::Body { .. } => "body",
+            Self::Chunk { .. } => "chunk",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+}
+
 /// What is malformed about a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -74,3 +74,10 @@ pub enum AuditError {
     #[error("audit log unreadable: {0}")]
     Corrupt(String),
 }
+
+/// Counts an append in `palisade_audit_writes_total{sink, outcome}`.
+pub(crate) fn count_write(sink: &'static str, result: &Result<Record, AuditError>) {
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("palisade_audit_writes_total", "sink" => sink, "outcome" => outcome)
+        .increment(1);
+}

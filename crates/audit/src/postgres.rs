@@ -240,32 +240,40 @@ impl PostgresSink {
 
 impl AuditSink for PostgresSink {
     async fn append(&self, event: Event) -> Result<Record, AuditError> {
-        let mut tx = self.pool.begin().await.map_err(|e| err("begin", e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(self.lock_key())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| err("lock", e))?;
-        let last = self.head(&mut tx).await?;
-        let sealed = self.chain(last.as_ref())?.seal(event)?;
-        for record in &sealed {
-            let text =
-                serde_json::to_string(record).map_err(|e| AuditError::Sink(e.to_string()))?;
-            sqlx::query(&format!(
-                "INSERT INTO {} (seq, record) VALUES ($1, $2)",
-                self.table
-            ))
-            .bind(i64::try_from(record.seq).map_err(|_| AuditError::Sink("seq overflow".into()))?)
-            .bind(text)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| err("insert", e))?;
+        let result: Result<Record, AuditError> = async {
+            let mut tx = self.pool.begin().await.map_err(|e| err("begin", e))?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(self.lock_key())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| err("lock", e))?;
+            let last = self.head(&mut tx).await?;
+            let sealed = self.chain(last.as_ref())?.seal(event)?;
+            for record in &sealed {
+                let text =
+                    serde_json::to_string(record).map_err(|e| AuditError::Sink(e.to_string()))?;
+                sqlx::query(&format!(
+                    "INSERT INTO {} (seq, record) VALUES ($1, $2)",
+                    self.table
+                ))
+                .bind(
+                    i64::try_from(record.seq)
+                        .map_err(|_| AuditError::Sink("seq overflow".into()))?,
+                )
+                .bind(text)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| err("insert", e))?;
+            }
+            tx.commit().await.map_err(|e| err("commit", e))?;
+            sealed
+                .into_iter()
+                .next()
+                .ok_or(AuditError::Event("nothing sealed"))
         }
-        tx.commit().await.map_err(|e| err("commit", e))?;
-        sealed
-            .into_iter()
-            .next()
-            .ok_or(AuditError::Event("nothing sealed"))
+        .await;
+        crate::count_write("postgres", &result);
+        result
     }
 
     async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {

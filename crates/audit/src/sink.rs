@@ -54,15 +54,20 @@ impl MemorySink {
 
 impl AuditSink for MemorySink {
     async fn append(&self, event: Event) -> Result<Record, AuditError> {
-        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let (chain, records) = &mut *guard;
-        let sealed = chain.seal(event)?;
-        let first = sealed
-            .first()
-            .cloned()
-            .ok_or(AuditError::Event("nothing sealed"))?;
-        records.extend(sealed);
-        Ok(first)
+        let result: Result<Record, AuditError> = async {
+            let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            let (chain, records) = &mut *guard;
+            let sealed = chain.seal(event)?;
+            let first = sealed
+                .first()
+                .cloned()
+                .ok_or(AuditError::Event("nothing sealed"))?;
+            records.extend(sealed);
+            Ok(first)
+        }
+        .await;
+        crate::count_write("memory", &result);
+        result
     }
 
     async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
@@ -184,52 +189,57 @@ impl JsonlSink {
 
 impl AuditSink for JsonlSink {
     async fn append(&self, event: Event) -> Result<Record, AuditError> {
-        let inner = Arc::clone(&self.inner);
-        // The write and the sync block: off the async workers, one at a time.
-        tokio::task::spawn_blocking(move || {
-            let mut state = inner.lock().unwrap_or_else(PoisonError::into_inner);
-            if state.failed {
-                return Err(AuditError::Sink(
-                    "an earlier write failed; reopen the log".into(),
-                ));
-            }
-            let position = state.chain.position();
-            let sealed = state.chain.seal(event)?;
-            let mut text = String::new();
-            for record in &sealed {
-                let line =
-                    serde_json::to_string(record).map_err(|e| AuditError::Sink(e.to_string()))?;
-                text.push_str(&line);
-                text.push('\n');
-            }
-            let before = state.file.metadata().map(|m| m.len());
-            let written = state
-                .file
-                .write_all(text.as_bytes())
-                .and_then(|()| state.file.flush())
-                .and_then(|()| state.file.sync_data());
-            if let Err(e) = written {
-                // Not durable: the chain does not move, and the file is cut back to where it
-                // was (a record that may have reached the disk must not stay to fork the
-                // chain, a partial line must not glue onto the next). If that fails too, the
-                // sink refuses every later append.
-                state.chain.rewind(position);
-                let restored = before.and_then(|len| {
-                    state.file.set_len(len)?;
-                    state.file.sync_data()
-                });
-                if restored.is_err() {
-                    state.failed = true;
+        let result: Result<Record, AuditError> = async {
+            let inner = Arc::clone(&self.inner);
+            // The write and the sync block: off the async workers, one at a time.
+            tokio::task::spawn_blocking(move || {
+                let mut state = inner.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.failed {
+                    return Err(AuditError::Sink(
+                        "an earlier write failed; reopen the log".into(),
+                    ));
                 }
-                return Err(AuditError::Sink(format!("write: {e}")));
-            }
-            sealed
-                .into_iter()
-                .next()
-                .ok_or(AuditError::Event("nothing sealed"))
-        })
-        .await
-        .map_err(|e| AuditError::Sink(format!("writer task: {e}")))?
+                let position = state.chain.position();
+                let sealed = state.chain.seal(event)?;
+                let mut text = String::new();
+                for record in &sealed {
+                    let line = serde_json::to_string(record)
+                        .map_err(|e| AuditError::Sink(e.to_string()))?;
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                let before = state.file.metadata().map(|m| m.len());
+                let written = state
+                    .file
+                    .write_all(text.as_bytes())
+                    .and_then(|()| state.file.flush())
+                    .and_then(|()| state.file.sync_data());
+                if let Err(e) = written {
+                    // Not durable: the chain does not move, and the file is cut back to where it
+                    // was (a record that may have reached the disk must not stay to fork the
+                    // chain, a partial line must not glue onto the next). If that fails too, the
+                    // sink refuses every later append.
+                    state.chain.rewind(position);
+                    let restored = before.and_then(|len| {
+                        state.file.set_len(len)?;
+                        state.file.sync_data()
+                    });
+                    if restored.is_err() {
+                        state.failed = true;
+                    }
+                    return Err(AuditError::Sink(format!("write: {e}")));
+                }
+                sealed
+                    .into_iter()
+                    .next()
+                    .ok_or(AuditError::Event("nothing sealed"))
+            })
+            .await
+            .map_err(|e| AuditError::Sink(format!("writer task: {e}")))?
+        }
+        .await;
+        crate::count_write("jsonl", &result);
+        result
     }
 
     async fn checkpoint(&self) -> Result<Checkpoint, AuditError> {

@@ -131,6 +131,51 @@ pub enum AuthnError {
     KeysUnavailable,
 }
 
+impl AuthnError {
+    /// A short, stable name of the reason (`expired`, `bad_signature`, ...): the
+    /// `reason` label of the `palisade_authn_failures_total` metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken { .. } => "missing_token",
+            Self::MalformedAuthorization { .. } => "malformed_authorization",
+            Self::CrossSiteCookie { .. } => "cross_site_cookie",
+            Self::AmbiguousCookie { .. } => "ambiguous_cookie",
+            Self::BadTicket { .. } => "bad_ticket",
+            Self::TokenInQuery { .. } => "token_in_query",
+            Self::TooLarge { .. } => "too_large",
+            Self::Malformed { .. } => "malformed",
+            Self::MalformedHeader { .. } => "malformed_header",
+            Self::AlgorithmRejected { .. } => "algorithm_rejected",
+            Self::EmbeddedKey { .. } => "embedded_key",
+            Self::CriticalExtension { .. } => "critical_extension",
+            Self::Nested { .. } => "nested",
+            Self::HeaderType { .. } => "header_type",
+            Self::BadKid { .. } => "bad_kid",
+            Self::UnknownKid { .. } => "unknown_kid",
+            Self::AlgorithmMismatch { .. } => "algorithm_mismatch",
+            Self::BadSignature { .. } => "bad_signature",
+            Self::MalformedClaims { .. } => "malformed_claims",
+            Self::WrongIssuer { .. } => "wrong_issuer",
+            Self::MissingSubject { .. } => "missing_subject",
+            Self::MissingExpiry { .. } => "missing_expiry",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::IssuedInFuture { .. } => "issued_in_future",
+            Self::TooOld { .. } => "too_old",
+            Self::MissingAudience { .. } => "missing_audience",
+            Self::WrongAudience { .. } => "wrong_audience",
+            Self::WrongAuthorizedParty { .. } => "wrong_authorized_party",
+            Self::NotAnAccessToken { .. } => "not_an_access_token",
+            Self::SenderConstrained { .. } => "sender_constrained",
+            Self::TooManyTickets { .. } => "too_many_tickets",
+            Self::MfaRequired { .. } => "mfa_required",
+            Self::SessionRevoked { .. } => "session_revoked",
+            Self::RevocationUnavailable { .. } => "revocation_unavailable",
+            Self::KeysUnavailable { .. } => "keys_unavailable",
+        }
+    }
+}
+
 /// A configuration value that can never be valid.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -262,6 +262,7 @@ pub(crate) fn is_access_token_param(name: &str) -> bool {
 }
 
 pub(crate) fn reject<B>(reason: AuthnError) -> Response<ResponseBody<B>> {
+    metrics::counter!("palisade_authn_failures_total", "reason" => reason.reason()).increment(1);
     let rejection = match reason {
         AuthnError::KeysUnavailable | AuthnError::RevocationUnavailable => {
             Rejection::new(RejectionKind::Unavailable, reason)

@@ -557,8 +557,10 @@ impl Authorizer {
             .position(|&limit| us <= limit)
             .unwrap_or(LATENCY_BUCKETS_US.len());
         counters.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("palisade_authz_pdp_seconds").record(started.elapsed().as_secs_f64());
         if answer.is_err() {
             counters.pdp_errors.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("palisade_authz_pdp_errors_total").increment(1);
         }
         answer
     }
@@ -589,16 +591,19 @@ impl Authorizer {
         let now = self.now();
         if let Some(allowed) = self.inner.near.get(&key, now) {
             counters.hits.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("palisade_authz_cache_total", "result" => "hit").increment(1);
             return Ok(allowed);
         }
         // Not near: from `moka`, or one PDP call shared by concurrent askers.
         let cached = match self.inner.cache.get(&key).await {
             Some(cached) => {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("palisade_authz_cache_total", "result" => "hit").increment(1);
                 cached
             }
             None => {
                 counters.misses.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("palisade_authz_cache_total", "result" => "miss").increment(1);
                 self.inner
                     .cache
                     .try_get_with(key, async {
@@ -645,11 +650,14 @@ impl Authorizer {
             match cached {
                 Some(allowed) => {
                     self.inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("palisade_authz_cache_total", "result" => "hit").increment(1);
                     known.push((action, allowed));
                 }
                 None => {
                     if !self.inner.sensitive.contains(action) {
                         self.inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("palisade_authz_cache_total", "result" => "miss")
+                            .increment(1);
                     }
                     unknown.push((action, key));
                 }

@@ -63,6 +63,7 @@ pub enum SessionError {
 impl From<StoreError> for SessionError {
     fn from(err: StoreError) -> Self {
         tracing::error!(target: "palisade::sessions", %err, "session store failed");
+        metrics::counter!("palisade_store_errors_total", "store" => "sessions").increment(1);
         SessionError::Unavailable
     }
 }

@@ -199,6 +199,10 @@ where
 }
 
 fn reject(error: VerifyError, key_id: Option<&str>) -> Rejection {
+    metrics::counter!("palisade_aksk_failures_total", "reason" => error.reason()).increment(1);
+    if matches!(error, VerifyError::Unavailable(_)) {
+        metrics::counter!("palisade_store_errors_total", "store" => "access-keys").increment(1);
+    }
     let kind = match error {
         VerifyError::Unavailable(_) => {
             tracing::error!(reason = %error, key_id, "access-key request refused: store unavailable");

@@ -653,6 +653,8 @@ impl<St: ThrottleStore> Shared<St> {
         let verdict = match verdict {
             Ok(verdict) => verdict,
             Err(error) => {
+                metrics::counter!("palisade_store_errors_total", "store" => "throttle")
+                    .increment(1);
                 self.events.store_failed(&StoreFailed {
                     error,
                     failed_open: plan.fail_open,
@@ -676,13 +678,23 @@ impl<St: ThrottleStore> Shared<St> {
             RateHeaders::new(&rule.name, &plan.limits.get(i)?.quota, decision).map(Box::new)
         };
         if verdict.allowed() {
+            metrics::counter!("palisade_throttle_decisions_total", "decision" => "allowed")
+                .increment(1);
             if self.headers_on_success {
                 return Ok(verdict.binding().and_then(headers));
             }
             return Ok(None);
         }
+        metrics::counter!("palisade_throttle_decisions_total", "decision" => "limited")
+            .increment(1);
         for (i, decision) in verdict.decisions().iter().enumerate() {
             if let (false, Some(rule)) = (decision.allowed(), rule_of(i)) {
+                metrics::counter!(
+                    "palisade_throttle_limited_total",
+                    "rule" => rule.name.to_string(),
+                    "tier" => policy.tier_name().to_owned(),
+                )
+                .increment(1);
                 self.events.limited(&Limited {
                     rule: &rule.name,
                     org,
