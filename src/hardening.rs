@@ -339,7 +339,10 @@ mod authz_cerbos {
 
     impl Refusal for palisade_authz_cerbos::AuthzError {
         fn posture(&self) -> Option<&PostureError> {
-            None
+            match self {
+                palisade_authz_cerbos::AuthzError::Posture(p) => Some(p),
+                _ => None,
+            }
         }
     }
 }

@@ -95,6 +95,14 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         .expect("a sound authenticator");
     let api = Some(&sound)
         .and_then(|a| h.check(a.layer(SurfacePolicy::new(Surface::API).audiences(["api"]))));
+    let admin_surface = h.check(
+        sound.layer(
+            SurfacePolicy::new(Surface::GLOBAL_ADMIN)
+                .audiences(["global-admin"])
+                .authorized_parties(["admin-console"]),
+        ),
+    );
+    assert!(admin_surface.is_none());
     let cipher = h.check(
         palisade::field_crypto::FieldCipher::ephemeral_for_development(P, SystemClock::shared()),
     );
@@ -121,6 +129,14 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         }),
     );
 
+    let pdp = h.check(
+        palisade::authz_cerbos::PdpClient::builder("http://127.0.0.1:3593")
+            .profile(P)
+            .insecure_plaintext_loopback()
+            .build(),
+    );
+    assert!(pdp.is_none());
+
     // Refused layers give nothing; the report has them all.
     assert!(headers.is_none() && cors.is_none() && admin.is_none() && ip.is_none());
     assert!(local.is_none() && cipher.is_none() && aksk.is_none() && store.is_none());
@@ -142,6 +158,8 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         "field-crypto-ephemeral-key",
         "aksk-window-too-long",
         "store-plaintext",
+        "authz-pdp-plaintext",
+        "authn-admin-without-mfa",
     ] {
         assert!(codes.contains(&code), "{code} missing from {codes:?}");
     }

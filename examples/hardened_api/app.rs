@@ -57,17 +57,26 @@ pub(crate) async fn build(
     https_port: u16,
 ) -> Result<(Router, Report), Box<dyn std::error::Error>> {
     let profile = settings.profile;
-    if settings.test_clock && profile.is_production() {
-        return Err("PALISADE_DEMO_TEST_CLOCK is refused in production".into());
-    }
-    if settings.mail_outbox && profile.is_production() {
-        return Err(
-            "PALISADE_DEMO_MAIL_OUTBOX is refused in production: it hands out reset tokens".into(),
-        );
-    }
     // Every layer is built under one profile; the refusal (or the report) lists every finding
     // of every layer at once.
     let mut hardening = Hardening::new(profile);
+    // Test-only switches: findings that refuse production.
+    let mut switches = Posture::new(profile, "hardened_api");
+    if settings.test_clock {
+        switches.record(
+            Severity::Deny,
+            "debug-switch-on",
+            "PALISADE_DEMO_TEST_CLOCK is refused in production: anyone may move the clock",
+        );
+    }
+    if settings.mail_outbox {
+        switches.record(
+            Severity::Deny,
+            "debug-switch-on",
+            "PALISADE_DEMO_MAIL_OUTBOX is refused in production: it hands out reset tokens",
+        );
+    }
+    hardening.absorb(switches);
 
     // Violation reports go to this service's own /csp-reports when it knows its public name.
     // The report-only policy trials Trusted Types before enforcing them.

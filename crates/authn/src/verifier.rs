@@ -386,6 +386,18 @@ impl Authenticator {
                 ),
             );
         }
+        let admin = policy.surface == palisade_core::Surface::GLOBAL_ADMIN
+            || policy.surface == palisade_core::Surface::ORG_ADMIN;
+        if admin && !policy.require_mfa {
+            posture.record(
+                Severity::Deny,
+                "authn-admin-without-mfa",
+                format!(
+                    "admin surface {} accepts tokens without a second factor",
+                    policy.surface
+                ),
+            );
+        }
         posture.finish()?;
         Ok(AuthnLayer::new(self.clone(), Arc::new(policy)))
     }

@@ -252,11 +252,7 @@ impl PdpClientBuilder {
                 ));
             }
             (Transport::InsecureLoopback, Some("http")) => {
-                if self.profile == Profile::Production {
-                    return Err(AuthzError::Config(
-                        "plaintext to the PDP is refused in production".into(),
-                    ));
-                }
+                refuse_plaintext(self.profile)?;
                 // An address literal: a name (even `localhost`) goes through a resolver.
                 let loopback = host
                     .trim_matches(['[', ']'])
@@ -287,6 +283,18 @@ impl PdpClientBuilder {
     }
 }
 
+/// Plaintext to the PDP (loopback or a Unix socket): a finding that refuses production.
+fn refuse_plaintext(profile: Profile) -> Result<(), AuthzError> {
+    let mut posture = palisade_core::Posture::new(profile, "authz-pdp");
+    posture.record(
+        palisade_core::Severity::Deny,
+        "authz-pdp-plaintext",
+        "the PDP is reached without TLS (insecure_plaintext_loopback)",
+    );
+    posture.finish()?;
+    Ok(())
+}
+
 /// Whether the PDP could not be reached: `Unavailable`, or a local transport error (a
 /// connection that broke, or could not be made), which tonic reports as `Unknown` with the
 /// transport error as its source. Only these are retried (once).
@@ -309,11 +317,7 @@ impl PdpClientBuilder {
                 "a Unix socket is plaintext: it needs insecure_plaintext_loopback".into(),
             ));
         }
-        if self.profile == Profile::Production {
-            return Err(AuthzError::Config(
-                "plaintext to the PDP is refused in production".into(),
-            ));
-        }
+        refuse_plaintext(self.profile)?;
         // `unix:/path` or `unix:///path`.
         let path = std::path::PathBuf::from(path.strip_prefix("//").unwrap_or(path));
         if !path.is_absolute() {

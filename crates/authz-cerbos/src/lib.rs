@@ -55,4 +55,8 @@ pub enum AuthzError {
     /// The client settings are unsafe or invalid (refused at build time).
     #[error("PDP client settings: {0}")]
     Config(String),
+    /// The client settings are insecure for production (refused at build time, every finding
+    /// listed).
+    #[error(transparent)]
+    Posture(#[from] palisade_core::PostureError),
 }

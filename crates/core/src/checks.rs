@@ -84,6 +84,7 @@ checks! {
     ("authn.E002", "authn-http-issuer", "An issuer over plain HTTP", "Use the realm's https:// issuer URL."),
     ("authn.E003", "authn-http-jwks", "A JWKS URL over plain HTTP", "Use an https:// JWKS URL (or discovery from an https:// issuer)."),
     ("authn.E004", "authn-any-client", "A surface accepts any audience or client", "Set `SurfacePolicy::audiences` and `authorized_parties` for every surface."),
+    ("authn.E005", "authn-admin-without-mfa", "An admin surface without MFA", "Call `SurfacePolicy::require_mfa(true)` on `global-admin` and `org-admin` surfaces (and `mfa_acr_values` for the realm's levels)."),
     ("authn.W001", "authn-no-max-age", "No maximum token age", "Set `IssuerConfig::max_age` (for example 1 hour)."),
     ("authn.W002", "authn-large-tokens", "Token size cap above 64 KiB", "Keep the token size cap at 64 KiB or below."),
     ("jwt.E001", "local-jwt-generated-key", "Local JWTs signed with a generated key", "Configure a key ring: `LocalJwtIssuer::builder(..).key_ring(..)`."),
@@ -103,6 +104,10 @@ checks! {
     ("audit.E001", "audit-signing-key-missing", "No audit signing key", "Set AUDIT_SIGNING_KEY (a key ring)."),
     ("audit.E002", "audit-log-missing", "No audit log configured", "Configure the audit sink (a JSON Lines file or PostgreSQL)."),
     ("audit.E003", "audit-log-unusable", "The audit log cannot be continued", "Give the keys that signed the log's last record (see the key-rotation runbook), or repair the log."),
+    // Authorization.
+    ("authz.E001", "authz-pdp-plaintext", "The Cerbos PDP is reached without TLS", "Serve the PDP over TLS and drop `insecure_plaintext_loopback` (verification is on by default; add the PDP's CA with `ca_certificate_pem`)."),
+    // Debugging.
+    ("debug.E001", "debug-switch-on", "A test or debugging switch is on", "Turn it off: test clocks, mail outboxes and debug endpoints are for development only."),
     // Stores.
     ("store.E001", "store-plaintext", "A store on another host without verified TLS", "Use rediss:// or PostgreSQL sslmode=verify-full for stores off the host."),
     ("store.E002", "store-url", "A store URL that cannot be checked", "Fix the URL (scheme, host and TLS mode)."),
