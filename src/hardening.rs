@@ -26,7 +26,7 @@
 //! );
 //! // Every finding of every layer, in one refusal.
 //! let refused = hardening.finish().unwrap_err();
-//! assert!(refused.report().findings().iter().any(|f| f.id() == "cors.E001"));
+//! assert!(refused.report().findings().iter().any(|f| f.id() == "cors.E002"));
 //! assert!(headers.is_some() && cors.is_none());
 //! # }
 //! ```
@@ -47,6 +47,12 @@ pub trait Checked {
 pub trait Refusal: fmt::Display {
     /// The refusal, when the error is one.
     fn posture(&self) -> Option<&PostureError>;
+
+    /// The catalogued check an insecure setting refused outright (without a posture
+    /// refusal) stands for, such as a wildcard CORS origin (see [`palisade_core::checks`]).
+    fn code(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 impl Refusal for PostureError {
@@ -94,15 +100,28 @@ impl Hardening {
     /// refused (its findings kept) or failed (its error kept). [`Hardening::finish`] refuses
     /// if anything was refused or failed.
     pub fn check<L: Checked, E: Refusal>(&mut self, built: Result<L, E>) -> Option<L> {
-        match built {
-            Ok(layer) => {
-                self.findings.extend_from_slice(layer.posture_findings());
-                Some(layer)
-            }
+        let layer = self.step(built)?;
+        self.findings.extend_from_slice(layer.posture_findings());
+        Some(layer)
+    }
+
+    /// Takes a builder step's result (a setting a builder refused outright, such as a
+    /// wildcard CORS origin): the builder, or nothing with the error kept (as a finding when
+    /// it stands for a catalogued check).
+    pub fn step<T, E: Refusal>(&mut self, step: Result<T, E>) -> Option<T> {
+        match step {
+            Ok(value) => Some(value),
             Err(err) => {
-                match err.posture() {
-                    Some(refusal) => self.findings.extend_from_slice(refusal.findings()),
-                    None => self.errors.push(err.to_string()),
+                match (err.posture(), err.code()) {
+                    (Some(refusal), _) => self.findings.extend_from_slice(refusal.findings()),
+                    (None, Some(code)) => {
+                        let mut posture = Posture::new(self.profile, "settings");
+                        posture.record(Severity::Deny, code, err.to_string());
+                        self.findings.extend_from_slice(posture.findings());
+                        // Refused in every profile: the setting cannot be built.
+                        self.errors.push(err.to_string());
+                    }
+                    (None, None) => self.errors.push(err.to_string()),
                 }
                 None
             }
@@ -255,8 +274,21 @@ plain!(palisade_core::ClientIpLayer);
 mod csp_headers {
     use super::*;
     use palisade_csp_headers::{
-        AdminHostLayer, BuildError, CorsLayer, RequireHttpsLayer, SecurityHeadersLayer,
+        AdminHostLayer, BuildError, ConfigError, CorsLayer, RequireHttpsLayer, SecurityHeadersLayer,
     };
+
+    impl Refusal for ConfigError {
+        fn posture(&self) -> Option<&PostureError> {
+            None
+        }
+
+        fn code(&self) -> Option<&'static str> {
+            match self {
+                ConfigError::WildcardOrigin => Some("cors-wildcard-origin"),
+                _ => None,
+            }
+        }
+    }
 
     with_findings!(
         SecurityHeadersLayer,
@@ -269,6 +301,13 @@ mod csp_headers {
         fn posture(&self) -> Option<&PostureError> {
             match self {
                 BuildError::Posture(p) => Some(p),
+                _ => None,
+            }
+        }
+
+        fn code(&self) -> Option<&'static str> {
+            match self {
+                BuildError::Config(c) => c.code(),
                 _ => None,
             }
         }

@@ -206,7 +206,7 @@ async fn the_posture_report_lists_every_finding_with_its_id_and_fix() {
         "cors.E002",
         "proxy.E001",
         "keys.E001",
-        "keys.E003",
+        "keys.E004",
         "audit.E001",
         "audit.E002",
     ] {

@@ -129,6 +129,9 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         }),
     );
 
+    // A wildcard origin is refused outright by the builder; the assembly lists it.
+    let wildcard = h.step(CorsLayer::builder().profile(P).allow_origins(["*"]));
+    assert!(wildcard.is_none());
     let pdp = h.check(
         palisade::authz_cerbos::PdpClient::builder("http://127.0.0.1:3593")
             .profile(P)
@@ -160,6 +163,7 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         "store-plaintext",
         "authz-pdp-plaintext",
         "authn-admin-without-mfa",
+        "cors-wildcard-origin",
     ] {
         assert!(codes.contains(&code), "{code} missing from {codes:?}");
     }

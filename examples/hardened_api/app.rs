@@ -115,16 +115,22 @@ pub(crate) async fn build(
     }
     let admin = hardening.check(admin.build());
 
-    let cors = hardening.check(
-        CorsLayer::builder()
-            .profile(profile)
-            .allow_origins(&settings.cors_origins)?
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
-            .expose_headers([HeaderName::from_static("retry-after")])
-            .allow_credentials(true)
-            .build(),
-    );
+    // A wildcard origin is refused outright; it is listed with the other findings.
+    let cors = hardening
+        .step(
+            CorsLayer::builder()
+                .profile(profile)
+                .allow_origins(&settings.cors_origins),
+        )
+        .and_then(|cors| {
+            hardening.check(
+                cors.allow_methods([Method::GET, Method::POST])
+                    .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+                    .expose_headers([HeaderName::from_static("retry-after")])
+                    .allow_credentials(true)
+                    .build(),
+            )
+        });
 
     let proxies = TrustedProxies::new(&settings.trusted_proxies)?;
     let client_ip = hardening.check(ClientIpLayer::checked(proxies, profile));
@@ -273,7 +279,14 @@ pub(crate) async fn build(
     // accepted in development only.
     let cipher = match &settings.field_keys {
         Some(text) => Some(FieldCipher::new(
-            KeyRing::parse(text)?,
+            key_ring(
+                Some(text),
+                (
+                    palisade::field_crypto::FIELD_ENCRYPTION_KEYS,
+                    "key-ring-invalid",
+                ),
+                &mut own,
+            )?,
             palisade::core::SystemClock::shared(),
         )),
         None => hardening.check(FieldCipher::ephemeral_for_development(
@@ -1046,30 +1059,32 @@ async fn admin_status() -> Json<Value> {
     Json(json!({ "admin": true, "status": "ok" }))
 }
 
-/// A key ring from its setting; without one, a throwaway ring and a blocking finding (the
-/// build is refused in production, and warned about in development).
+/// A key ring from its setting; without one (or with one that does not parse), a throwaway
+/// ring and a blocking finding (the build is refused in production, and warned about in
+/// development).
 fn key_ring(
     text: Option<&str>,
     (name, code): (&str, &'static str),
     posture: &mut Posture,
 ) -> Result<KeyRing, Box<dyn std::error::Error>> {
-    match text {
-        Some(text) => Ok(KeyRing::parse(text)?),
-        None => {
-            posture.record(
-                Severity::Deny,
-                code,
-                format!("{name} is not set: a throwaway key is generated"),
-            );
-            let mut material = [0u8; 32];
-            aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
-            use base64::Engine as _;
-            Ok(KeyRing::parse(&format!(
-                "dev 1 {}",
-                base64::engine::general_purpose::STANDARD.encode(material)
-            ))?)
-        }
-    }
+    // A ring that does not parse (a short key, bad base64) is a finding too, listed with the
+    // others; the error names the key, never its material.
+    let refused = match text.map(KeyRing::parse) {
+        Some(Ok(ring)) => return Ok(ring),
+        Some(Err(err)) => ("key-ring-invalid", format!("{name}: {err}")),
+        None => (
+            code,
+            format!("{name} is not set: a throwaway key is generated"),
+        ),
+    };
+    posture.record(Severity::Deny, refused.0, refused.1);
+    let mut material = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut material).map_err(|_| "no randomness")?;
+    use base64::Engine as _;
+    Ok(KeyRing::parse(&format!(
+        "dev 1 {}",
+        base64::engine::general_purpose::STANDARD.encode(material)
+    ))?)
 }
 
 /// Where the audit log goes: the setting, or (development only) a file in the temp directory.

@@ -321,6 +321,11 @@ pub(crate) fn weak_env(pki: &crate::pki::TestPki) -> Vec<(&'static str, String)>
             "PALISADE_DEMO_SESSION_KEYS",
             "tour 1 dG91ci1vbmx5LXNlc3Npb24ta2V5LW5vdC1hLXNlY3JldCE=".to_owned(),
         ),
+        // Eight bytes: too short to be a key.
+        (
+            "PALISADE_DEMO_IMPERSONATION_KEYS",
+            "short 1 c2hvcnRrZXk=".to_owned(),
+        ),
     ]
 }
 

@@ -68,6 +68,7 @@ checks! {
     // CORS.
     ("cors.E001", "cors-http-origin", "A plain-HTTP origin is allowed", "List https:// origins only."),
     ("cors.E002", "cors-localhost-origin", "A localhost origin is allowed", "Remove localhost origins outside development."),
+    ("cors.E003", "cors-wildcard-origin", "A wildcard CORS origin", "List the allowed https:// origins one by one: Palisade has no wildcard and never mirrors the request's Origin."),
     ("cors.I001", "cors-no-origins", "No origin is allowed", "Nothing to fix if no browser app calls the API from another origin."),
     ("cors.I002", "cors-max-age-capped", "Preflight max-age capped", "Nothing to fix: browsers cap it anyway (Chromium at 2 hours)."),
     // HTTPS enforcement.
@@ -101,6 +102,7 @@ checks! {
     ("keys.E001", "field-crypto-ephemeral-key", "Field encryption with a generated key", "Set FIELD_ENCRYPTION_KEYS (a key ring)."),
     ("keys.E002", "session-keys-missing", "No key ring for refresh tokens and single-use tokens", "Set the session key ring."),
     ("keys.E003", "impersonation-keys-missing", "No key ring for impersonation credentials", "Set the impersonation key ring."),
+    ("keys.E004", "key-ring-invalid", "A key ring that does not parse (a key shorter than 32 bytes, bad base64, a duplicate id)", "Give every key at least 32 random bytes, base64-encoded: `<id> <version> <material>` per line."),
     ("audit.E001", "audit-signing-key-missing", "No audit signing key", "Set AUDIT_SIGNING_KEY (a key ring)."),
     ("audit.E002", "audit-log-missing", "No audit log configured", "Configure the audit sink (a JSON Lines file or PostgreSQL)."),
     ("audit.E003", "audit-log-unusable", "The audit log cannot be continued", "Give the keys that signed the log's last record (see the key-rotation runbook), or repair the log."),
