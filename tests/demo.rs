@@ -126,6 +126,19 @@ async fn attack_tour_passes_against_the_running_demo() {
             > 20,
         "the refusals were not captured: {logs:#?}"
     );
+    // Each layer's refusals are logged inside its span, with the reason.
+    for span in [
+        "palisade.authn{surface=",
+        "palisade.aksk",
+        "palisade.throttle",
+    ] {
+        assert!(
+            logs.iter().any(|l| l.contains(span)
+                && l.contains("request refused")
+                && l.contains("reason=")),
+            "no refusal logged inside {span}"
+        );
+    }
     let mut secrets = tour::secrets_seen();
     secrets.extend(tokens.values().cloned());
     // The check itself finds a planted token and a planted key.

@@ -228,6 +228,6 @@ where
         // The clone goes to the future; this service keeps the one that was made ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::gating(check, inner)
+        ResponseFuture::gating(check, inner).in_span(tracing::debug_span!("palisade.authz"))
     }
 }

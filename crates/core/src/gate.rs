@@ -28,6 +28,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, R>,
+        span: tracing::Span,
     }
 }
 
@@ -66,6 +67,7 @@ impl<S: Service<R>, R> GateFuture<S, R> {
                 gate,
                 service: Some(service),
             },
+            span: tracing::Span::none(),
         }
     }
 
@@ -73,6 +75,7 @@ impl<S: Service<R>, R> GateFuture<S, R> {
     pub fn calling(future: S::Future) -> Self {
         Self {
             state: State::Calling { future },
+            span: tracing::Span::none(),
         }
     }
 
@@ -82,7 +85,15 @@ impl<S: Service<R>, R> GateFuture<S, R> {
             state: State::Refused {
                 rejection: Some(rejection),
             },
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Runs the decision, the refusal (whose reason is logged) and the inner call inside
+    /// `span` (for example `tracing::debug_span!("palisade.aksk")`).
+    pub fn in_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 }
 
@@ -93,6 +104,8 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let span = self.as_mut().project().span.clone();
+        let _entered = span.enter();
         loop {
             let this = self.as_mut().project();
             match this.state.project() {

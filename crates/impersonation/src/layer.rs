@@ -278,6 +278,6 @@ where
         // The clone goes to the future; this service keeps the one that was made ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        GateFuture::gating(gate, inner)
+        GateFuture::gating(gate, inner).in_span(tracing::debug_span!("palisade.impersonation"))
     }
 }

@@ -22,6 +22,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
+        span: tracing::Span,
     }
 }
 
@@ -53,6 +54,7 @@ where
     pub(crate) fn calling(future: S::Future, headers: Option<Box<RateHeaders>>) -> Self {
         Self {
             state: State::Calling { future, headers },
+            span: tracing::Span::none(),
         }
     }
 
@@ -61,6 +63,7 @@ where
             state: State::Refused {
                 refusal: Some(refusal),
             },
+            span: tracing::Span::none(),
         }
     }
 
@@ -70,7 +73,14 @@ where
                 check,
                 service: Some(service),
             },
+            span: tracing::Span::none(),
         }
+    }
+
+    /// Polls inside `span` (refusals are logged there).
+    pub(crate) fn in_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 }
 
@@ -92,6 +102,8 @@ where
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let span = self.as_mut().project().span.clone();
+        let _entered = span.enter();
         loop {
             let this = self.as_mut().project();
             match this.state.project() {

@@ -828,6 +828,22 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let span = tracing::debug_span!("palisade.throttle");
+        let future = {
+            let _entered = span.enter();
+            self.decide_and_call(request)
+        };
+        future.in_span(span)
+    }
+}
+
+impl<S, St> Throttle<S, St> {
+    fn decide_and_call<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+        St: ThrottleStore,
+        B: Send + 'static,
+    {
         let shared = &self.shared;
         let identity = request.extensions().get::<Identity>();
         let verified = identity.and_then(Identity::org);
