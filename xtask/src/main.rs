@@ -3,13 +3,15 @@
 //! - `cargo xtask demo [--serve]`: build and start the demo service, run the attack tour and
 //!   print its table; exit non-zero if any row fails. `--serve` leaves the demo running.
 //! - `cargo xtask test`: everything CI checks: formatting, clippy with `-D warnings`, all tests
-//!   and doc tests, and the security scans of the running demo.
+//!   and doc tests, `cargo deny` (licences, bans, sources, advisories) and CycloneDX SBOMs into
+//!   `target/sbom/`, and the security scans of the running demo.
 //! - `cargo xtask bench`: run the criterion benches and print medians and ratios against the
 //!   bare service measured in the same run.
 //! - `cargo xtask fuzz [seconds]`: run every cargo-fuzz target for `seconds` (default 60) each.
 //! - `cargo xtask posture [--json] [--weak]`: the posture report of the demo's production
 //!   configuration (the tour's; `--weak`, a deliberately weak one), as text or JSON: every
 //!   finding with its id, severity and fix. Exits non-zero when the configuration is refused.
+//! - `cargo xtask supply`: only `cargo deny` and the SBOMs.
 //! - `cargo xtask scan`: only the scans: MDN HTTP Observatory and Google's CSP Evaluator
 //!   against the demo on 127.0.0.1:443 and :80 (needs root for those ports).
 
@@ -20,6 +22,7 @@ mod harness;
 mod oidc;
 mod pki;
 mod scan;
+mod supply;
 mod tour;
 
 use std::path::{Path, PathBuf};
@@ -35,13 +38,16 @@ fn main() -> ExitCode {
         Some("scan") => scan::run(&workspace_root(), &cache_dir()),
         Some("bench") => bench(),
         Some("fuzz") => fuzz(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60)),
+        Some("supply") => {
+            target_dir().and_then(|target| supply::run(&workspace_root(), &cache_dir(), &target))
+        }
         Some("posture") => posture(
             args.iter().any(|a| a == "--json"),
             args.iter().any(|a| a == "--weak"),
         ),
         _ => {
             eprintln!(
-                "usage: cargo xtask <demo [--serve] | test | posture [--json] [--weak] | scan | bench | fuzz [seconds]>"
+                "usage: cargo xtask <demo [--serve] | test | posture [--json] [--weak] | supply | scan | bench | fuzz [seconds]>"
             );
             return ExitCode::from(2);
         }
@@ -292,6 +298,8 @@ fn test() -> Result<()> {
     eprintln!("xtask: cerbos compile policies/:\n{}", report.trim_end());
     // Builds the examples too, which the demo integration test starts.
     run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    // Licences, bans, sources and advisories (deny.toml), and the SBOMs into target/sbom.
+    supply::run(&workspace_root(), &cache_dir(), &target_dir()?)?;
     if std::env::var_os("PALISADE_SKIP_SCAN").is_some() {
         eprintln!(
             "xtask: PALISADE_SKIP_SCAN is set: skipping the Observatory and CSP Evaluator scans"
