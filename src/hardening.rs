@@ -361,7 +361,11 @@ mod aksk {
 mod throttle {
     use super::*;
 
-    impl<S> Checked for palisade_throttle::ThrottleLayer<S> {}
+    impl<S> Checked for palisade_throttle::ThrottleLayer<S> {
+        fn posture_findings(&self) -> &[Finding] {
+            self.findings()
+        }
+    }
 
     impl Refusal for palisade_throttle::ConfigError {
         fn posture(&self) -> Option<&PostureError> {

@@ -129,6 +129,22 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         }),
     );
 
+    // A throttle whose only rule fails open, with no limit for anonymous callers: built, and
+    // both weaknesses reported.
+    {
+        use palisade::throttle::{
+            FailurePolicy, MemoryStore, Quota, QuotaTable, Quotas, Rule, Scope, ThrottleLayer,
+        };
+        let throttle = h.check(
+            ThrottleLayer::builder(MemoryStore::new())
+                .rule(Rule::new("user", Scope::User).on_store_error(FailurePolicy::Open))
+                .quotas(Quotas::new(
+                    QuotaTable::new().rule("user", Quota::per_minute(8).expect("quota")),
+                ))
+                .build_for(P),
+        );
+        assert!(throttle.is_some());
+    }
     // A wildcard origin is refused outright by the builder; the assembly lists it.
     let wildcard = h.step(CorsLayer::builder().profile(P).allow_origins(["*"]));
     assert!(wildcard.is_none());
@@ -164,6 +180,8 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         "authz-pdp-plaintext",
         "authn-admin-without-mfa",
         "cors-wildcard-origin",
+        "throttle-fails-open",
+        "throttle-no-anonymous-rule",
     ] {
         assert!(codes.contains(&code), "{code} missing from {codes:?}");
     }

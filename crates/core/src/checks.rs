@@ -98,6 +98,9 @@ checks! {
     ("aksk.W002", "aksk-any-host", "Signed requests accepted for any host", "Set `allowed_hosts` to the service's names."),
     ("aksk.W003", "aksk-no-body", "The body limit is zero", "Set a body limit that fits the API's requests."),
     ("aksk.I001", "aksk-streaming-payload-routes", "Streaming (aws-chunked) payloads on some routes", "Nothing to fix: chunks are verified as they arrive."),
+    // Throttling.
+    ("throttle.W001", "throttle-fails-open", "A rule lets requests through when the store fails", "Keep `FailurePolicy::Closed` (the default) unless the route must stay up without its limit; alert on `palisade_store_errors_total`."),
+    ("throttle.W002", "throttle-no-anonymous-rule", "No limit for anonymous callers", "Add a `Scope::Anonymous` rule (limited per client network)."),
     // Keys.
     ("keys.E001", "field-crypto-ephemeral-key", "Field encryption with a generated key", "Set FIELD_ENCRYPTION_KEYS (a key ring)."),
     ("keys.E002", "session-keys-missing", "No key ring for refresh tokens and single-use tokens", "Set the session key ring."),

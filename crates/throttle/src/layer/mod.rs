@@ -59,7 +59,8 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use palisade_core::{
-    AuthMethod, ClientIp, Identity, Profile, Rejection, RejectionKind, SharedClock,
+    AuthMethod, ClientIp, Finding, Identity, Posture, Profile, Rejection, RejectionKind, Severity,
+    SharedClock,
 };
 use tower_layer::Layer;
 use tower_service::Service;
@@ -172,6 +173,7 @@ pub(crate) struct Shared<St> {
     headers_on_success: bool,
     events: Arc<dyn ThrottleEvents>,
     time: Time,
+    findings: Box<[Finding]>,
 }
 
 /// Builds a [`ThrottleLayer`].
@@ -251,18 +253,39 @@ impl<St: ThrottleStore> ThrottleBuilder<St> {
         self
     }
 
-    /// Checks the configuration and builds the layer. `_profile` is reserved for posture
-    /// checks that differ between Development and Production; every check here applies to
-    /// both.
+    /// Checks the configuration and builds the layer (as in production).
     pub fn build(self) -> Result<ThrottleLayer<St>, ConfigError> {
         self.build_for(Profile::Production)
     }
 
-    /// [`ThrottleBuilder::build`] under an explicit profile.
-    pub fn build_for(self, _profile: Profile) -> Result<ThrottleLayer<St>, ConfigError> {
+    /// [`ThrottleBuilder::build`] under an explicit profile. Invalid settings are errors in
+    /// every profile; weaker ones are findings ([`ThrottleLayer::findings`]): a rule that
+    /// lets requests through when the store fails, no limit for anonymous callers.
+    pub fn build_for(self, profile: Profile) -> Result<ThrottleLayer<St>, ConfigError> {
         if self.rules.is_empty() {
             return Err(ConfigError::NoRules);
         }
+        let mut posture = Posture::new(profile, "throttle");
+        for rule in &self.rules {
+            if rule.failure == FailurePolicy::Open {
+                posture.record(
+                    Severity::Warn,
+                    "throttle-fails-open",
+                    format!(
+                        "rule {} lets requests through when the store fails",
+                        rule.name
+                    ),
+                );
+            }
+        }
+        if !self.rules.iter().any(|r| r.scope == Scope::Anonymous) {
+            posture.record(
+                Severity::Warn,
+                "throttle-no-anonymous-rule",
+                "no rule limits anonymous callers (per client network)",
+            );
+        }
+        let findings: Box<[Finding]> = posture.findings().into();
         // At most MAX_LIMITS rules may apply to one request: authenticated requests meet every
         // rule but the anonymous ones, anonymous requests the anonymous and route rules.
         let authenticated = self
@@ -308,8 +331,16 @@ impl<St: ThrottleStore> ThrottleBuilder<St> {
                 headers_on_success: self.headers_on_success,
                 events: self.events,
                 time: self.clock.map_or_else(Time::monotonic, Time::Clock),
+                findings,
             }),
         })
+    }
+}
+
+impl<St> ThrottleLayer<St> {
+    /// The non-blocking findings recorded while the layer was built.
+    pub fn findings(&self) -> &[Finding] {
+        &self.shared.findings
     }
 }
 
