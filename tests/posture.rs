@@ -145,6 +145,8 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         );
         assert!(throttle.is_some());
     }
+    // Password login on: its per-process attempt limits are reported.
+    h.absorb(palisade::sessions::local_login::posture(true, P));
     // A wildcard origin is refused outright by the builder; the assembly lists it.
     let wildcard = h.step(CorsLayer::builder().profile(P).allow_origins(["*"]));
     assert!(wildcard.is_none());
@@ -182,6 +184,7 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         "cors-wildcard-origin",
         "throttle-fails-open",
         "throttle-no-anonymous-rule",
+        "local-login-process-limits",
     ] {
         assert!(codes.contains(&code), "{code} missing from {codes:?}");
     }

@@ -296,6 +296,10 @@ pub(crate) async fn build(
     };
 
     hardening.absorb(own);
+    hardening.absorb(palisade::sessions::local_login::posture(
+        settings.local_auth_enabled,
+        profile,
+    ));
     // In production, any blocking finding refuses the start with the whole report.
     let report = hardening.finish()?;
     for finding in report.findings() {

@@ -98,6 +98,8 @@ checks! {
     ("aksk.W002", "aksk-any-host", "Signed requests accepted for any host", "Set `allowed_hosts` to the service's names."),
     ("aksk.W003", "aksk-no-body", "The body limit is zero", "Set a body limit that fits the API's requests."),
     ("aksk.I001", "aksk-streaming-payload-routes", "Streaming (aws-chunked) payloads on some routes", "Nothing to fix: chunks are verified as they arrive."),
+    // Local password login.
+    ("login.W001", "local-login-process-limits", "Password login's attempt limits are per process", "Behind several replicas, add a shared limit on the login route (a `palisade-throttle` rule with the Redis store), or keep local login off (`LOCAL_AUTH_ENABLED`)."),
     // Throttling.
     ("throttle.W001", "throttle-fails-open", "A rule lets requests through when the store fails", "Keep `FailurePolicy::Closed` (the default) unless the route must stay up without its limit; alert on `palisade_store_errors_total`."),
     ("throttle.W002", "throttle-no-anonymous-rule", "No limit for anonymous callers", "Add a `Scope::Anonymous` rule (limited per client network)."),

@@ -284,6 +284,29 @@ const PER_NETWORK_FACTOR: usize = 50;
 /// new keys are refused: an attacker flooding distinct keys cannot reset everyone's counts.
 const MAX_ATTEMPT_KEYS: usize = 100_000;
 
+/// The findings of a local login that is `enabled` under `profile` (see
+/// [`LocalLogin::posture`]), for an application that checks its posture before it builds the
+/// login.
+pub fn posture(enabled: bool, profile: palisade_core::Profile) -> palisade_core::Posture {
+    let mut posture = palisade_core::Posture::new(profile, "local-login");
+    if enabled {
+        posture.record(
+            palisade_core::Severity::Warn,
+            "local-login-process-limits",
+            format!(
+                "password login is on: its attempt limits ({PER_ACCOUNT} per account, {PER_IP} per address in {} min) are counted per process",
+                WINDOW.as_secs() / 60
+            ),
+        );
+    }
+    posture
+}
+
+/// Attempts allowed per account, per client address, in [`WINDOW`].
+const PER_ACCOUNT: usize = 5;
+const PER_IP: usize = 20;
+const WINDOW: Duration = Duration::from_secs(15 * 60);
+
 /// Sliding-window attempt counter.
 #[derive(Debug, Default)]
 struct Attempts {
@@ -477,10 +500,18 @@ impl<S: RefreshStore, T: SingleUseStore, A: AccountStore> LocalLogin<S, T, A> {
                 std::thread::available_parallelism().map_or(2, usize::from),
             )),
             dummy_hash: hash("palisade dummy password for timing")?,
-            window: Duration::from_secs(15 * 60),
-            per_account: 5,
-            per_ip: 20,
+            window: WINDOW,
+            per_account: PER_ACCOUNT,
+            per_ip: PER_IP,
         })
+    }
+
+    /// What a security review should know about this login under `profile`: when enabled,
+    /// the attempt limits (5 per account and 20 per client address in 15 minutes) are counted
+    /// in this process, so behind several replicas put a shared limit (for example a
+    /// `palisade-throttle` rule on the login route with the Redis store) in front of it.
+    pub fn posture(&self, profile: palisade_core::Profile) -> palisade_core::Posture {
+        posture(self.enabled, profile)
     }
 
     /// Whether `password` matches `stored`, checked off the async workers.
