@@ -98,7 +98,9 @@ impl Hardening {
 
     /// Takes a builder's result: the layer (its findings kept), or nothing when the builder
     /// refused (its findings kept) or failed (its error kept). [`Hardening::finish`] refuses
-    /// if anything was refused or failed.
+    /// if anything was refused or failed. Build every layer with the assembly's profile:
+    /// layers that keep no findings of their own (client IP, field cipher, access-key
+    /// verifier, PDP client) report only what their builder refuses.
     pub fn check<L: Checked, E: Refusal>(&mut self, built: Result<L, E>) -> Option<L> {
         let layer = self.step(built)?;
         self.findings.extend_from_slice(layer.posture_findings());
@@ -113,7 +115,14 @@ impl Hardening {
             Ok(value) => Some(value),
             Err(err) => {
                 match (err.posture(), err.code()) {
-                    (Some(refusal), _) => self.findings.extend_from_slice(refusal.findings()),
+                    (Some(refusal), _) => {
+                        self.findings.extend_from_slice(refusal.findings());
+                        // Refused under its own (production) profile while this assembly is
+                        // not: the missing layer still refuses the start.
+                        if !self.profile.is_production() {
+                            self.errors.push(err.to_string());
+                        }
+                    }
                     (None, Some(code)) => {
                         let mut posture = Posture::new(self.profile, "settings");
                         posture.record(Severity::Deny, code, err.to_string());

@@ -295,6 +295,55 @@ pub(crate) async fn build(
         )),
     };
 
+    // Uploads under /api/streams/ may come as signed aws-chunked streams, verified chunk by
+    // chunk before the handler sees a byte.
+    let mut verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION)
+        .profile(profile)
+        .allow_streaming_payload_on("/api/streams/");
+    if let Some(host) = &settings.public_host {
+        // Requests signed for another deployment (or another host) are refused here.
+        verifier = verifier.allowed_hosts([host.clone(), format!("{host}:{https_port}")]);
+    }
+    let verifier = cipher
+        .clone()
+        .and_then(|cipher| hardening.check(verifier.build(cipher, clock.clone())));
+    // Throttling, after authentication: per user and per org on the tenant routes (the org
+    // named in the path, an `x-org-id` header or an `org` query parameter must be the token's),
+    // per client address for anonymous callers. Two tiers: org-2 is "premium" and flagged
+    // unlimited.
+    let throttle = hardening.check(
+        ThrottleLayer::builder(ThrottleMemory::new())
+            .rule(Rule::new("anon", Scope::Anonymous))
+            .rule(Rule::new("user", Scope::User))
+            .rule(Rule::new("org", Scope::Org))
+            .quotas(Quotas::new(
+                QuotaTable::new()
+                    .rule("anon", Quota::per_minute(5)?)
+                    .rule("user", Quota::per_minute(8)?)
+                    .rule("org", Quota::per_minute(12)?)
+                    .tier("org", "premium", Quota::per_minute(600)?),
+            ))
+            .policies(StaticPolicies::new().with("org-2", OrgPolicy::tier("premium").unlimited()))
+            .org_from(OrgSource::path_segment_after("/api/orgs/"))
+            .org_from(OrgSource::header(HeaderName::from_static("x-org-id")))
+            .org_from(OrgSource::query("org"))
+            .headers_on_success(true)
+            .build_for(profile),
+    );
+    // The Cerbos PDP client (documents): TLS verified; plaintext is a finding.
+    let pdp = match &settings.cerbos_url {
+        Some(url) => {
+            let mut pdp = PdpClient::builder(url.clone()).profile(profile);
+            if let Some(ca) = &settings.cerbos_ca {
+                pdp = pdp.ca_certificate_pem(std::fs::read(ca)?);
+            }
+            if url.starts_with("http://") {
+                pdp = pdp.insecure_plaintext_loopback();
+            }
+            Some(hardening.check(pdp.build()))
+        }
+        None => None,
+    };
     hardening.absorb(own);
     hardening.absorb(palisade::sessions::local_login::posture(
         settings.local_auth_enabled,
@@ -313,7 +362,11 @@ pub(crate) async fn build(
         Some(cors),
         Some(client_ip),
         Some((Some(api_auth), Some(admin_auth), Some(org_admin_auth))),
-    ) = (headers, https, admin, cors, client_ip, surfaces)
+        Some(verifier),
+        Some(throttle),
+    ) = (
+        headers, https, admin, cors, client_ip, surfaces, verifier, throttle,
+    )
     else {
         return Err("a layer was not built".into());
     };
@@ -351,16 +404,6 @@ pub(crate) async fn build(
     // bearer-token layer never sees them); admins manage keys under /admin/access-keys.
     let cipher = cipher.ok_or("field encryption is not configured")?;
     let access_keys = AccessKeys::new(MemoryCredentialStore::new(), cipher.clone(), clock.clone());
-    // Uploads under /api/streams/ may come as signed aws-chunked streams, verified chunk by
-    // chunk before the handler sees a byte.
-    let mut verifier = Verifier::builder(AKSK_SERVICE, AKSK_REGION)
-        .profile(profile)
-        .allow_streaming_payload_on("/api/streams/");
-    if let Some(host) = &settings.public_host {
-        // Requests signed for another deployment (or another host) are refused here.
-        verifier = verifier.allowed_hosts([host.clone(), format!("{host}:{https_port}")]);
-    }
-    let verifier = verifier.build(cipher, clock.clone())?;
     let signed_api = Router::new()
         .route("/api/hello", get(hello))
         .route("/api/echo", post(echo))
@@ -370,40 +413,12 @@ pub(crate) async fn build(
             access_keys.shared_store(),
             MemoryNonceStore::new(),
         ));
-    // Throttling, after authentication: per user and per org on the tenant routes (the org
-    // named in the path, an `x-org-id` header or an `org` query parameter must be the token's),
-    // per client address for anonymous callers. Two tiers: org-2 is "premium" and flagged
-    // unlimited.
-    let throttle = ThrottleLayer::builder(ThrottleMemory::new())
-        .rule(Rule::new("anon", Scope::Anonymous))
-        .rule(Rule::new("user", Scope::User))
-        .rule(Rule::new("org", Scope::Org))
-        .quotas(Quotas::new(
-            QuotaTable::new()
-                .rule("anon", Quota::per_minute(5)?)
-                .rule("user", Quota::per_minute(8)?)
-                .rule("org", Quota::per_minute(12)?)
-                .tier("org", "premium", Quota::per_minute(600)?),
-        ))
-        .policies(StaticPolicies::new().with("org-2", OrgPolicy::tier("premium").unlimited()))
-        .org_from(OrgSource::path_segment_after("/api/orgs/"))
-        .org_from(OrgSource::header(HeaderName::from_static("x-org-id")))
-        .org_from(OrgSource::query("org"))
-        .headers_on_success(true)
-        .build_for(profile)?;
     // Documents are authorized through Cerbos (policies/document.yaml): the principal carries
     // only the memberships of the org in the path, the document's owning org comes from the
     // store, export is MFA-gated and never cached. Without a PDP the routes fail closed.
-    let documents = match &settings.cerbos_url {
-        Some(url) => {
-            let mut pdp = PdpClient::builder(url.clone()).profile(profile);
-            if let Some(ca) = &settings.cerbos_ca {
-                pdp = pdp.ca_certificate_pem(std::fs::read(ca)?);
-            }
-            if url.starts_with("http://") {
-                pdp = pdp.insecure_plaintext_loopback();
-            }
-            let authorizer = Authorizer::builder(pdp.build()?)
+    let documents = match pdp {
+        Some(Some(pdp)) => {
+            let authorizer = Authorizer::builder(pdp)
                 .sensitive(["export", "delete"])
                 .build();
             let read = PathPattern::new("/api/orgs/{org}/documents/{id}");
@@ -430,6 +445,7 @@ pub(crate) async fn build(
                 )
                 .route_layer(authorize)
         }
+        Some(None) => return Err("the PDP client was not built".into()),
         None => {
             tracing::warn!("PALISADE_DEMO_CERBOS_URL is not set: document routes answer 503");
             let closed = || async { StatusCode::SERVICE_UNAVAILABLE };

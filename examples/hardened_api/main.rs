@@ -174,6 +174,15 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         return Err("PALISADE_DEMO_METRICS_ADDR must be a loopback address".into());
     }
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Histograms are folded in periodically, whether or not anything scrapes.
+    let upkeep = prometheus.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let metrics = TcpListener::bind(settings.metrics_addr).await?;
     let metrics_addr = metrics.local_addr()?;
     tokio::spawn(async move {

@@ -82,6 +82,19 @@ impl Demo {
         lines
     }
 
+    /// Stops the demo and answers every line it logged, up to the end of its output (so that
+    /// nothing still in the pipe is missed).
+    pub(crate) fn stop_and_drain(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut lines = self.drain_logs();
+        // The reader thread ends at EOF, closing the channel.
+        while let Ok(line) = self.logs.recv_timeout(Duration::from_secs(10)) {
+            lines.push(line);
+        }
+        lines
+    }
+
     /// Waits for the demo to exit (after Ctrl-C in `--serve` mode).
     pub(crate) fn wait(mut self) -> std::io::Result<ExitStatus> {
         self.child.wait()

@@ -212,8 +212,9 @@ fn demo(serve: bool) -> Result<()> {
     };
     rows.extend(runtime.block_on(tour::run_behind_proxy(&behind)));
     drop(proxied);
-    let clocked =
-        harness::Demo::start(&binary, &harness::clocked_demo_env(&pki, &provider.issuer))?;
+    let mut clocked_env = harness::clocked_demo_env(&pki, &provider.issuer);
+    clocked_env.push(("RUST_LOG", "debug".to_owned()));
+    let clocked = harness::Demo::start(&binary, &clocked_env)?;
     let timed = tour::Target {
         https: clocked.https,
         http: clocked.http,
@@ -224,7 +225,19 @@ fn demo(serve: bool) -> Result<()> {
         metrics: None,
     };
     rows.extend(runtime.block_on(tour::run_with_clock(&timed)));
-    drop(clocked);
+    // That demo handled passwords and single-use tokens: none may be in its logs.
+    let clocked_logs = clocked.stop_and_drain();
+    let leaked = harness::leaks(&clocked_logs, &clocked_env, &tour::secrets_seen());
+    rows.push(tour::Row::new(
+        "find a password or single-use token in the logs (local accounts)",
+        &format!("none, in {} lines", clocked_logs.len()),
+        if leaked.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("leaked: {leaked:?}")
+        },
+        leaked.is_empty(),
+    ));
     let passed = tour::print(&rows);
     if !passed {
         for line in logs.iter().cloned().chain(demo.drain_logs()) {

@@ -96,8 +96,9 @@ pub(crate) fn run(root: &Path, cache: &Path, target: &Path) -> Result<()> {
         std::fs::rename(&file, out_dir.join(format!("{name}.cdx.json")))?;
         written += 1;
     }
-    if written == 0 {
-        return Err("cargo cyclonedx wrote no SBOM".into());
+    let members = member_dirs(root)?.len();
+    if written != members {
+        return Err(format!("cargo cyclonedx wrote {written} SBOMs for {members} crates").into());
     }
     eprintln!("xtask: {written} CycloneDX SBOMs in {}", out_dir.display());
     Ok(())
