@@ -132,6 +132,8 @@ async fn attack_tour_passes_against_the_running_demo() {
         "palisade.authn{surface=",
         "palisade.aksk",
         "palisade.throttle",
+        "palisade.authz",
+        "palisade.impersonation",
     ] {
         assert!(
             logs.iter().any(|l| l.contains(span)
@@ -252,12 +254,12 @@ async fn the_posture_report_lists_every_finding_with_its_id_and_fix() {
     );
     // The tour's production configuration: it would start, nothing blocking.
     let (provider, _) = provider().await;
-    let (status, out) = harness::posture(
-        &demo_binary(),
-        &harness::demo_env(&pki, "production", &provider.issuer),
-        true,
-    )
-    .expect("posture runs");
+    // Checked while a demo with the same settings runs (and holds its audit log): the check
+    // reads the log, it does not compete for it.
+    let env = harness::demo_env(&pki, "production", &provider.issuer);
+    let running = harness::Demo::start(&demo_binary(), &env).expect("demo starts");
+    let (status, out) = harness::posture(&demo_binary(), &env, true).expect("posture runs");
+    drop(running);
     let report: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
     assert!(status.success(), "{out}");
     assert_eq!(

@@ -152,15 +152,36 @@ pub(crate) async fn build(
         None => palisade::core::SystemClock::shared(),
     };
     // The audit log: tamper-evident, every append synced before it counts.
-    let audit_chain = Chain::with_clock(
-        key_ring(
-            settings.audit_keys.as_deref(),
-            (AUDIT_SIGNING_KEY, "audit-signing-key-missing"),
-            &mut own,
-        )?,
-        clock.clone(),
-    );
+    let audit_ring = key_ring(
+        settings.audit_keys.as_deref(),
+        (AUDIT_SIGNING_KEY, "audit-signing-key-missing"),
+        &mut own,
+    )?;
+    let audit_chain = Chain::with_clock(audit_ring.clone(), clock.clone());
     let audit = match audit_log_path(settings, &mut own) {
+        // A posture check never takes the log's writer lock (a running service holds it): it
+        // reads and verifies the log instead.
+        Some(path) if settings.posture_only => {
+            if path.exists() {
+                let verified = JsonlSink::records_of(&path).map(|records| {
+                    palisade::audit::Verifier::new(audit_ring).verify(records, None)
+                });
+                let problem = match verified {
+                    Ok(report) => report
+                        .finding
+                        .map(|f| format!("record {}: {:?}", f.line, f.kind)),
+                    Err(err) => Some(err.to_string()),
+                };
+                if let Some(problem) = problem {
+                    own.record(
+                        Severity::Deny,
+                        "audit-log-unusable",
+                        format!("the audit log does not verify: {problem}"),
+                    );
+                }
+            }
+            DemoAudit::Missing
+        }
         Some(path) => match JsonlSink::open(path, audit_chain) {
             Ok(log) => DemoAudit::Log(log),
             // For example a log signed with keys this start does not have.

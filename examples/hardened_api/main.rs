@@ -74,6 +74,8 @@ pub(crate) struct Settings {
     pub(crate) audit_keys: Option<String>,
     pub(crate) impersonation_keys: Option<String>,
     pub(crate) metrics_addr: SocketAddr,
+    /// Only the posture report is wanted (`--posture`): nothing is opened for writing.
+    pub(crate) posture_only: bool,
     pub(crate) session_keys: Option<String>,
     pub(crate) field_keys: Option<String>,
     pub(crate) local_auth_enabled: bool,
@@ -135,6 +137,7 @@ impl Settings {
             audit_keys: std::env::var(palisade::audit::AUDIT_SIGNING_KEY).ok(),
             impersonation_keys: std::env::var("PALISADE_DEMO_IMPERSONATION_KEYS").ok(),
             metrics_addr: env_or("PALISADE_DEMO_METRICS_ADDR", "127.0.0.1:9464").parse()?,
+            posture_only: false,
         })
     }
 }
@@ -159,13 +162,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // One crypto provider, installed explicitly: feature unification can never make rustls
     // pick (or panic over) another.
     palisade::authn::install_crypto_providers();
-    let settings = Settings::from_env()?;
+    let mut settings = Settings::from_env()?;
     let posture = std::env::args().skip(1).find_map(|a| match a.as_str() {
         "--posture" => Some(false),
         "--posture=json" => Some(true),
         _ => None,
     });
     if let Some(json) = posture {
+        settings.posture_only = true;
         return posture_report(&settings, json).await;
     }
     // Metrics: every Palisade layer reports through the `metrics` facade; Prometheus scrapes

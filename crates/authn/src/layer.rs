@@ -11,6 +11,7 @@ use palisade_core::{Rejection, RejectionKind, ResponseBody};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
+use tracing::Instrument as _;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -325,15 +326,18 @@ where
                         let revocation = revocation.clone();
                         let clone = self.inner.clone();
                         let mut inner = std::mem::replace(&mut self.inner, clone);
-                        ResponseFuture::slow(Box::pin(async move {
-                            match revocation.check(&identity, now).await {
-                                Ok(()) => {
-                                    req.extensions_mut().insert(identity);
-                                    inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                        ResponseFuture::slow(Box::pin(
+                            async move {
+                                match revocation.check(&identity, now).await {
+                                    Ok(()) => {
+                                        req.extensions_mut().insert(identity);
+                                        inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                                    }
+                                    Err(reason) => Ok(reject(reason)),
                                 }
-                                Err(reason) => Ok(reject(reason)),
                             }
-                        }))
+                            .instrument(tracing::Span::current()),
+                        ))
                     }
                 }
             }
@@ -350,22 +354,25 @@ where
                 let policy = self.policy.clone();
                 let revocation = self.revocation.clone();
                 let token = token.to_owned();
-                ResponseFuture::slow(Box::pin(async move {
-                    let verified = auth.finish(&token, &policy, &issuer, requested_at).await;
-                    let checked = match (verified, revocation) {
-                        (Ok(identity), Some(r)) => {
-                            r.check(&identity, auth.now()).await.map(|()| identity)
+                ResponseFuture::slow(Box::pin(
+                    async move {
+                        let verified = auth.finish(&token, &policy, &issuer, requested_at).await;
+                        let checked = match (verified, revocation) {
+                            (Ok(identity), Some(r)) => {
+                                r.check(&identity, auth.now()).await.map(|()| identity)
+                            }
+                            (other, _) => other,
+                        };
+                        match checked {
+                            Ok(identity) => {
+                                req.extensions_mut().insert(identity);
+                                inner.call(req).await.map(|r| r.map(ResponseBody::new))
+                            }
+                            Err(reason) => Ok(reject(reason)),
                         }
-                        (other, _) => other,
-                    };
-                    match checked {
-                        Ok(identity) => {
-                            req.extensions_mut().insert(identity);
-                            inner.call(req).await.map(|r| r.map(ResponseBody::new))
-                        }
-                        Err(reason) => Ok(reject(reason)),
                     }
-                }))
+                    .instrument(tracing::Span::current()),
+                ))
             }
         }
     }

@@ -171,6 +171,22 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // The decision and every refusal (reason only) are logged inside this span.
+        let span = tracing::debug_span!("palisade.authz");
+        let future = {
+            let _entered = span.enter();
+            self.decide(request)
+        };
+        future.in_span(span)
+    }
+}
+
+impl<S> Authorize<S> {
+    fn decide<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
+        B: Send + 'static,
+    {
         let (parts, body) = request.into_parts();
         let Some(identity) = parts.extensions.get::<Identity>() else {
             return ResponseFuture::refused(refusal(
@@ -228,6 +244,6 @@ where
         // The clone goes to the future; this service keeps the one that was made ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::gating(check, inner).in_span(tracing::debug_span!("palisade.authz"))
+        ResponseFuture::gating(check, inner)
     }
 }

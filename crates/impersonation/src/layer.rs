@@ -224,6 +224,9 @@ where
             return GateFuture::calling(self.inner.call(request));
         };
         let ended = || Rejection::new(RejectionKind::Unauthenticated, AuditRefusal::Ended);
+        // The audit write and every refusal (reason only) are logged inside this span.
+        let span = tracing::debug_span!("palisade.impersonation");
+        let _entered = span.enter();
         let audit = Arc::clone(&self.audit);
         if let Some(tracking) = &self.tracking
             && !tracking.live(identity, actor)
@@ -231,7 +234,7 @@ where
             // The first attempt with each ended credential is recorded (best effort); the
             // credential is refused either way.
             if !tracking.first_refusal(identity) {
-                return GateFuture::refused(ended());
+                return GateFuture::refused(ended()).in_span(span.clone());
             }
             let record = event(&request, identity, actor, Outcome::Denied)
                 .detail("reason", "impersonation not in progress");
@@ -239,7 +242,7 @@ where
                 let _ = audit.append(record).await;
                 Err(ended())
             });
-            return GateFuture::gating(gate, self.inner.clone());
+            return GateFuture::gating(gate, self.inner.clone()).in_span(span.clone());
         }
         let record = event(&request, identity, actor, Outcome::Success);
         let tracking = self.tracking.clone();
@@ -278,6 +281,6 @@ where
         // The clone goes to the future; this service keeps the one that was made ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        GateFuture::gating(gate, inner).in_span(tracing::debug_span!("palisade.impersonation"))
+        GateFuture::gating(gate, inner).in_span(span.clone())
     }
 }
