@@ -329,8 +329,8 @@ mod authn {
     use palisade_authn::local::LocalJwtIssuer;
     use palisade_authn::{Authenticator, AuthnLayer, BuildError};
 
-    with_findings!(Authenticator);
-    plain!(AuthnLayer, LocalJwtIssuer);
+    with_findings!(Authenticator, LocalJwtIssuer);
+    plain!(AuthnLayer);
 
     impl Refusal for BuildError {
         fn posture(&self) -> Option<&PostureError> {
@@ -363,7 +363,7 @@ mod field_crypto {
 mod aksk {
     use super::*;
 
-    plain!(palisade_aksk::Verifier);
+    with_findings!(palisade_aksk::Verifier);
 }
 
 #[cfg(feature = "throttle")]

@@ -145,6 +145,20 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         );
         assert!(throttle.is_some());
     }
+    // A local issuer with a key ring but two-hour tokens: built, and the warning reported.
+    let long_lived = h.check(
+        LocalJwtIssuer::builder("https://api.example.com/local")
+            .profile(P)
+            .key_ring(
+                palisade::core::KeyRing::parse(
+                    "jwt 1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+                )
+                .expect("ring"),
+            )
+            .ttl(Duration::from_secs(7_200))
+            .build(),
+    );
+    assert!(long_lived.is_some());
     // Password login on: its per-process attempt limits are reported.
     h.absorb(palisade::sessions::local_login::posture(true, P));
     // A wildcard origin is refused outright by the builder; the assembly lists it.
@@ -185,6 +199,7 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
         "throttle-fails-open",
         "throttle-no-anonymous-rule",
         "local-login-process-limits",
+        "local-jwt-long-ttl",
     ] {
         assert!(codes.contains(&code), "{code} missing from {codes:?}");
     }

@@ -471,9 +471,10 @@ impl VerifierBuilder {
                 "the body limit is zero: every body is refused",
             );
         }
-        posture.finish()?;
+        let findings = posture.finish()?;
         Ok(Verifier {
             inner: Arc::new(Inner {
+                findings,
                 // The scope after its date, for the common Authorization layout; only when
                 // region and service hold no separator the general parser splits at.
                 scope_tail: (!self.region.contains(['/', ','])
@@ -526,6 +527,7 @@ struct Inner {
     cipher: FieldCipher,
     clock: SharedClock,
     cache: RwLock<Cache>,
+    findings: Vec<palisade_core::Finding>,
 }
 
 impl Inner {
@@ -884,6 +886,12 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 impl Verifier {
+    /// The non-blocking findings recorded while the verifier was built (for example
+    /// `aksk-any-host`).
+    pub fn findings(&self) -> &[palisade_core::Finding] {
+        &self.inner.findings
+    }
+
     /// A builder for credential scopes `<date>/<region>/<service>/aws4_request`.
     pub fn builder(service: impl Into<String>, region: impl Into<String>) -> VerifierBuilder {
         VerifierBuilder {

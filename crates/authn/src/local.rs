@@ -167,7 +167,7 @@ impl LocalJwtBuilder {
                 "local access tokens live longer than an hour",
             );
         }
-        posture.finish()?;
+        let findings = posture.finish()?;
         let keys = match &self.ring {
             Some(ring) => ring
                 .keys()
@@ -195,6 +195,7 @@ impl LocalJwtBuilder {
                 keys,
                 ttl: self.ttl,
                 clock: self.clock,
+                findings,
             }),
         })
     }
@@ -206,6 +207,7 @@ struct Inner {
     keys: Vec<LocalKey>,
     ttl: Duration,
     clock: SharedClock,
+    findings: Vec<palisade_core::Finding>,
 }
 
 /// Issues local access tokens (see the module docs).
@@ -328,6 +330,12 @@ impl LocalJwtBuilder {
 }
 
 impl LocalJwtIssuer {
+    /// The non-blocking findings recorded while the issuer was built (for example
+    /// `local-jwt-long-ttl`).
+    pub fn findings(&self) -> &[palisade_core::Finding] {
+        &self.inner.findings
+    }
+
     /// A builder for issuer `issuer` (the `iss` of every token).
     pub fn builder(issuer: &str) -> LocalJwtBuilder {
         LocalJwtBuilder::new(issuer)
