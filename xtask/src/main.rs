@@ -150,9 +150,9 @@ pub(crate) fn start_provider(
     Ok((provider, tokens))
 }
 
-fn demo(serve: bool) -> Result<()> {
-    let binary = build_demo()?;
-    let pki = pki::generate(
+/// The test CA and the demo's certificate (for its host names), in the cache folder.
+fn demo_pki() -> Result<pki::TestPki> {
+    pki::generate(
         &cache_dir().join("pki"),
         &[
             harness::PUBLIC_HOST,
@@ -160,7 +160,12 @@ fn demo(serve: bool) -> Result<()> {
             "localhost",
             "127.0.0.1",
         ],
-    )?;
+    )
+}
+
+fn demo(serve: bool) -> Result<()> {
+    let binary = build_demo()?;
+    let pki = demo_pki()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -268,15 +273,7 @@ fn demo(serve: bool) -> Result<()> {
 /// Prints the demo's posture report (see the module docs).
 fn posture(json: bool, weak: bool) -> Result<()> {
     let binary = build_demo()?;
-    let pki = pki::generate(
-        &cache_dir().join("pki"),
-        &[
-            harness::PUBLIC_HOST,
-            harness::ADMIN_HOST,
-            "localhost",
-            "127.0.0.1",
-        ],
-    )?;
+    let pki = demo_pki()?;
     // The strong configuration trusts the test OpenID provider, which must answer discovery.
     let provider = (!weak)
         .then(|| oidc::Provider::start(&oidc::Options::default()))

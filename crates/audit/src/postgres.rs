@@ -45,6 +45,14 @@ fn identifier(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// The connection options of `url`, once its transport passed the profile's check (in
+/// production, a plaintext URL to another machine is refused).
+fn checked_options(url: &str, profile: Profile) -> Result<PgConnectOptions, AuditError> {
+    palisade_sessions::require_transport(url, profile, "audit-postgres", |_| {})
+        .map_err(|e| AuditError::Sink(e.to_string()))?;
+    PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))
+}
+
 impl PostgresSink {
     /// Connects to `url` (in production, a plaintext URL to another machine is refused) and
     /// uses `table` (a plain identifier), created if missing.
@@ -54,11 +62,7 @@ impl PostgresSink {
         table: &str,
         ring: KeyRing,
     ) -> Result<Self, AuditError> {
-        palisade_sessions::require_transport(url, profile, "audit-postgres", |_| {})
-            .map_err(|e| AuditError::Sink(e.to_string()))?;
-        let options =
-            PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
-        Self::connect_with(options, table, ring).await
+        Self::connect_with(checked_options(url, profile)?, table, ring).await
     }
 
     /// Connects to `url` to read an existing log (verification): the table is never
@@ -70,11 +74,7 @@ impl PostgresSink {
         table: &str,
         ring: KeyRing,
     ) -> Result<Self, AuditError> {
-        palisade_sessions::require_transport(url, profile, "audit-postgres", |_| {})
-            .map_err(|e| AuditError::Sink(e.to_string()))?;
-        let options =
-            PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
-        let sink = Self::pool(options, table, ring).await?;
+        let sink = Self::pool(checked_options(url, profile)?, table, ring).await?;
         let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
             .bind(table)
             .fetch_one(&sink.pool)

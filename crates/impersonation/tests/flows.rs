@@ -145,6 +145,21 @@ async fn authenticator(s: &Setup) -> Authenticator {
         .expect("authenticator")
 }
 
+/// A global admin of `s` impersonates u-1 of org-1: the grant and the credential's identity.
+async fn started(s: &Setup) -> (palisade_impersonation::Grant, Identity) {
+    let grant = s
+        .imp
+        .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
+        .await
+        .expect("start");
+    let id = authenticator(s)
+        .await
+        .verify(grant.token.expose_secret(), &api())
+        .await
+        .expect("verify");
+    (grant, id)
+}
+
 /// A refused start: its name, the admin, the org, the target and the refusal expected.
 type Case = (
     &'static str,
@@ -648,25 +663,16 @@ mod per_request {
     async fn an_ended_impersonation_credential_is_refused() {
         let s = setup(AUDIT_KEY);
         let layer = s.imp.audit_layer();
-        let grant = s
-            .imp
-            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
-            .await
-            .expect("start");
-        let auth = authenticator(&s).await;
-        let id = auth
-            .verify(grant.token.expose_secret(), &api())
-            .await
-            .expect("verify");
+        let (grant, id) = started(&s).await;
         let ran = Arc::new(AtomicUsize::new(0));
-        assert_eq!(call_with(&layer, id.clone(), ran.clone()).await, 200);
+        assert_eq!(call(&layer, id.clone(), ran.clone()).await, 200);
         // A credential naming no impersonation this impersonator knows is refused.
-        assert_eq!(call_with(&layer, impersonated(), ran.clone()).await, 401);
+        assert_eq!(call(&layer, impersonated(), ran.clone()).await, 401);
         s.imp
             .end(&admin(Surface::GLOBAL_ADMIN), &grant.id, "req-2")
             .await
             .expect("end");
-        assert_eq!(call_with(&layer, id, ran.clone()).await, 401);
+        assert_eq!(call(&layer, id, ran.clone()).await, 401);
         assert_eq!(ran.load(Ordering::SeqCst), 1);
         // start, a request, a refused unknown credential, end, a refused ended credential.
         let outcomes: Vec<_> = s
@@ -691,16 +697,7 @@ mod per_request {
     async fn an_end_that_cannot_be_recorded_still_ends_and_is_recorded_later() {
         let s = setup(AUDIT_KEY);
         let layer = s.imp.audit_layer();
-        let grant = s
-            .imp
-            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
-            .await
-            .expect("start");
-        let auth = authenticator(&s).await;
-        let id = auth
-            .verify(grant.token.expose_secret(), &api())
-            .await
-            .expect("verify");
+        let (grant, id) = started(&s).await;
         s.audit.fail_writes(true);
         let ended = s.imp.end(&id, &grant.id, "req-2").await;
         assert!(
@@ -708,7 +705,7 @@ mod per_request {
             "{ended:?}"
         );
         let ran = Arc::new(AtomicUsize::new(0));
-        assert_eq!(call_with(&layer, id, ran.clone()).await, 401);
+        assert_eq!(call(&layer, id, ran.clone()).await, 401);
         assert!(s.imp.sweep().await.is_err());
         s.audit.fail_writes(false);
         assert_eq!(s.imp.sweep().await.expect("sweep"), 1);
@@ -722,22 +719,13 @@ mod per_request {
     async fn a_request_racing_the_end_is_not_executed() {
         let s = setup(AUDIT_KEY);
         let layer = s.imp.audit_layer();
-        let grant = s
-            .imp
-            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
-            .await
-            .expect("start");
-        let auth = authenticator(&s).await;
-        let id = auth
-            .verify(grant.token.expose_secret(), &api())
-            .await
-            .expect("verify");
+        let (grant, id) = started(&s).await;
         let ran = Arc::new(AtomicUsize::new(0));
         // The request's record is held while the admin ends the impersonation.
         *s.audit.hold.lock().expect("hold") = Some("impersonation.request");
         let request = tokio::spawn({
             let (layer, id, ran) = (layer.clone(), id.clone(), ran.clone());
-            async move { call_with(&layer, id, ran).await }
+            async move { call(&layer, id, ran).await }
         });
         s.audit.entered.notified().await;
         s.imp
@@ -753,16 +741,7 @@ mod per_request {
     async fn a_credential_must_match_its_impersonation_and_long_paths_are_cut() {
         let s = setup(AUDIT_KEY);
         let layer = s.imp.audit_layer();
-        let grant = s
-            .imp
-            .start(&admin(Surface::GLOBAL_ADMIN), "org-1", "u-1", "req-1")
-            .await
-            .expect("start");
-        let auth = authenticator(&s).await;
-        let id = auth
-            .verify(grant.token.expose_secret(), &api())
-            .await
-            .expect("verify");
+        let (grant, id) = started(&s).await;
         let ran = Arc::new(AtomicUsize::new(0));
         // The same impersonation id, presented for another user: refused, and recorded.
         let forged = Identity::new(
@@ -775,7 +754,7 @@ mod per_request {
         )
         .with_org("org-1")
         .with_session_id(grant.id.clone());
-        assert_eq!(call_with(&layer, forged.clone(), ran.clone()).await, 401);
+        assert_eq!(call(&layer, forged.clone(), ran.clone()).await, 401);
         let last = s.audit.records().pop().expect("record");
         assert_eq!(
             (last.outcome, last.target.as_str()),
@@ -784,7 +763,7 @@ mod per_request {
         // Replayed, it is refused again without flooding the log.
         let before = s.audit.records().len();
         for _ in 0..5 {
-            assert_eq!(call_with(&layer, forged.clone(), ran.clone()).await, 401);
+            assert_eq!(call(&layer, forged.clone(), ran.clone()).await, 401);
         }
         assert_eq!(s.audit.records().len(), before);
         // A 3 KiB path of multi-byte characters: admitted, recorded cut short.
@@ -806,14 +785,6 @@ mod per_request {
         assert!(last.details["path"].len() <= 1_004);
         assert_eq!(last.details["impersonation"], grant.id);
         assert_eq!(ran.load(Ordering::SeqCst), 1);
-    }
-
-    async fn call_with(
-        layer: &AuditImpersonationLayer<Flaky>,
-        who: Identity,
-        ran: Arc<AtomicUsize>,
-    ) -> http::StatusCode {
-        call(layer, who, ran).await
     }
 
     fn serde_json_text(r: &palisade_audit::Record) -> String {
