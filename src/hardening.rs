@@ -35,11 +35,19 @@ use std::fmt;
 
 use palisade_core::{Finding, Posture, PostureError, Profile, Severity};
 
-/// A built layer (or client) whose non-blocking findings [`Hardening`] keeps.
+/// A built layer (or client) whose non-blocking findings and profile [`Hardening`] checks.
 pub trait Checked {
     /// The findings recorded while it was built (none by default).
     fn posture_findings(&self) -> &[Finding] {
         &[]
+    }
+
+    /// The profile its settings were checked under; `None` when no check depends on it.
+    /// A production assembly refuses a layer checked under another profile
+    /// (`posture.E001`), since a development build may have let through what production
+    /// refuses.
+    fn checked_profile(&self) -> Option<Profile> {
+        None
     }
 }
 
@@ -98,12 +106,31 @@ impl Hardening {
 
     /// Takes a builder's result: the layer (its findings kept), or nothing when the builder
     /// refused (its findings kept) or failed (its error kept). [`Hardening::finish`] refuses
-    /// if anything was refused or failed. Build every layer with the assembly's profile:
-    /// layers that keep no findings of their own (client IP, field cipher, access-key
-    /// verifier, PDP client) report only what their builder refuses.
+    /// if anything was refused or failed. Build every layer with the assembly's profile
+    /// ([`Hardening::profile`]): in production, a layer checked under the development
+    /// profile (or a client-IP layer built without a check) is a blocking finding,
+    /// `posture.E001`.
     pub fn check<L: Checked, E: Refusal>(&mut self, built: Result<L, E>) -> Option<L> {
         let layer = self.step(built)?;
         self.findings.extend_from_slice(layer.posture_findings());
+        if let Some(built) = layer.checked_profile()
+            && self.profile.is_production()
+            && !built.is_production()
+        {
+            let name = std::any::type_name::<L>();
+            let name = name.split('<').next().unwrap_or(name);
+            let name = name.rsplit("::").next().unwrap_or(name);
+            let mut posture = Posture::new(self.profile, "hardening");
+            posture.record(
+                Severity::Deny,
+                "profile-mismatch",
+                format!(
+                    "{name} was checked under the {built} profile, not {}",
+                    self.profile
+                ),
+            );
+            self.findings.extend_from_slice(posture.findings());
+        }
         Some(layer)
     }
 
@@ -261,11 +288,7 @@ impl fmt::Display for HardeningError {
 
 impl std::error::Error for HardeningError {}
 
-/// `Checked` for layers without findings of their own, `Refusal` for errors.
-macro_rules! plain {
-    ($($ty:ty),* $(,)?) => { $(impl Checked for $ty {})* };
-}
-
+/// `Checked` for layers keeping their findings and profile.
 #[allow(unused_macros)] // used by feature-gated modules
 macro_rules! with_findings {
     ($($ty:ty),* $(,)?) => {
@@ -273,11 +296,24 @@ macro_rules! with_findings {
             fn posture_findings(&self) -> &[Finding] {
                 self.findings()
             }
+
+            fn checked_profile(&self) -> Option<Profile> {
+                Some(self.profile())
+            }
         })*
     };
 }
 
-plain!(palisade_core::ClientIpLayer);
+impl Checked for palisade_core::ClientIpLayer {
+    fn posture_findings(&self) -> &[Finding] {
+        self.findings()
+    }
+
+    /// Built with `ClientIpLayer::new`, it was never checked: as lax as development.
+    fn checked_profile(&self) -> Option<Profile> {
+        Some(self.profile().unwrap_or(Profile::Development))
+    }
+}
 
 #[cfg(feature = "csp-headers")]
 mod csp_headers {
@@ -330,7 +366,12 @@ mod authn {
     use palisade_authn::{Authenticator, AuthnLayer, BuildError};
 
     with_findings!(Authenticator, LocalJwtIssuer);
-    plain!(AuthnLayer);
+
+    impl Checked for AuthnLayer {
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile())
+        }
+    }
 
     impl Refusal for BuildError {
         fn posture(&self) -> Option<&PostureError> {
@@ -347,7 +388,11 @@ mod field_crypto {
     use super::*;
     use palisade_field_crypto::{FieldCipher, FieldCryptoError};
 
-    plain!(FieldCipher);
+    impl Checked for FieldCipher {
+        fn checked_profile(&self) -> Option<Profile> {
+            self.profile()
+        }
+    }
 
     impl Refusal for FieldCryptoError {
         fn posture(&self) -> Option<&PostureError> {
@@ -374,6 +419,10 @@ mod throttle {
         fn posture_findings(&self) -> &[Finding] {
             self.findings()
         }
+
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile())
+        }
     }
 
     impl Refusal for palisade_throttle::ConfigError {
@@ -387,7 +436,11 @@ mod throttle {
 mod authz_cerbos {
     use super::*;
 
-    plain!(palisade_authz_cerbos::PdpClient);
+    impl Checked for palisade_authz_cerbos::PdpClient {
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile())
+        }
+    }
 
     impl Refusal for palisade_authz_cerbos::AuthzError {
         fn posture(&self) -> Option<&PostureError> {

@@ -238,7 +238,92 @@ fn development_reports_without_refusing() {
     assert!(ip.is_some());
     let report = h.finish().expect("development starts");
     assert!(!report.refuses());
-    assert_eq!(report.findings().len(), 0, "{report}");
+    // Reported, not refused.
+    let ids: Vec<_> = report.findings().iter().map(|f| f.id()).collect();
+    assert_eq!(ids, ["proxy.E001"], "{report}");
+}
+
+#[tokio::test]
+async fn a_production_assembly_refuses_layers_checked_under_development() {
+    use palisade::authn::local::LocalJwtIssuer;
+    use palisade::authz_cerbos::PdpClient;
+    use palisade::core::ManualClock;
+    use palisade::csp_headers::{CorsLayer, SecurityHeadersLayer};
+    use palisade::field_crypto::FieldCipher;
+
+    const D: Profile = Profile::Development;
+    let mut h = Hardening::new(P);
+    // Each of these passes its own (development) checks.
+    let headers = h.check(SecurityHeadersLayer::builder().profile(D).build());
+    let cors = h.check(CorsLayer::builder().profile(D).build());
+    let ip = h.check(Ok::<_, palisade::core::PostureError>(ClientIpLayer::new(
+        TrustedProxies::none(),
+    )));
+    let local = h.check(
+        LocalJwtIssuer::builder("https://api.example.com/local")
+            .profile(D)
+            .build(),
+    );
+    let pdp = h.check(
+        PdpClient::builder("http://127.0.0.1:3593")
+            .insecure_plaintext_loopback()
+            .profile(D)
+            .build(),
+    );
+    let clock = ManualClock::new(std::time::UNIX_EPOCH).shared();
+    let cipher = h.check(FieldCipher::ephemeral_for_development(D, clock.clone()));
+    assert!(headers.is_some() && cors.is_some() && ip.is_some() && local.is_some());
+    assert!(pdp.is_some() && cipher.is_some());
+    // A checked client-IP layer and a configured key ring depend on no profile mismatch.
+    let strong = h.check(ClientIpLayer::checked(TrustedProxies::none(), P));
+    assert!(strong.is_some());
+    let ring = palisade::core::KeyRing::parse(&format!("k 1 {}", "QUJD".repeat(11))).expect("ring");
+    assert!(
+        h.check(Ok::<_, palisade::core::PostureError>(FieldCipher::new(
+            ring, clock
+        )))
+        .is_some()
+    );
+
+    let refused = h.finish().expect_err("development layers in production");
+    let report = refused.report();
+    let mismatched: Vec<String> = report
+        .findings()
+        .iter()
+        .filter(|f| f.id() == "posture.E001")
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(mismatched.len(), 6, "{report}");
+    for name in [
+        "SecurityHeadersLayer",
+        "CorsLayer",
+        "ClientIpLayer",
+        "LocalJwtIssuer",
+        "PdpClient",
+        "FieldCipher",
+    ] {
+        assert!(
+            mismatched
+                .iter()
+                .any(|m| m.contains(&format!("{name} was checked under the development profile"))),
+            "{name}: {mismatched:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_development_assembly_accepts_production_layers() {
+    use palisade::csp_headers::SecurityHeadersLayer;
+    let mut h = Hardening::new(Profile::Development);
+    assert!(
+        h.check(SecurityHeadersLayer::builder().profile(P).build())
+            .is_some()
+    );
+    let report = h.finish().expect("stricter layers are fine");
+    assert!(
+        report.findings().iter().all(|f| f.id() != "posture.E001"),
+        "{report}"
+    );
 }
 
 #[test]

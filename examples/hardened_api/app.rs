@@ -242,22 +242,26 @@ pub(crate) async fn build(
         "https://{}/local",
         settings.public_host.as_deref().unwrap_or("localhost")
     );
-    let local_jwt = LocalJwtIssuer::builder(&local_issuer_url)
-        .profile(profile)
-        .key_ring(ring.clone())
-        .build()?;
+    let local_jwt = hardening.check(
+        LocalJwtIssuer::builder(&local_issuer_url)
+            .profile(profile)
+            .key_ring(ring.clone())
+            .build(),
+    );
     let mut auth = Authenticator::builder()
         .profile(profile)
-        .issuer(
-            IssuerConfig::new(&local_issuer_url)?
-                .key_source(KeySource::Static(local_jwt.key_set())),
-        )
         // Impersonation credentials: the only issuer whose `act` claims are believed.
         .issuer(
             IssuerConfig::new(impersonator.issuer())?
                 .key_source(KeySource::Static(impersonator.key_set()))
                 .accept_actor_claims(),
         );
+    if let Some(local_jwt) = &local_jwt {
+        auth = auth.issuer(
+            IssuerConfig::new(&local_issuer_url)?
+                .key_source(KeySource::Static(local_jwt.key_set())),
+        );
+    }
     match &settings.oidc_issuer {
         // Memberships (org and team roles) come from Keycloak group paths `/orgs/<org>/<role>`.
         Some(issuer) => {
@@ -385,8 +389,9 @@ pub(crate) async fn build(
         Some((Some(api_auth), Some(admin_auth), Some(org_admin_auth))),
         Some(verifier),
         Some(throttle),
+        Some(local_jwt),
     ) = (
-        headers, https, admin, cors, client_ip, surfaces, verifier, throttle,
+        headers, https, admin, cors, client_ip, surfaces, verifier, throttle, local_jwt,
     )
     else {
         return Err("a layer was not built".into());

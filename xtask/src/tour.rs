@@ -2334,7 +2334,7 @@ async fn impersonation_rows(target: &Target, http: &Client) -> Vec<Row> {
 }
 
 /// The metric families the tour's traffic must have produced.
-const METRICS: [&str; 8] = [
+const METRICS: [&str; 12] = [
     "palisade_authn_failures_total{reason=\"missing_token\"}",
     "palisade_authn_failures_total{reason=\"bad_signature\"}",
     "palisade_aksk_failures_total{reason=\"replay\"}",
@@ -2343,6 +2343,11 @@ const METRICS: [&str; 8] = [
     "palisade_authz_cache_total{result=\"miss\"}",
     "palisade_authz_pdp_seconds",
     "palisade_audit_writes_total{sink=\"jsonl\",outcome=\"ok\"}",
+    // Store health: every store the tour used answered its last call.
+    "palisade_store_up{store=\"throttle\"} 1",
+    "palisade_store_up{store=\"access-keys\"} 1",
+    "palisade_store_up{store=\"nonces\"} 1",
+    "palisade_store_up{store=\"sessions\"} 1",
 ];
 
 /// Metrics: the demo's loopback scrape endpoint reports what the tour did.

@@ -474,6 +474,7 @@ impl VerifierBuilder {
         let findings = posture.finish()?;
         Ok(Verifier {
             inner: Arc::new(Inner {
+                profile: self.profile,
                 findings,
                 // The scope after its date, for the common Authorization layout; only when
                 // region and service hold no separator the general parser splits at.
@@ -527,6 +528,7 @@ struct Inner {
     cipher: FieldCipher,
     clock: SharedClock,
     cache: RwLock<Cache>,
+    profile: Profile,
     findings: Vec<palisade_core::Finding>,
 }
 
@@ -890,6 +892,11 @@ impl Verifier {
     /// `aksk-any-host`).
     pub fn findings(&self) -> &[palisade_core::Finding] {
         &self.inner.findings
+    }
+
+    /// The profile the verifier was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.inner.profile
     }
 
     /// A builder for credential scopes `<date>/<region>/<service>/aws4_request`.

@@ -124,6 +124,11 @@ impl Revocation {
 }
 
 impl AuthnLayer {
+    /// The profile its authenticator was checked under (see [`Authenticator::profile`]).
+    pub fn profile(&self) -> palisade_core::Profile {
+        self.auth.profile()
+    }
+
     pub(crate) fn new(auth: Authenticator, policy: Arc<SurfacePolicy>) -> Self {
         Self {
             auth,

@@ -195,6 +195,7 @@ impl LocalJwtBuilder {
                 keys,
                 ttl: self.ttl,
                 clock: self.clock,
+                profile: self.profile,
                 findings,
             }),
         })
@@ -207,6 +208,7 @@ struct Inner {
     keys: Vec<LocalKey>,
     ttl: Duration,
     clock: SharedClock,
+    profile: Profile,
     findings: Vec<palisade_core::Finding>,
 }
 
@@ -334,6 +336,11 @@ impl LocalJwtIssuer {
     /// `local-jwt-long-ttl`).
     pub fn findings(&self) -> &[palisade_core::Finding] {
         &self.inner.findings
+    }
+
+    /// The profile the issuer was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.inner.profile
     }
 
     /// A builder for issuer `issuer` (the `iss` of every token).

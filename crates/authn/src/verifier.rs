@@ -370,6 +370,11 @@ impl Authenticator {
         &self.inner.findings
     }
 
+    /// The profile the issuers were checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.inner.profile
+    }
+
     /// A layer for one surface. Refused in production when the policy accepts any client.
     pub fn layer(&self, policy: SurfacePolicy) -> Result<AuthnLayer, BuildError> {
         if policy.audiences.is_empty() {

@@ -157,9 +157,15 @@ pub struct PdpClientBuilder {
 pub struct PdpClient {
     client: CerbosServiceClient<Channel>,
     timeout: Duration,
+    profile: Profile,
 }
 
 impl PdpClient {
+    /// The profile the client's transport was checked under.
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
     /// A builder for the PDP at `endpoint` (`https://host:port`, or `http://` for the insecure
     /// loopback option).
     pub fn builder(endpoint: impl Into<String>) -> PdpClientBuilder {
@@ -279,6 +285,7 @@ impl PdpClientBuilder {
         Ok(PdpClient {
             client: CerbosServiceClient::new(endpoint.connect_lazy()),
             timeout: self.timeout,
+            profile: self.profile,
         })
     }
 }
@@ -356,6 +363,7 @@ impl PdpClientBuilder {
         Ok(PdpClient {
             client: CerbosServiceClient::new(channel),
             timeout: self.timeout,
+            profile: self.profile,
         })
     }
 }

@@ -115,6 +115,8 @@ checks! {
     ("authz.E001", "authz-pdp-plaintext", "The Cerbos PDP is reached without TLS", "Serve the PDP over TLS and drop `insecure_plaintext_loopback` (verification is on by default; add the PDP's CA with `ca_certificate_pem`)."),
     // Debugging.
     ("debug.E001", "debug-switch-on", "A test or debugging switch is on", "Turn it off: test clocks, mail outboxes and debug endpoints are for development only."),
+    // The assembly.
+    ("posture.E001", "profile-mismatch", "A layer checked under another profile than the assembly", "Pass the assembly's profile (`Hardening::profile()`) to every builder, and build the client-IP layer with `ClientIpLayer::checked`."),
     // Stores.
     ("store.E001", "store-plaintext", "A store on another host without verified TLS", "Use rediss:// or PostgreSQL sslmode=verify-full for stores off the host."),
     ("store.E002", "store-url", "A store URL that cannot be checked", "Fix the URL (scheme, host and TLS mode)."),

@@ -62,4 +62,4 @@ pub use posture::{Finding, Posture, PostureError, Profile, Severity};
 pub use rejection::{Rejection, RejectionKind};
 pub use revocation::{RevocationError, SessionRevocation};
 pub use secret::constant_time_eq;
-pub use store::StoreError;
+pub use store::{StoreError, StoreHealth};

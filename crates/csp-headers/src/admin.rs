@@ -161,6 +161,7 @@ impl AdminHostBuilder {
                 host: self.host,
                 prefix: self.prefix,
                 allow: self.allow,
+                profile: self.profile,
                 findings,
             }),
         })
@@ -172,6 +173,7 @@ struct AdminConfig {
     host: String,
     prefix: String,
     allow: Option<Vec<IpNet>>,
+    profile: Profile,
     findings: Vec<Finding>,
 }
 
@@ -199,6 +201,11 @@ impl AdminHostLayer {
     /// The non-blocking findings recorded when the layer was built.
     pub fn findings(&self) -> &[Finding] {
         &self.config.findings
+    }
+
+    /// The profile the layer was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.config.profile
     }
 }
 

@@ -113,6 +113,7 @@ impl RequireHttpsBuilder {
             config: Arc::new(HttpsConfig {
                 canonical_host: self.canonical_host,
                 https_port: self.https_port,
+                profile: self.profile,
                 findings,
             }),
         })
@@ -123,6 +124,7 @@ impl RequireHttpsBuilder {
 struct HttpsConfig {
     canonical_host: Option<String>,
     https_port: u16,
+    profile: Profile,
     findings: Vec<Finding>,
 }
 
@@ -146,6 +148,11 @@ impl RequireHttpsLayer {
     /// The non-blocking findings recorded when the layer was built.
     pub fn findings(&self) -> &[Finding] {
         &self.config.findings
+    }
+
+    /// The profile the layer was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.config.profile
     }
 }
 

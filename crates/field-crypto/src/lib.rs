@@ -264,6 +264,8 @@ impl fmt::Debug for BlindIndex {
 pub struct FieldCipher {
     ring: KeyRing,
     clock: SharedClock,
+    /// The profile a generated key was allowed under (`None`: a configured ring).
+    ephemeral_under: Option<Profile>,
 }
 
 impl fmt::Debug for FieldCipher {
@@ -277,7 +279,11 @@ impl fmt::Debug for FieldCipher {
 impl FieldCipher {
     /// A cipher over `ring`; `clock` decides which keys are valid.
     pub fn new(ring: KeyRing, clock: SharedClock) -> Self {
-        Self { ring, clock }
+        Self {
+            ring,
+            clock,
+            ephemeral_under: None,
+        }
     }
 
     /// A cipher over the ring in [`FIELD_ENCRYPTION_KEYS`]; fails when the variable is unset,
@@ -304,7 +310,16 @@ impl FieldCipher {
         let mut material = Zeroizing::new([0u8; 32]);
         rand::rng().fill_bytes(&mut material[..]);
         let key = Key::new("ephemeral", 1, material.to_vec().into(), None, None)?;
-        Ok(Self::new(KeyRing::new(vec![key])?, clock))
+        Ok(Self {
+            ephemeral_under: Some(profile),
+            ..Self::new(KeyRing::new(vec![key])?, clock)
+        })
+    }
+
+    /// The profile a generated development key was allowed under; `None` for a configured
+    /// ring, whose checks do not depend on the profile.
+    pub fn profile(&self) -> Option<Profile> {
+        self.ephemeral_under
     }
 
     /// The key ring.

@@ -60,10 +60,22 @@ pub enum SessionError {
     Unavailable,
 }
 
+/// The health of the refresh store (`palisade_store_up{store="sessions"}`).
+static STORE_HEALTH: palisade_core::StoreHealth = palisade_core::StoreHealth::new("sessions");
+
+/// `result`, with a success recorded as store health (a failure is recorded by the
+/// conversion into [`SessionError`]).
+fn observed<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
+    if result.is_ok() {
+        STORE_HEALTH.ok();
+    }
+    result
+}
+
 impl From<StoreError> for SessionError {
     fn from(err: StoreError) -> Self {
         tracing::error!(target: "palisade::sessions", %err, "session store failed");
-        metrics::counter!("palisade_store_errors_total", "store" => "sessions").increment(1);
+        STORE_HEALTH.failed();
         SessionError::Unavailable
     }
 }
@@ -197,9 +209,11 @@ impl<S: RefreshStore> RefreshSessions<S> {
             idle_timeout: self.policy.idle_timeout.as_secs(),
             created_at: now,
         };
-        self.store
-            .create(&family, &self.hash_active(token.expose())?)
-            .await?;
+        observed(
+            self.store
+                .create(&family, &self.hash_active(token.expose())?)
+                .await,
+        )?;
         Ok((id, token))
     }
 
@@ -222,18 +236,18 @@ impl<S: RefreshStore> RefreshSessions<S> {
             }),
             None => None,
         };
-        match self
-            .store
-            .rotate(
-                &family,
-                &presented_hashes,
-                &successor_hash,
-                device,
-                self.now(),
-                grace.as_ref(),
-            )
-            .await?
-        {
+        match observed(
+            self.store
+                .rotate(
+                    &family,
+                    &presented_hashes,
+                    &successor_hash,
+                    device,
+                    self.now(),
+                    grace.as_ref(),
+                )
+                .await,
+        )? {
             Rotation::Grace { user_id, sealed } => match self.open(presented, &sealed) {
                 Some(token) => Ok(Refreshed {
                     family,
@@ -269,20 +283,21 @@ impl<S: RefreshStore> RefreshSessions<S> {
     /// `false` when the token is not one the family issued (a family id alone does not do).
     pub async fn logout(&self, token: &str) -> Result<bool, SessionError> {
         let family = token::parse(token).ok_or(SessionError::InvalidToken)?;
-        Ok(self
-            .store
-            .revoke_family(&family, &self.hash_all(token))
-            .await?)
+        Ok(observed(
+            self.store
+                .revoke_family(&family, &self.hash_all(token))
+                .await,
+        )?)
     }
 
     /// Logs `user_id` out everywhere; returns how many families were revoked.
     pub async fn logout_everywhere(&self, user_id: &str) -> Result<usize, SessionError> {
-        Ok(self.store.revoke_user(user_id).await?)
+        Ok(observed(self.store.revoke_user(user_id).await)?)
     }
 
     /// Whether a family is revoked or unknown.
     pub async fn is_revoked(&self, family: &FamilyId) -> Result<bool, SessionError> {
-        Ok(self.store.is_revoked(family).await?)
+        Ok(observed(self.store.is_revoked(family).await)?)
     }
 }
 

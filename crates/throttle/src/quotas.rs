@@ -73,6 +73,18 @@ impl QuotaTable {
         Some(entry.tiers.get(tier).copied().unwrap_or(entry.default))
     }
 
+    /// `tier` as a metric label for `rule`: the default tier or a tier with its own quota for
+    /// the rule; any other name (from the application's policy source, so unbounded) is
+    /// `other`, so labels stay as few as the table's tiers.
+    pub(crate) fn tier_label<'a>(&self, rule: &str, tier: &'a str) -> &'a str {
+        let known = tier == crate::policy::DEFAULT_TIER
+            || self
+                .rules
+                .get(rule)
+                .is_some_and(|entry| entry.tiers.contains_key(tier));
+        if known { tier } else { "other" }
+    }
+
     /// Checks that every rule of `requirements` (name, cost) has a quota, and that the cost
     /// fits every burst the rule can get.
     fn check(&self, requirements: &[(Arc<str>, u32)]) -> Result<(), ConfigError> {
@@ -160,5 +172,24 @@ impl Quotas {
         self.inner.table.load().check(rules)?;
         requirements.extend(rules.iter().cloned());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Quota;
+
+    #[test]
+    fn tier_labels_are_bounded_by_the_table() {
+        let q = Quota::per_minute(60).expect("quota");
+        let table = QuotaTable::new()
+            .rule("org", q)
+            .tier("org", "enterprise", q);
+        assert_eq!(table.tier_label("org", "enterprise"), "enterprise");
+        assert_eq!(table.tier_label("org", "default"), "default");
+        // Names from the policy source without a quota of their own, or of another rule.
+        assert_eq!(table.tier_label("org", "x-attacker-chosen-9f3a"), "other");
+        assert_eq!(table.tier_label("user", "enterprise"), "other");
     }
 }

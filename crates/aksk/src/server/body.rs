@@ -82,6 +82,14 @@ where
                     if let Some(data) = frame.data_ref() {
                         let len = data.len() as u64;
                         if len > *remaining {
+                            // Refused while the handler reads: counted like a refusal at
+                            // the gate.
+                            metrics::counter!(
+                                "palisade_aksk_failures_total",
+                                "reason" => "body_too_large"
+                            )
+                            .increment(1);
+                            tracing::warn!(target: "palisade::aksk", "unsigned body over its limit: refused while read");
                             return Err(BoxError::from(
                                 "the unsigned body is larger than the limit",
                             ));

@@ -199,11 +199,26 @@ where
     }
 }
 
+/// The health of the credential store (`palisade_store_up{store="access-keys"}`).
+static CREDENTIALS_HEALTH: palisade_core::StoreHealth =
+    palisade_core::StoreHealth::new("access-keys");
+/// The health of the nonce store (`palisade_store_up{store="nonces"}`).
+static NONCES_HEALTH: palisade_core::StoreHealth = palisade_core::StoreHealth::new("nonces");
+
+/// `result`, recorded as the health of the store that answered it.
+fn observed<T>(
+    health: &palisade_core::StoreHealth,
+    result: Result<T, palisade_core::StoreError>,
+) -> Result<T, palisade_core::StoreError> {
+    match &result {
+        Ok(_) => health.ok(),
+        Err(_) => health.failed(),
+    }
+    result
+}
+
 fn reject(error: VerifyError, key_id: Option<&str>) -> Rejection {
     metrics::counter!("palisade_aksk_failures_total", "reason" => error.reason()).increment(1);
-    if matches!(error, VerifyError::Unavailable(_)) {
-        metrics::counter!("palisade_store_errors_total", "store" => "access-keys").increment(1);
-    }
     let kind = match error {
         VerifyError::Unavailable(_) => {
             tracing::error!(reason = %error, key_id, "access-key request refused: store unavailable");
@@ -231,7 +246,7 @@ where
     let (mut parts, body) = request.into_parts();
     let check = verifier.precheck(&parts).map_err(|e| reject(e, None))?;
     let key_id = check.key_id();
-    let record = match shared.credentials.get(key_id).await {
+    let record = match observed(&CREDENTIALS_HEALTH, shared.credentials.get(key_id).await) {
         Ok(Some(record)) => record,
         Ok(None) => return Err(reject(VerifyError::UnknownKey, Some(key_id))),
         Err(e) => return Err(reject(VerifyError::Unavailable(e), Some(key_id))),
@@ -264,11 +279,11 @@ where
         VerifiedBody::unverified(body, verifier.body_limit(&check))
     };
     let now = verifier.clock().now();
-    match shared
+    let inserted = shared
         .nonces
         .insert_once(key_id, check.nonce(), verifier.nonce_ttl(), now)
-        .await
-    {
+        .await;
+    match observed(&NONCES_HEALTH, inserted) {
         Ok(true) => {}
         Ok(false) => return Err(reject(VerifyError::Replay, Some(key_id))),
         Err(e) => return Err(reject(VerifyError::Unavailable(e), Some(key_id))),

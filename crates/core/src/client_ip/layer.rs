@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{ClientIp, ConnectionInfo, RequestScheme, TrustedProxies};
-use crate::posture::{Posture, PostureError, Profile};
+use crate::posture::{Finding, Posture, PostureError, Profile};
 
 /// Inserts [`ClientIp`] and [`RequestScheme`] into request extensions, from the
 /// [`ConnectionInfo`] the server inserted and the forwarded headers of trusted proxies.
@@ -39,12 +39,19 @@ use crate::posture::{Posture, PostureError, Profile};
 #[must_use]
 pub struct ClientIpLayer {
     proxies: TrustedProxies,
+    /// The profile it was checked under (`None`: built without a check).
+    profile: Option<Profile>,
+    findings: Vec<Finding>,
 }
 
 impl ClientIpLayer {
     /// A layer trusting `proxies`, without a posture check (see [`Self::checked`]).
     pub fn new(proxies: TrustedProxies) -> Self {
-        Self { proxies }
+        Self {
+            proxies,
+            profile: None,
+            findings: Vec::new(),
+        }
     }
 
     /// A layer trusting `proxies`, refused in production when the list trusts every address.
@@ -58,8 +65,24 @@ impl ClientIpLayer {
     pub fn checked(proxies: TrustedProxies, profile: Profile) -> Result<Self, PostureError> {
         let mut posture = Posture::new(profile, "client-ip");
         proxies.check(&mut posture);
-        posture.finish()?;
-        Ok(Self { proxies })
+        let findings = posture.finish()?;
+        Ok(Self {
+            proxies,
+            profile: Some(profile),
+            findings,
+        })
+    }
+
+    /// The non-blocking findings recorded when the layer was checked (for example
+    /// `proxy-block-wide`); none for [`Self::new`].
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// The profile the layer was checked under: `None` when it was built with
+    /// [`Self::new`], without a check.
+    pub fn profile(&self) -> Option<Profile> {
+        self.profile
     }
 }
 

@@ -299,6 +299,20 @@ fn posture_of_proxy_lists() {
 }
 
 #[test]
+fn a_checked_layer_keeps_its_warnings_and_profile() {
+    use crate::ClientIpLayer;
+    use crate::posture::Profile;
+    let wide = TrustedProxies::new(["10.0.0.0/4"]).unwrap();
+    let layer = ClientIpLayer::checked(wide.clone(), Profile::Production).unwrap();
+    let codes: Vec<_> = layer.findings().iter().map(|f| f.code()).collect();
+    assert_eq!(codes, ["proxy-block-wide"]);
+    assert_eq!(layer.profile(), Some(Profile::Production));
+    let unchecked = ClientIpLayer::new(wide);
+    assert!(unchecked.findings().is_empty());
+    assert_eq!(unchecked.profile(), None);
+}
+
+#[test]
 fn invalid_proxy_entries_are_errors() {
     assert!(TrustedProxies::new(["10.0.0.0/33"]).is_err());
     assert!(TrustedProxies::new(["proxy.local"]).is_err());

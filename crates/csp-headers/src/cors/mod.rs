@@ -235,6 +235,7 @@ impl CorsBuilder {
                 expose_value,
                 credentials: self.credentials,
                 max_age_value: HeaderValue::from(self.max_age.as_secs()),
+                profile: self.profile,
                 findings,
             }),
         })
@@ -251,6 +252,7 @@ pub(crate) struct Config {
     pub(crate) expose_value: Option<HeaderValue>,
     pub(crate) credentials: bool,
     pub(crate) max_age_value: HeaderValue,
+    pub(crate) profile: Profile,
     pub(crate) findings: Vec<Finding>,
 }
 
@@ -270,6 +272,11 @@ impl CorsLayer {
     /// The non-blocking findings recorded when the layer was built.
     pub fn findings(&self) -> &[Finding] {
         &self.config.findings
+    }
+
+    /// The profile the layer was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.config.profile
     }
 }
 

@@ -571,6 +571,7 @@ impl SecurityHeadersBuilder {
                 hsts: self.hsts.map(Hsts::header_value),
                 fixed,
                 remove: self.remove,
+                profile: self.profile,
                 findings,
             }),
         })
@@ -585,6 +586,7 @@ pub(crate) struct Plan {
     pub(crate) hsts: Option<HeaderValue>,
     pub(crate) fixed: Vec<(HeaderName, HeaderValue)>,
     pub(crate) remove: Vec<HeaderName>,
+    pub(crate) profile: Profile,
     pub(crate) findings: Vec<Finding>,
 }
 
@@ -604,6 +606,11 @@ impl SecurityHeadersLayer {
     /// The non-blocking findings recorded when the layer was built.
     pub fn findings(&self) -> &[Finding] {
         &self.plan.findings
+    }
+
+    /// The profile the layer was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.plan.profile
     }
 }
 
@@ -629,6 +636,7 @@ impl CspLayer {
                 hsts: None,
                 fixed: Vec::new(),
                 remove: Vec::new(),
+                profile,
                 findings,
             }),
         })
@@ -666,6 +674,7 @@ impl HstsLayer {
                 hsts: Some(hsts.header_value()),
                 fixed: Vec::new(),
                 remove: Vec::new(),
+                profile,
                 findings,
             }),
         })

@@ -65,6 +65,9 @@ use palisade_core::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+/// The health of the throttle's store (`palisade_store_up{store="throttle"}`).
+static STORE_HEALTH: palisade_core::StoreHealth = palisade_core::StoreHealth::new("throttle");
+
 pub use self::future::ResponseFuture;
 use crate::events::{Limited, LogEvents, StoreFailed, ThrottleEvents};
 use crate::gcra::Quota;
@@ -173,6 +176,7 @@ pub(crate) struct Shared<St> {
     headers_on_success: bool,
     events: Arc<dyn ThrottleEvents>,
     time: Time,
+    profile: Profile,
     findings: Box<[Finding]>,
 }
 
@@ -331,6 +335,7 @@ impl<St: ThrottleStore> ThrottleBuilder<St> {
                 headers_on_success: self.headers_on_success,
                 events: self.events,
                 time: self.clock.map_or_else(Time::monotonic, Time::Clock),
+                profile,
                 findings,
             }),
         })
@@ -341,6 +346,11 @@ impl<St> ThrottleLayer<St> {
     /// The non-blocking findings recorded while the layer was built.
     pub fn findings(&self) -> &[Finding] {
         &self.shared.findings
+    }
+
+    /// The profile the layer was checked under when it was built.
+    pub fn profile(&self) -> Profile {
+        self.shared.profile
     }
 }
 
@@ -682,10 +692,12 @@ impl<St: ThrottleStore> Shared<St> {
             }
         }
         let verdict = match verdict {
-            Ok(verdict) => verdict,
+            Ok(verdict) => {
+                STORE_HEALTH.ok();
+                verdict
+            }
             Err(error) => {
-                metrics::counter!("palisade_store_errors_total", "store" => "throttle")
-                    .increment(1);
+                STORE_HEALTH.failed();
                 self.events.store_failed(&StoreFailed {
                     error,
                     failed_open: plan.fail_open,
@@ -718,12 +730,13 @@ impl<St: ThrottleStore> Shared<St> {
         }
         metrics::counter!("palisade_throttle_decisions_total", "decision" => "limited")
             .increment(1);
+        let table = self.quotas.current();
         for (i, decision) in verdict.decisions().iter().enumerate() {
             if let (false, Some(rule)) = (decision.allowed(), rule_of(i)) {
                 metrics::counter!(
                     "palisade_throttle_limited_total",
                     "rule" => rule.name.to_string(),
-                    "tier" => policy.tier_name().to_owned(),
+                    "tier" => table.tier_label(&rule.name, policy.tier_name()).to_owned(),
                 )
                 .increment(1);
                 self.events.limited(&Limited {
