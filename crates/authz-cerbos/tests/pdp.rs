@@ -130,6 +130,7 @@ async fn a_stopped_pdp_is_a_deny_within_the_timeout_and_a_restarted_one_serves_a
 }
 
 struct Pki {
+    issuer: Issuer<'static, KeyPair>,
     ca: String,
     server_cert: std::path::PathBuf,
     server_key: std::path::PathBuf,
@@ -181,6 +182,7 @@ fn pki(dir: &Path) -> Pki {
         ca: ca_pem,
         client: leaf(&issuer, &["client"], true),
         rogue_client: leaf(&rogue, &["client"], true),
+        issuer,
     }
 }
 
@@ -250,6 +252,68 @@ async fn tls_is_verified_and_mutual_tls_presents_a_certificate() {
             .await
             .is_err()
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads through `client` until one answer comes (the PDP was just restarted: the first
+/// calls may meet the old connection's failure), at most 20 tries.
+async fn read_after_restart(client: &PdpClient) -> Result<bool, AuthzError> {
+    let mut answer = Err(AuthzError::Unavailable);
+    for _ in 0..20 {
+        answer = read(client).await;
+        if answer.is_ok() {
+            break;
+        }
+    }
+    answer
+}
+
+/// The runbook's Cerbos steps: a server certificate re-issued from the same CA needs nothing
+/// from the clients; a CA change goes through a bundle trusting both CAs, and a certificate
+/// from a CA the client does not trust is a deny.
+#[tokio::test]
+async fn certificates_re_issued_from_the_same_ca_or_a_bundled_new_ca_are_served() {
+    let dir = std::env::temp_dir().join(format!("palisade-authz-rotate-{}", std::process::id()));
+    let pki = pki(&dir);
+    let mut pdp = cerbos::Pdp::start(&cerbos::Transport::Tls {
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+    })
+    .expect("pdp");
+    let client = tls_client(&pdp, Some(&pki.ca), None);
+    assert!(read(&client).await.expect("first certificate"));
+    let first = std::fs::read_to_string(&pki.server_cert).expect("cert");
+
+    // 1. A new key and certificate from the same CA, the PDP restarted on it: the same
+    //    client (not rebuilt) is served.
+    let (cert, key) = leaf(&pki.issuer, &["localhost", "127.0.0.1"], false);
+    assert_ne!(cert, first);
+    std::fs::write(&pki.server_cert, &cert).expect("write");
+    std::fs::write(&pki.server_key, &key).expect("write");
+    pdp.restart().expect("restart");
+    assert!(
+        read_after_restart(&client)
+            .await
+            .expect("re-issued certificate")
+    );
+
+    // 2. A CA change: clients first trust a bundle of the old and the new CA ...
+    let (new_ca, new_ca_pem) = ca("palisade-authz test CA (next)");
+    let bundle = format!("{}{}", pki.ca, new_ca_pem);
+    let bundled = tls_client(&pdp, Some(&bundle), None);
+    assert!(read(&bundled).await.expect("old CA through the bundle"));
+    // ... then the PDP moves to a certificate of the new CA: bundled clients are served,
+    // clients trusting only the old CA are refused (a deny, never a pass).
+    let (cert, key) = leaf(&new_ca, &["localhost", "127.0.0.1"], false);
+    std::fs::write(&pki.server_cert, &cert).expect("write");
+    std::fs::write(&pki.server_key, &key).expect("write");
+    pdp.restart().expect("restart");
+    assert!(
+        read_after_restart(&bundled)
+            .await
+            .expect("new CA through the bundle")
+    );
+    assert!(read_after_restart(&client).await.is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
