@@ -49,6 +49,11 @@ pub trait Checked {
     fn checked_profile(&self) -> Option<Profile> {
         None
     }
+
+    /// Whether it was built without any posture check (counted as development).
+    fn unchecked(&self) -> bool {
+        false
+    }
 }
 
 /// A build error, which may be a posture refusal listing findings.
@@ -120,14 +125,16 @@ impl Hardening {
             let name = std::any::type_name::<L>();
             let name = name.split('<').next().unwrap_or(name);
             let name = name.rsplit("::").next().unwrap_or(name);
+            let how = if layer.unchecked() {
+                "was built without a posture check".to_owned()
+            } else {
+                format!("was checked under the {built} profile")
+            };
             let mut posture = Posture::new(self.profile, "hardening");
             posture.record(
                 Severity::Deny,
                 "profile-mismatch",
-                format!(
-                    "{name} was checked under the {built} profile, not {}",
-                    self.profile
-                ),
+                format!("{name} {how}, not {}", self.profile),
             );
             self.findings.extend_from_slice(posture.findings());
         }
@@ -313,6 +320,10 @@ impl Checked for palisade_core::ClientIpLayer {
     fn checked_profile(&self) -> Option<Profile> {
         Some(self.profile().unwrap_or(Profile::Development))
     }
+
+    fn unchecked(&self) -> bool {
+        self.profile().is_none()
+    }
 }
 
 #[cfg(feature = "csp-headers")]
@@ -450,4 +461,75 @@ mod authz_cerbos {
             }
         }
     }
+}
+
+#[cfg(feature = "impersonation")]
+mod impersonation {
+    use super::*;
+    use palisade_impersonation::{Impersonator, ImpersonatorBuildError};
+
+    impl<D, A> Checked for Impersonator<D, A>
+    where
+        D: palisade_impersonation::UserDirectory,
+        A: palisade_audit::AuditSink,
+    {
+        fn posture_findings(&self) -> &[Finding] {
+            self.findings()
+        }
+
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile())
+        }
+    }
+
+    impl Refusal for ImpersonatorBuildError {
+        fn posture(&self) -> Option<&PostureError> {
+            match self {
+                ImpersonatorBuildError::Issuer(palisade_authn::BuildError::Posture(p)) => Some(p),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Stores: checked under the profile their transport was checked under; one connected
+/// without a check counts as development.
+#[allow(unused_macros)] // used by feature-gated modules
+macro_rules! stores {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Checked for $ty {
+            fn checked_profile(&self) -> Option<Profile> {
+                Some(self.profile().unwrap_or(Profile::Development))
+            }
+
+            fn unchecked(&self) -> bool {
+                self.profile().is_none()
+            }
+        })*
+    };
+}
+
+#[cfg(feature = "redis")]
+mod redis_stores {
+    use super::*;
+
+    stores!(palisade_sessions::RedisStore);
+    #[cfg(feature = "aksk")]
+    stores!(palisade_aksk::RedisNonceStore);
+
+    #[cfg(feature = "throttle")]
+    impl Checked for palisade_throttle::RedisStore {
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile())
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_stores {
+    use super::*;
+
+    stores!(palisade_sessions::PostgresStore);
+    #[cfg(feature = "aksk")]
+    stores!(palisade_aksk::PostgresCredentialStore);
 }

@@ -294,10 +294,15 @@ async fn a_production_assembly_refuses_layers_checked_under_development() {
         .map(|f| f.to_string())
         .collect();
     assert_eq!(mismatched.len(), 6, "{report}");
+    assert!(
+        mismatched
+            .iter()
+            .any(|m| m.contains("ClientIpLayer was built without a posture check")),
+        "{mismatched:#?}"
+    );
     for name in [
         "SecurityHeadersLayer",
         "CorsLayer",
-        "ClientIpLayer",
         "LocalJwtIssuer",
         "PdpClient",
         "FieldCipher",
@@ -388,6 +393,75 @@ fn the_guide_lists_exactly_the_catalogue() {
         assert!(
             rows.iter().any(|r| r.starts_with(&row)),
             "docs/posture.md lacks {row}"
+        );
+    }
+}
+
+/// Stores and the impersonator go through `Hardening` too: one connected without a check, or
+/// checked under the development profile, refuses a production start.
+#[cfg(all(feature = "redis", feature = "postgres", feature = "impersonation"))]
+#[tokio::test]
+async fn stores_connected_unchecked_or_for_development_refuse_production() {
+    use palisade::core::ManualClock;
+
+    let redis =
+        std::env::var("PALISADE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let pg = std::env::var("PALISADE_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let prefix = format!("palisade-posture-{}:", std::process::id());
+    let mut h = Hardening::new(P);
+    // Checked under production, on loopback: accepted.
+    let sessions =
+        h.check(palisade::sessions::RedisStore::connect_checked(&redis, &prefix, P).await);
+    let credentials = h.check(palisade::aksk::PostgresCredentialStore::connect_url(&pg, P).await);
+    let nonces = h.check(palisade::aksk::RedisNonceStore::connect(&redis, &prefix, P).await);
+    assert!(sessions.is_some() && credentials.is_some() && nonces.is_some());
+    assert!(h.report().findings().is_empty(), "{}", h.report());
+    // Unchecked, or for development.
+    let unchecked = h.check(palisade::sessions::RedisStore::connect(&redis, &prefix).await);
+    let dev_pg =
+        h.check(palisade::sessions::PostgresStore::connect_url(&pg, Profile::Development).await);
+    let clock = ManualClock::new(std::time::UNIX_EPOCH).shared();
+    let throttle = palisade::throttle::RedisStore::connect(&redis, &prefix, P)
+        .await
+        .expect("redis")
+        .with_test_clock(clock, Profile::Development);
+    let throttle = h.check(throttle);
+    let impersonator = h.check(
+        palisade::impersonation::Impersonator::builder(
+            palisade::impersonation::ImpersonationPolicy::new(
+                palisade::impersonation::RoleRule::Realm("impersonator".into()),
+            ),
+            palisade::impersonation::StaticDirectory::new(),
+            palisade::audit::MemorySink::new(
+                palisade::core::KeyRing::parse(&format!("k 1 {}", "QUJD".repeat(11)))
+                    .expect("ring"),
+            ),
+            "https://api.example.com/impersonation",
+        )
+        .profile(Profile::Development)
+        .build(),
+    );
+    assert!(unchecked.is_some() && dev_pg.is_some() && throttle.is_some());
+    assert!(impersonator.is_some());
+    let refused = h.finish().expect_err("development parts in production");
+    let mismatched: Vec<String> = refused
+        .report()
+        .findings()
+        .iter()
+        .filter(|f| f.id() == "posture.E001")
+        .map(|f| f.to_string())
+        .collect();
+    assert_eq!(mismatched.len(), 4, "{mismatched:#?}");
+    for part in [
+        "RedisStore was built without a posture check",
+        "PostgresStore was checked under the development profile",
+        "RedisStore was checked under the development profile",
+        "Impersonator was checked under the development profile",
+    ] {
+        assert!(
+            mismatched.iter().any(|m| m.contains(part)),
+            "{part}: {mismatched:#?}"
         );
     }
 }

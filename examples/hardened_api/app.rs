@@ -199,7 +199,7 @@ pub(crate) async fn build(
     // Impersonation: admins with a fresh second factor and the `impersonator` realm role, of
     // users the directory knows, with credentials living 15 minutes, all of it audited.
     let audit_checkpoints = audit.clone();
-    let impersonator = Arc::new(
+    let impersonator = hardening.check(
         Impersonator::builder(
             // Org admins also need the `admin` role in a membership of the org (a Keycloak
             // group `/orgs/<org>/admin`), not only the org claim.
@@ -224,19 +224,8 @@ pub(crate) async fn build(
         .lifetime(Duration::from_secs(900))
         .clock(clock.clone())
         .profile(profile)
-        .build()?,
+        .build(),
     );
-    // Ends of expired impersonations are recorded within seconds.
-    let sweeper = Arc::clone(&impersonator);
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            every.tick().await;
-            if let Err(err) = sweeper.sweep().await {
-                tracing::error!(%err, "impersonation ends not recorded yet");
-            }
-        }
-    });
     // Local accounts get local JWTs (EdDSA, from the same ring) and refresh families.
     let local_issuer_url = format!(
         "https://{}/local",
@@ -248,14 +237,15 @@ pub(crate) async fn build(
             .key_ring(ring.clone())
             .build(),
     );
-    let mut auth = Authenticator::builder()
-        .profile(profile)
-        // Impersonation credentials: the only issuer whose `act` claims are believed.
-        .issuer(
+    let mut auth = Authenticator::builder().profile(profile);
+    // Impersonation credentials: the only issuer whose `act` claims are believed.
+    if let Some(impersonator) = &impersonator {
+        auth = auth.issuer(
             IssuerConfig::new(impersonator.issuer())?
                 .key_source(KeySource::Static(impersonator.key_set()))
                 .accept_actor_claims(),
         );
+    }
     if let Some(local_jwt) = &local_jwt {
         auth = auth.issuer(
             IssuerConfig::new(&local_issuer_url)?
@@ -390,12 +380,34 @@ pub(crate) async fn build(
         Some(verifier),
         Some(throttle),
         Some(local_jwt),
+        Some(impersonator),
     ) = (
-        headers, https, admin, cors, client_ip, surfaces, verifier, throttle, local_jwt,
+        headers,
+        https,
+        admin,
+        cors,
+        client_ip,
+        surfaces,
+        verifier,
+        throttle,
+        local_jwt,
+        impersonator,
     )
     else {
         return Err("a layer was not built".into());
     };
+    let impersonator = Arc::new(impersonator);
+    // Ends of expired impersonations are recorded within seconds.
+    let sweeper = Arc::clone(&impersonator);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            if let Err(err) = sweeper.sweep().await {
+                tracing::error!(%err, "impersonation ends not recorded yet");
+            }
+        }
+    });
 
     // WebSockets: a bearer token in Sec-WebSocket-Protocol, or a single-use ticket minted by
     // an authenticated call; never a token in the URL.

@@ -45,6 +45,7 @@ fn err(message: &str, e: sqlx::Error) -> StoreError {
 #[derive(Clone, Debug)]
 pub struct PostgresCredentialStore {
     pool: PgPool,
+    profile: Option<palisade_core::Profile>,
 }
 
 /// One column, decoded; a value that does not decode (a NULL array element, a wrong type) is a
@@ -75,7 +76,15 @@ impl PostgresCredentialStore {
         crate::require_transport(url, profile, "aksk-postgres-store")?;
         let options =
             PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
-        Self::connect(options).await
+        let mut store = Self::connect(options).await?;
+        store.profile = Some(profile);
+        Ok(store)
+    }
+
+    /// The profile its transport was checked under; `None` when connected without a check
+    /// (`connect`, `from_pool`), which `palisade::Hardening` counts as development.
+    pub fn profile(&self) -> Option<palisade_core::Profile> {
+        self.profile
     }
 
     /// Connects with `options`.
@@ -86,12 +95,15 @@ impl PostgresCredentialStore {
             .connect_with(options)
             .await
             .map_err(|e| err("cannot connect to PostgreSQL", e))?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Uses an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            profile: None,
+        }
     }
 
     /// Creates the tables when they do not exist.

@@ -18,6 +18,7 @@ use crate::nonce::NonceStore;
 pub struct RedisNonceStore {
     conn: RedisConnection,
     prefix: Arc<str>,
+    profile: Option<palisade_core::Profile>,
 }
 
 impl std::fmt::Debug for RedisNonceStore {
@@ -45,7 +46,13 @@ impl RedisNonceStore {
         Ok(Self {
             conn,
             prefix: prefix.into(),
+            profile: Some(profile),
         })
+    }
+
+    /// The profile its transport was checked under.
+    pub fn profile(&self) -> Option<palisade_core::Profile> {
+        self.profile
     }
 
     /// The key a (key id, nonce) pair is stored under.

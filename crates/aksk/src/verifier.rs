@@ -406,6 +406,14 @@ impl VerifierBuilder {
     /// Checks the settings and builds the verifier.
     pub fn build(self, cipher: FieldCipher, clock: SharedClock) -> Result<Verifier, PostureError> {
         let mut posture = Posture::new(self.profile, "access-key-verifier");
+        if cipher.profile().is_some() {
+            // A generated development key: the secrets sealed with it die with the process.
+            posture.record(
+                Severity::Deny,
+                "field-crypto-ephemeral-key",
+                "access-key secrets are sealed with a generated per-process key: set FIELD_ENCRYPTION_KEYS",
+            );
+        }
         if self.window > MAX_PRODUCTION_WINDOW {
             posture.record(
                 Severity::Deny,

@@ -36,7 +36,9 @@ impl StoreError {
 /// The health of one kind of store, as metrics: `palisade_store_up{store}` (a gauge, 1 when
 /// the last call to a store of this kind succeeded, 0 when it failed) and
 /// `palisade_store_errors_total{store}` (failed calls). Keep one in a `static` per store
-/// kind; a success costs one atomic load while the store stays up.
+/// kind; a success costs one atomic load while the store stays up. The gauge is set when the
+/// state changes, so install the metrics recorder before the first store call; all stores
+/// of one kind share its series.
 ///
 /// ```
 /// use palisade_core::StoreHealth;

@@ -414,6 +414,16 @@ impl<D: UserDirectory, A: AuditSink> Impersonator<D, A> {
         self.issuer.key_set()
     }
 
+    /// The profile its credential issuer was checked under.
+    pub fn profile(&self) -> Profile {
+        self.issuer.profile()
+    }
+
+    /// The non-blocking findings of its credential issuer (for example `jwt.W001`).
+    pub fn findings(&self) -> &[palisade_core::Finding] {
+        self.issuer.findings()
+    }
+
     fn check_admin(&self, admin: &Identity, org: &str) -> Result<(), ImpersonationError> {
         if matches!(admin.method(), AuthMethod::Impersonation { .. }) {
             return Err(ImpersonationError::Nested);

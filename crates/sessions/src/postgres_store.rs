@@ -164,6 +164,7 @@ fn err(message: &str, e: sqlx::Error) -> StoreError {
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    profile: Option<palisade_core::Profile>,
 }
 
 impl PostgresStore {
@@ -177,7 +178,15 @@ impl PostgresStore {
         crate::store::require_transport(url, profile, "postgres-store", |_| {})?;
         let options =
             PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))?;
-        Self::connect(options).await
+        let mut store = Self::connect(options).await?;
+        store.profile = Some(profile);
+        Ok(store)
+    }
+
+    /// The profile its transport was checked under; `None` when connected without a check
+    /// (`connect`), which `palisade::Hardening` counts as development.
+    pub fn profile(&self) -> Option<palisade_core::Profile> {
+        self.profile
     }
 
     /// Connects with `options` (build them from a URL with `sslmode=verify-full` for remote
@@ -189,7 +198,10 @@ impl PostgresStore {
             .connect_with(options)
             .await
             .map_err(|e| err("cannot connect to PostgreSQL", e))?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            profile: None,
+        })
     }
 
     /// Applies the embedded migrations that have not run yet, each in a transaction.

@@ -85,6 +85,7 @@ pub struct RedisStore {
     prefix: Arc<str>,
     rotate: Arc<Script>,
     revoke: Arc<Script>,
+    profile: Option<palisade_core::Profile>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -260,7 +261,15 @@ impl RedisStore {
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
         crate::store::require_transport(url, profile, "redis-store", |_| {})?;
-        Self::connect(url, prefix).await
+        let mut store = Self::connect(url, prefix).await?;
+        store.profile = Some(profile);
+        Ok(store)
+    }
+
+    /// The profile its transport was checked under; `None` when connected without a check
+    /// (`connect`), which `palisade::Hardening` counts as development.
+    pub fn profile(&self) -> Option<palisade_core::Profile> {
+        self.profile
     }
 
     /// Connects to `url` without a posture check.
@@ -275,6 +284,7 @@ impl RedisStore {
             prefix: prefix.into(),
             rotate: Arc::new(Script::new(ROTATE)),
             revoke: Arc::new(Script::new(REVOKE)),
+            profile: None,
         }
     }
 
@@ -290,7 +300,9 @@ impl RedisStore {
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
         let RedisConnection(conn) = RedisConnection::cluster(nodes, profile, "redis-store").await?;
-        Ok(Self::with_conn(conn, prefix))
+        let mut store = Self::with_conn(conn, prefix);
+        store.profile = Some(profile);
+        Ok(store)
     }
 
     /// Revokes atomically, and only if the family still exists (never a key without a TTL);

@@ -74,10 +74,15 @@ fn observed<T>(result: Result<T, StoreError>) -> Result<T, StoreError> {
 
 impl From<StoreError> for SessionError {
     fn from(err: StoreError) -> Self {
-        tracing::error!(target: "palisade::sessions", %err, "session store failed");
-        STORE_HEALTH.failed();
+        store_failed(&err);
         SessionError::Unavailable
     }
+}
+
+/// Logs and counts a failed store call.
+fn store_failed(err: &StoreError) {
+    tracing::error!(target: "palisade::sessions", %err, "session store failed");
+    STORE_HEALTH.failed();
 }
 
 /// A successful refresh.
@@ -367,10 +372,11 @@ impl<S: RefreshStore> palisade_core::SessionRevocation for RefreshSessions<S> {
                 // Not one of ours: revoked as far as we know.
                 return Ok(true);
             };
-            self.store
-                .is_revoked(&family)
-                .await
-                .map_err(|_| palisade_core::RevocationError)
+            observed(self.store.is_revoked(&family).await).map_err(|err| {
+                // Logged and counted like every other store failure; the caller denies.
+                store_failed(&err);
+                palisade_core::RevocationError
+            })
         })
     }
 }

@@ -141,6 +141,8 @@ pub struct RedisStore {
     /// The local clock of the blocked-until cache (the test clock under tests).
     local_time: Time,
     blocked: Option<Arc<Blocked>>,
+    /// The profile its transport (and test clock) was checked under.
+    profile: palisade_core::Profile,
 }
 
 /// Buckets known to refuse until a moment, answered without a round trip.
@@ -168,7 +170,9 @@ impl Blocked {
                 _ => Decision::new(true, limit.quota.burst(), 0, Duration::ZERO, Duration::ZERO),
             };
         }
-        Verdict::new(&decisions[..limits.len()]).ok()
+        Verdict::new(&decisions[..limits.len()])
+            .ok()
+            .map(Verdict::answered_locally)
     }
 
     fn block(&self, key: &str, until_ns: u64, now: u64) {
@@ -212,7 +216,7 @@ impl RedisStore {
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
         let conn = RedisConnection::single(url, profile, "throttle-redis-store").await?;
-        Ok(Self::with_conn(conn, prefix))
+        Ok(Self::with_conn(conn, prefix, profile))
     }
 
     /// Connects to a Redis Cluster through any of `nodes` (`redis://` or `rediss://` URLs);
@@ -227,11 +231,12 @@ impl RedisStore {
         profile: palisade_core::Profile,
     ) -> Result<Self, StoreError> {
         let conn = RedisConnection::cluster(nodes, profile, "throttle-redis-store").await?;
-        Ok(Self::with_conn(conn, prefix))
+        Ok(Self::with_conn(conn, prefix, profile))
     }
 
-    fn with_conn(conn: RedisConnection, prefix: &str) -> Self {
+    fn with_conn(conn: RedisConnection, prefix: &str, profile: palisade_core::Profile) -> Self {
         Self {
+            profile,
             conn,
             prefix: prefix.into(),
             script: Arc::new(redis::Script::new(SCRIPT)),
@@ -270,7 +275,14 @@ impl RedisStore {
         }
         self.local_time = Time::Clock(clock.clone());
         self.test_clock = Some(clock);
+        // A development switch: the store is as lax as development now.
+        self.profile = profile;
         Ok(self)
+    }
+
+    /// The profile its transport (and any test clock) was checked under.
+    pub fn profile(&self) -> palisade_core::Profile {
+        self.profile
     }
 
     /// The Redis key of a bucket.

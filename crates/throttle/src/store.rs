@@ -60,6 +60,7 @@ pub struct Verdict {
     allowed: bool,
     len: u8,
     decisions: [Decision; MAX_LIMITS],
+    local: bool,
 }
 
 impl Verdict {
@@ -74,7 +75,21 @@ impl Verdict {
             allowed: decisions.iter().all(Decision::allowed),
             len: decisions.len() as u8,
             decisions: out,
+            local: false,
         })
+    }
+
+    /// Marks the verdict as answered without a round trip to the backend (a caller known to
+    /// be over its limit, refused from memory), so that it says nothing of the store's
+    /// health (`palisade_store_up`).
+    pub fn answered_locally(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// Whether the verdict was answered without a round trip to the backend.
+    pub fn is_local(&self) -> bool {
+        self.local
     }
 
     /// The verdict of a single limit.
@@ -86,6 +101,7 @@ impl Verdict {
             allowed: decision.allowed(),
             len: 1,
             decisions,
+            local: false,
         }
     }
 

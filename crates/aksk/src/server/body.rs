@@ -24,8 +24,12 @@ pin_project! {
     #[project = KindProj]
     enum Kind<B> {
         Verified { data: Option<Bytes> },
-        Unverified { #[pin] body: B, remaining: u64 },
+        Unverified { #[pin] body: B, remaining: u64, over: bool },
     }
+}
+
+fn over_limit() -> BoxError {
+    BoxError::from("the unsigned body is larger than the limit")
 }
 
 impl<B> std::fmt::Debug for VerifiedBody<B> {
@@ -51,6 +55,7 @@ impl<B> VerifiedBody<B> {
             kind: Kind::Unverified {
                 body,
                 remaining: limit,
+                over: false,
             },
         }
     }
@@ -75,7 +80,15 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project().kind.project() {
             KindProj::Verified { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Unverified { body, remaining } => {
+            KindProj::Unverified {
+                body,
+                remaining,
+                over,
+            } => {
+                // Refused once, refused for good: no later (smaller) frame gets through.
+                if *over {
+                    return Poll::Ready(Some(Err(over_limit())));
+                }
                 let frame = std::task::ready!(body.poll_frame(cx));
                 Poll::Ready(frame.map(|frame| {
                     let frame = frame.map_err(Into::into)?;
@@ -90,9 +103,8 @@ where
                             )
                             .increment(1);
                             tracing::warn!(target: "palisade::aksk", "unsigned body over its limit: refused while read");
-                            return Err(BoxError::from(
-                                "the unsigned body is larger than the limit",
-                            ));
+                            *over = true;
+                            return Err(over_limit());
                         }
                         *remaining -= len;
                     }
@@ -116,5 +128,50 @@ where
             }
             Kind::Unverified { body, .. } => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    /// A body of the given frames, one per poll.
+    struct Frames(VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_body_over_its_limit_stays_refused() {
+        let frames = ["12345", "1234567890", "1"].map(|s| Bytes::from_static(s.as_bytes()));
+        let mut body = VerifiedBody::unverified(Frames(frames.into()), 8);
+        let first = body
+            .frame()
+            .await
+            .expect("frame")
+            .expect("within the limit");
+        assert_eq!(first.into_data().ok(), Some(Bytes::from_static(b"12345")));
+        assert!(
+            body.frame().await.expect("frame").is_err(),
+            "over the limit"
+        );
+        // The next frame would fit what remained: still refused.
+        assert!(
+            body.frame().await.expect("frame").is_err(),
+            "refused for good"
+        );
     }
 }

@@ -693,7 +693,11 @@ impl<St: ThrottleStore> Shared<St> {
         }
         let verdict = match verdict {
             Ok(verdict) => {
-                STORE_HEALTH.ok();
+                // Only an answer the store gave says it is up (not an empty plan, nor a
+                // refusal answered from memory).
+                if plan.len > 0 && !verdict.is_local() {
+                    STORE_HEALTH.ok();
+                }
                 verdict
             }
             Err(error) => {
