@@ -384,6 +384,16 @@ mod authn {
         }
     }
 
+    impl Checked for palisade_authn::websocket::WebSocketAuthLayer {
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile().unwrap_or(Profile::Development))
+        }
+
+        fn unchecked(&self) -> bool {
+            self.profile().is_none()
+        }
+    }
+
     impl Refusal for BuildError {
         fn posture(&self) -> Option<&PostureError> {
             match self {

@@ -287,7 +287,14 @@ pub(crate) async fn build(
                     .require_mfa(true),
             ),
         );
-        (api, admin, org_admin)
+        // WebSockets: a bearer token in Sec-WebSocket-Protocol, or a single-use ticket minted
+        // by an authenticated call; never a token in the URL.
+        let ws = hardening.check(WebSocketAuthLayer::checked(
+            auth.clone(),
+            api_policy.clone(),
+            ["chat.v1"],
+        ));
+        (api, admin, org_admin, ws)
     });
 
     // Access-key secrets are sealed at rest with FIELD_ENCRYPTION_KEYS; a throwaway key is
@@ -376,7 +383,7 @@ pub(crate) async fn build(
         Some(admin),
         Some(cors),
         Some(client_ip),
-        Some((Some(api_auth), Some(admin_auth), Some(org_admin_auth))),
+        Some((Some(api_auth), Some(admin_auth), Some(org_admin_auth), Some(ws_auth))),
         Some(verifier),
         Some(throttle),
         Some(local_jwt),
@@ -409,11 +416,9 @@ pub(crate) async fn build(
         }
     });
 
-    // WebSockets: a bearer token in Sec-WebSocket-Protocol, or a single-use ticket minted by
-    // an authenticated call; never a token in the URL.
-    let auth = auth.ok_or("authentication is not configured")?;
+    // WebSocket tickets live 30 s.
     let tickets = WsTickets::new(Duration::from_secs(30));
-    let ws_auth = WebSocketAuthLayer::new(auth, api_policy, ["chat.v1"])
+    let ws_auth = ws_auth
         .with_tickets(tickets.clone())
         .limits(Duration::from_secs(3600), Duration::from_secs(60));
     // Refresh-token sessions (in memory): /api/session starts one for the caller, /auth/refresh

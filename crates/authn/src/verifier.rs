@@ -377,6 +377,13 @@ impl Authenticator {
 
     /// A layer for one surface. Refused in production when the policy accepts any client.
     pub fn layer(&self, policy: SurfacePolicy) -> Result<AuthnLayer, BuildError> {
+        self.check_policy(&policy)?;
+        Ok(AuthnLayer::new(self.clone(), Arc::new(policy)))
+    }
+
+    /// The checks of a surface policy, for HTTP and WebSocket layers alike: an audience is
+    /// required; in production, a client list, and a second factor on admin surfaces.
+    pub(crate) fn check_policy(&self, policy: &SurfacePolicy) -> Result<(), BuildError> {
         if policy.audiences.is_empty() {
             return Err(ConfigError::NoAudience(policy.surface.to_string()).into());
         }
@@ -404,7 +411,7 @@ impl Authenticator {
             );
         }
         posture.finish()?;
-        Ok(AuthnLayer::new(self.clone(), Arc::new(policy)))
+        Ok(())
     }
 
     /// Verifies `token` for `surface` with the keys at hand.

@@ -200,11 +200,13 @@ pub struct WebSocketAuthLayer {
     protocols: Arc<[String]>,
     max_lifetime: Duration,
     idle_limit: Duration,
+    /// Whether the policy passed [`Authenticator::layer`]'s checks.
+    checked: bool,
 }
 
 impl WebSocketAuthLayer {
     /// Upgrades for `policy`'s surface, verified by `auth`; `protocols` are the application
-    /// protocols the server speaks.
+    /// protocols the server speaks. The policy is not checked: prefer [`Self::checked`].
     pub fn new<I, S>(auth: Authenticator, policy: SurfacePolicy, protocols: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -217,7 +219,31 @@ impl WebSocketAuthLayer {
             protocols: protocols.into_iter().map(Into::into).collect(),
             max_lifetime: Duration::from_secs(3600),
             idle_limit: Duration::from_secs(300),
+            checked: false,
         }
+    }
+
+    /// Like [`Self::new`], with the checks of [`Authenticator::layer`]: an audience is
+    /// required, and in production a client list, and a second factor on admin surfaces.
+    pub fn checked<I, S>(
+        auth: Authenticator,
+        policy: SurfacePolicy,
+        protocols: I,
+    ) -> Result<Self, crate::BuildError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        auth.check_policy(&policy)?;
+        Ok(Self {
+            checked: true,
+            ..Self::new(auth, policy, protocols)
+        })
+    }
+
+    /// The profile its policy was checked under; `None` when built with [`Self::new`].
+    pub fn profile(&self) -> Option<palisade_core::Profile> {
+        self.checked.then(|| self.auth.profile())
     }
 
     /// Also accepts single-use tickets from `tickets`.

@@ -536,3 +536,26 @@ async fn several_issuers_keep_their_keys_apart() {
             .is_ok()
     );
 }
+
+#[tokio::test]
+async fn websocket_layers_are_checked_like_http_layers() {
+    use palisade_authn::websocket::WebSocketAuthLayer;
+
+    let auth = authenticator().await;
+    let layer = WebSocketAuthLayer::checked(auth.clone(), api(), ["chat.v1"]).expect("checked");
+    assert_eq!(layer.profile(), Some(Profile::Production));
+    assert_eq!(
+        WebSocketAuthLayer::new(auth.clone(), api(), ["chat.v1"]).profile(),
+        None
+    );
+    // No audience; any client; an admin surface without a second factor: refused.
+    for policy in [
+        SurfacePolicy::new(Surface::API).authorized_parties(["web"]),
+        SurfacePolicy::new(Surface::API).audiences(["api"]),
+        SurfacePolicy::new(Surface::GLOBAL_ADMIN)
+            .audiences(["global-admin"])
+            .authorized_parties(["admin"]),
+    ] {
+        assert!(WebSocketAuthLayer::checked(auth.clone(), policy, ["chat.v1"]).is_err());
+    }
+}
