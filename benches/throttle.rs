@@ -212,6 +212,16 @@ fn layer(c: &mut Criterion) {
     group.bench_function("throttled_service", |b| {
         b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(throttled.call(req)))), iters))
     });
+    // As a service runs it: a subscriber logging at INFO (the layers' debug spans are off).
+    // Last: once a subscriber was set, every later layer call asks it.
+    let info = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .finish();
+    let _subscriber = tracing::subscriber::set_default(info);
+    group.bench_function("throttled_service_info_subscriber", |b| {
+        b.iter_custom(|iters| timed(&mut |req| drop(black_box(now(throttled.call(req)))), iters))
+    });
     group.finish();
 }
 

@@ -305,8 +305,8 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         // Refusals decided here are logged (reason only, never the token) inside this span.
-        let _span =
-            tracing::debug_span!("palisade.authn", surface = %self.policy.surface).entered();
+        let _span = palisade_core::request_span!("palisade.authn", surface = %self.policy.surface)
+            .entered();
         // Nothing upstream may pre-authenticate the request.
         req.extensions_mut().remove::<palisade_core::Identity>();
         let token = match request_token(&req, self.cookie.as_deref()) {

@@ -172,7 +172,10 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // The decision and every refusal (reason only) are logged inside this span.
-        let span = tracing::debug_span!("palisade.authz");
+        let span = palisade_core::request_span!("palisade.authz");
+        if span.is_disabled() {
+            return self.decide(request);
+        }
         let future = {
             let _entered = span.enter();
             self.decide(request)

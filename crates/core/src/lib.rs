@@ -63,3 +63,9 @@ pub use rejection::{Rejection, RejectionKind};
 pub use revocation::{RevocationError, SessionRevocation};
 pub use secret::constant_time_eq;
 pub use store::{StoreError, StoreHealth};
+
+/// Re-exports for this crate's macros; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}

@@ -225,7 +225,7 @@ where
         };
         let ended = || Rejection::new(RejectionKind::Unauthenticated, AuditRefusal::Ended);
         // The audit write and every refusal (reason only) are logged inside this span.
-        let span = tracing::debug_span!("palisade.impersonation");
+        let span = palisade_core::request_span!("palisade.impersonation");
         let _entered = span.enter();
         let audit = Arc::clone(&self.audit);
         if let Some(tracking) = &self.tracking

@@ -195,7 +195,7 @@ where
         let service = std::mem::replace(&mut self.inner, clone);
         let shared = self.shared.clone();
         ResponseFuture::gating(Box::pin(authenticate(shared, request)), service)
-            .in_span(tracing::debug_span!("palisade.aksk"))
+            .in_span(palisade_core::request_span!("palisade.aksk"))
     }
 }
 

@@ -101,9 +101,25 @@ where
 {
     type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let span = self.as_mut().project().span.clone();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Entered only when there is a span: a disabled one costs nothing per poll.
+        if self.span.is_disabled() {
+            return self.poll_state(cx);
+        }
+        let span = self.span.clone();
         let _entered = span.enter();
+        self.poll_state(cx)
+    }
+}
+
+impl<S, B, ResBody> ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    fn poll_state(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Response<ResponseBody<ResBody>>, S::Error>> {
         loop {
             let this = self.as_mut().project();
             match this.state.project() {

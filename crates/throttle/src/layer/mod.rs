@@ -178,6 +178,11 @@ pub(crate) struct Shared<St> {
     time: Time,
     profile: Profile,
     findings: Box<[Finding]>,
+    /// `palisade_throttle_decisions_total{decision="allowed"}` and `{decision="limited"}`,
+    /// resolved once when the layer is built (install the recorder before), so that a
+    /// decision costs one increment, not a registry lookup.
+    allowed: metrics::Counter,
+    limited: metrics::Counter,
 }
 
 /// Builds a [`ThrottleLayer`].
@@ -337,6 +342,8 @@ impl<St: ThrottleStore> ThrottleBuilder<St> {
                 time: self.clock.map_or_else(Time::monotonic, Time::Clock),
                 profile,
                 findings,
+                allowed: metrics::counter!("palisade_throttle_decisions_total", "decision" => "allowed"),
+                limited: metrics::counter!("palisade_throttle_decisions_total", "decision" => "limited"),
             }),
         })
     }
@@ -725,15 +732,13 @@ impl<St: ThrottleStore> Shared<St> {
             RateHeaders::new(&rule.name, &plan.limits.get(i)?.quota, decision).map(Box::new)
         };
         if verdict.allowed() {
-            metrics::counter!("palisade_throttle_decisions_total", "decision" => "allowed")
-                .increment(1);
+            self.allowed.increment(1);
             if self.headers_on_success {
                 return Ok(verdict.binding().and_then(headers));
             }
             return Ok(None);
         }
-        metrics::counter!("palisade_throttle_decisions_total", "decision" => "limited")
-            .increment(1);
+        self.limited.increment(1);
         let table = self.quotas.current();
         for (i, decision) in verdict.decisions().iter().enumerate() {
             if let (false, Some(rule)) = (decision.allowed(), rule_of(i)) {
@@ -876,7 +881,10 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let span = tracing::debug_span!("palisade.throttle");
+        let span = palisade_core::request_span!("palisade.throttle");
+        if span.is_disabled() {
+            return self.decide_and_call(request);
+        }
         let future = {
             let _entered = span.enter();
             self.decide_and_call(request)
@@ -886,6 +894,7 @@ where
 }
 
 impl<S, St> Throttle<S, St> {
+    #[inline(always)]
     fn decide_and_call<B, ResBody>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>, Response = Response<ResBody>> + Clone + Send + 'static,
