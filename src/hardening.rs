@@ -54,6 +54,11 @@ pub trait Checked {
     fn unchecked(&self) -> bool {
         false
     }
+
+    /// Whether it limits request rates (a throttle layer).
+    fn limits_rate(&self) -> bool {
+        false
+    }
 }
 
 /// A build error, which may be a posture refusal listing findings.
@@ -92,6 +97,10 @@ pub struct Hardening {
     profile: Profile,
     findings: Vec<Finding>,
     errors: Vec<String>,
+    /// A throttle layer was checked.
+    throttled: bool,
+    /// What limits request rates instead, as the application says.
+    rate_limited_by: Option<String>,
 }
 
 impl Hardening {
@@ -101,7 +110,16 @@ impl Hardening {
             profile,
             findings: Vec::new(),
             errors: Vec::new(),
+            throttled: false,
+            rate_limited_by: None,
         }
+    }
+
+    /// Says that request rates are limited outside this stack (an API gateway, say), so that
+    /// [`Hardening::finish`] does not refuse a stack without a throttle layer (`throttle.E001`);
+    /// the report lists it (`throttle.I001`).
+    pub fn rate_limited_elsewhere(&mut self, by: impl Into<String>) {
+        self.rate_limited_by = Some(by.into());
     }
 
     /// The profile every layer is checked under.
@@ -118,6 +136,7 @@ impl Hardening {
     pub fn check<L: Checked, E: Refusal>(&mut self, built: Result<L, E>) -> Option<L> {
         let layer = self.step(built)?;
         self.findings.extend_from_slice(layer.posture_findings());
+        self.throttled |= layer.limits_rate();
         if let Some(built) = layer.checked_profile()
             && self.profile.is_production()
             && !built.is_production()
@@ -186,7 +205,24 @@ impl Hardening {
     }
 
     /// The report, or in production (and whenever a builder failed) a refusal carrying it.
-    pub fn finish(self) -> Result<Report, HardeningError> {
+    /// A stack without a throttle layer is a blocking finding (`throttle.E001`) unless
+    /// [`Hardening::rate_limited_elsewhere`] says what limits its request rates.
+    pub fn finish(mut self) -> Result<Report, HardeningError> {
+        let mut posture = Posture::new(self.profile, "hardening");
+        match (&self.rate_limited_by, self.throttled) {
+            (_, true) => {}
+            (Some(by), false) => posture.record(
+                Severity::Info,
+                "throttle-elsewhere",
+                format!("request rates are limited outside the stack: {by}"),
+            ),
+            (None, false) => posture.record(
+                Severity::Deny,
+                "throttle-missing",
+                "no rate limit in the stack: no throttle layer was checked",
+            ),
+        }
+        self.findings.extend_from_slice(posture.findings());
         let report = self.report();
         if report.refuses() {
             Err(HardeningError { report })
@@ -401,6 +437,16 @@ mod authn {
                 _ => None,
             }
         }
+
+        /// A surface with no audience accepts tokens meant for anyone: `authn.E004`.
+        fn code(&self) -> Option<&'static str> {
+            match self {
+                BuildError::Config(palisade_authn::ConfigError::NoAudience(_)) => {
+                    Some("authn-any-client")
+                }
+                _ => None,
+            }
+        }
     }
 }
 
@@ -443,6 +489,10 @@ mod throttle {
 
         fn checked_profile(&self) -> Option<Profile> {
             Some(self.profile())
+        }
+
+        fn limits_rate(&self) -> bool {
+            true
         }
     }
 

@@ -228,6 +228,39 @@ async fn a_weak_stack_is_refused_with_every_finding_catalogued() {
     );
 }
 
+/// A surface without an audience is refused in every profile, and listed as `authn.E004`.
+#[tokio::test]
+async fn a_surface_without_an_audience_is_a_catalogued_finding() {
+    use palisade::authn::local::LocalJwtIssuer;
+    use palisade::authn::{Authenticator, IssuerConfig, KeySource, SurfacePolicy};
+    use palisade::core::Surface;
+
+    let local = LocalJwtIssuer::builder("https://api.example.com/local")
+        .profile(Profile::Development)
+        .build()
+        .expect("development");
+    for profile in [Profile::Development, P] {
+        let mut h = Hardening::new(profile);
+        let auth = Authenticator::builder()
+            .profile(profile)
+            .issuer(
+                IssuerConfig::new("https://sso.example.com/realms/acme")
+                    .expect("issuer")
+                    .key_source(KeySource::Static(local.key_set())),
+            )
+            .build()
+            .await
+            .expect("authenticator");
+        let surface = SurfacePolicy::new(Surface::API).authorized_parties(["web"]);
+        assert!(h.check(auth.layer(surface)).is_none());
+        // Rate limits elsewhere: listed, not refused.
+        h.rate_limited_elsewhere("the API gateway");
+        let refused = h.finish().expect_err("no audience");
+        let ids: Vec<&str> = refused.report().findings().iter().map(|f| f.id()).collect();
+        assert_eq!(ids, ["authn.E004", "throttle.I001"], "{}", refused.report());
+    }
+}
+
 #[test]
 fn development_reports_without_refusing() {
     let mut h = Hardening::new(Profile::Development);
@@ -238,9 +271,9 @@ fn development_reports_without_refusing() {
     assert!(ip.is_some());
     let report = h.finish().expect("development starts");
     assert!(!report.refuses());
-    // Reported, not refused.
+    // Reported, not refused (and no throttle layer: reported too).
     let ids: Vec<_> = report.findings().iter().map(|f| f.id()).collect();
-    assert_eq!(ids, ["proxy.E001"], "{report}");
+    assert_eq!(ids, ["proxy.E001", "throttle.E001"], "{report}");
 }
 
 #[tokio::test]
@@ -464,4 +497,23 @@ async fn stores_connected_unchecked_or_for_development_refuse_production() {
             "{part}: {mismatched:#?}"
         );
     }
+}
+
+/// A production stack without a throttle layer is refused (`throttle.E001`), unless the
+/// application names what limits its rates.
+#[test]
+fn a_stack_without_a_rate_limit_is_refused_unless_limited_elsewhere() {
+    let sound = || ClientIpLayer::checked(TrustedProxies::none(), P);
+    let mut h = Hardening::new(P);
+    assert!(h.check(sound()).is_some());
+    let refused = h.finish().expect_err("no throttle");
+    let ids: Vec<&str> = refused.report().findings().iter().map(|f| f.id()).collect();
+    assert_eq!(ids, ["throttle.E001"]);
+
+    let mut h = Hardening::new(P);
+    assert!(h.check(sound()).is_some());
+    h.rate_limited_elsewhere("the API gateway limits per org");
+    let report = h.finish().expect("limited elsewhere");
+    let ids: Vec<&str> = report.findings().iter().map(|f| f.id()).collect();
+    assert_eq!(ids, ["throttle.I001"]);
 }

@@ -101,8 +101,10 @@ checks! {
     // Local password login.
     ("login.W001", "local-login-process-limits", "Password login's attempt limits are per process", "Behind several replicas, add a shared limit on the login route (a `palisade-throttle` rule with the Redis store), or keep local login off (`LOCAL_AUTH_ENABLED`)."),
     // Throttling.
+    ("throttle.E001", "throttle-missing", "No rate limit in the stack", "Build a `palisade-throttle` `ThrottleLayer` through `Hardening` (an anonymous and a per-org or per-user rule), or call `Hardening::rate_limited_elsewhere` naming what limits requests."),
     ("throttle.W001", "throttle-fails-open", "A rule lets requests through when the store fails", "Keep `FailurePolicy::Closed` (the default) unless the route must stay up without its limit; alert on `palisade_store_errors_total`."),
     ("throttle.W002", "throttle-no-anonymous-rule", "No limit for anonymous callers", "Add a `Scope::Anonymous` rule (limited per client network)."),
+    ("throttle.I001", "throttle-elsewhere", "Request rates are limited outside the stack", "Nothing to fix: keep that limit in place (an API gateway, a proxy)."),
     // Keys.
     ("keys.E001", "field-crypto-ephemeral-key", "Field encryption with a generated key", "Set FIELD_ENCRYPTION_KEYS (a key ring)."),
     ("keys.E002", "session-keys-missing", "No key ring for refresh tokens and single-use tokens", "Set the session key ring."),
