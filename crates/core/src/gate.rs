@@ -156,6 +156,33 @@ where
     }
 }
 
+/// Whether layers should make their per-request spans: a `tracing` subscriber (global or
+/// scoped) was set at some point. Without one a span does nothing, yet building a disabled
+/// one still costs about 20 ns on a layer's hot path (more with `tracing`'s `log` bridge).
+#[inline]
+pub fn spans_wanted() -> bool {
+    tracing::dispatcher::has_been_set()
+}
+
+/// A layer's per-request debug span (same arguments as `tracing::debug_span!`), or
+/// `Span::none()` without building one when no subscriber was ever set
+/// ([`spans_wanted`]). Check `is_disabled()` before entering it on a hot path.
+///
+/// ```
+/// let span = palisade_core::request_span!("palisade.example", surface = "api");
+/// assert!(span.is_disabled()); // no subscriber in this test
+/// ```
+#[macro_export]
+macro_rules! request_span {
+    ($($arg:tt)+) => {
+        if $crate::gate::spans_wanted() {
+            $crate::__private::tracing::debug_span!($($arg)+)
+        } else {
+            $crate::__private::tracing::Span::none()
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,31 +244,4 @@ mod tests {
         );
         assert_eq!(calls.load(Ordering::SeqCst), 7);
     }
-}
-
-/// Whether layers should make their per-request spans: a `tracing` subscriber (global or
-/// scoped) was set at some point. Without one a span does nothing, yet building a disabled
-/// one still costs about 20 ns on a layer's hot path (more with `tracing`'s `log` bridge).
-#[inline]
-pub fn spans_wanted() -> bool {
-    tracing::dispatcher::has_been_set()
-}
-
-/// A layer's per-request debug span (same arguments as `tracing::debug_span!`), or
-/// `Span::none()` without building one when no subscriber was ever set
-/// ([`spans_wanted`]). Check `is_disabled()` before entering it on a hot path.
-///
-/// ```
-/// let span = palisade_core::request_span!("palisade.example", surface = "api");
-/// assert!(span.is_disabled()); // no subscriber in this test
-/// ```
-#[macro_export]
-macro_rules! request_span {
-    ($($arg:tt)+) => {
-        if $crate::gate::spans_wanted() {
-            $crate::__private::tracing::debug_span!($($arg)+)
-        } else {
-            $crate::__private::tracing::Span::none()
-        }
-    };
 }
