@@ -592,4 +592,21 @@ mod postgres_stores {
     stores!(palisade_sessions::PostgresStore);
     #[cfg(feature = "aksk")]
     stores!(palisade_aksk::PostgresCredentialStore);
+    #[cfg(feature = "audit")]
+    stores!(palisade_audit::PostgresSink);
+}
+
+#[cfg(feature = "audit")]
+mod audit {
+    use super::*;
+
+    /// A refused transport is a store refusal (`store.E001`).
+    impl Refusal for palisade_audit::AuditError {
+        fn posture(&self) -> Option<&PostureError> {
+            match self {
+                palisade_audit::AuditError::Transport(store) => store.posture(),
+                _ => None,
+            }
+        }
+    }
 }

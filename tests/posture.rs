@@ -517,3 +517,55 @@ fn a_stack_without_a_rate_limit_is_refused_unless_limited_elsewhere() {
     let ids: Vec<&str> = report.findings().iter().map(|f| f.id()).collect();
     assert_eq!(ids, ["throttle.I001"]);
 }
+
+/// The PostgreSQL audit sink: a plaintext URL to another machine is listed as `store.E001`;
+/// one connected for development refuses a production start (`posture.E001`).
+#[cfg(all(feature = "postgres", feature = "audit"))]
+#[tokio::test]
+async fn the_audit_sink_goes_through_hardening_like_the_stores() {
+    use palisade::audit::PostgresSink;
+    use palisade::core::KeyRing;
+
+    let pg = std::env::var("PALISADE_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let ring = KeyRing::parse(&format!("audit 1 {}", "QUJD".repeat(11))).expect("ring");
+    let schema = format!("palisade_posture_{}", std::process::id());
+    let pool = sqlx::PgPool::connect(&pg).await.expect("postgres");
+    sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+        .execute(&pool)
+        .await
+        .expect("schema");
+    let in_schema = format!("{pg}?options=-c%20search_path%3D{schema}");
+
+    let mut h = Hardening::new(P);
+    let remote = h.check(
+        PostgresSink::connect(
+            "postgres://audit@10.0.0.5/audit",
+            P,
+            "audit_log",
+            ring.clone(),
+        )
+        .await,
+    );
+    assert!(remote.is_none());
+    let sound = h.check(PostgresSink::connect(&in_schema, P, "audit_log", ring.clone()).await);
+    let dev =
+        h.check(PostgresSink::connect(&in_schema, Profile::Development, "audit_log", ring).await);
+    assert!(sound.is_some() && dev.is_some());
+    let refused = h.finish().expect_err("refused");
+    let ids: Vec<&str> = refused.report().findings().iter().map(|f| f.id()).collect();
+    assert!(ids.contains(&"store.E001"), "{ids:?}");
+    let mismatched = refused
+        .report()
+        .findings()
+        .iter()
+        .filter(|f| f.id() == "posture.E001")
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(mismatched.len(), 1, "{mismatched:#?}");
+    assert!(mismatched[0].contains("PostgresSink was checked under the development profile"));
+    sqlx::raw_sql(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&pool)
+        .await
+        .expect("drop");
+}

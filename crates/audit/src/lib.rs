@@ -73,6 +73,10 @@ pub enum AuditError {
     /// The existing log could not be read back to continue its chain.
     #[error("audit log unreadable: {0}")]
     Corrupt(String),
+    /// The sink's transport was refused (in production, a plaintext URL to another machine;
+    /// the posture refusal is its source).
+    #[error("audit sink transport refused: {0}")]
+    Transport(palisade_core::StoreError),
 }
 
 /// Counts an append in `palisade_audit_writes_total{sink, outcome}`.

@@ -24,6 +24,8 @@ pub struct PostgresSink {
     ring: KeyRing,
     clock: SharedClock,
     every: u64,
+    /// The profile its transport was checked under (`None`: `connect_with`, unchecked).
+    profile: Option<Profile>,
 }
 
 /// Rows read per page while verifying.
@@ -49,7 +51,7 @@ fn identifier(name: &str) -> bool {
 /// production, a plaintext URL to another machine is refused).
 fn checked_options(url: &str, profile: Profile) -> Result<PgConnectOptions, AuditError> {
     palisade_sessions::require_transport(url, profile, "audit-postgres", |_| {})
-        .map_err(|e| AuditError::Sink(e.to_string()))?;
+        .map_err(AuditError::Transport)?;
     PgConnectOptions::from_str(url).map_err(|e| err("invalid database URL", e))
 }
 
@@ -62,7 +64,16 @@ impl PostgresSink {
         table: &str,
         ring: KeyRing,
     ) -> Result<Self, AuditError> {
-        Self::connect_with(checked_options(url, profile)?, table, ring).await
+        let mut sink = Self::connect_with(checked_options(url, profile)?, table, ring).await?;
+        sink.profile = Some(profile);
+        Ok(sink)
+    }
+
+    /// The profile its transport was checked under; `None` when connected with
+    /// [`Self::connect_with`], without a check (`palisade::Hardening` counts it as
+    /// development).
+    pub fn profile(&self) -> Option<Profile> {
+        self.profile
     }
 
     /// Connects to `url` to read an existing log (verification): the table is never
@@ -74,7 +85,8 @@ impl PostgresSink {
         table: &str,
         ring: KeyRing,
     ) -> Result<Self, AuditError> {
-        let sink = Self::pool(checked_options(url, profile)?, table, ring).await?;
+        let mut sink = Self::pool(checked_options(url, profile)?, table, ring).await?;
+        sink.profile = Some(profile);
         let found: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
             .bind(table)
             .fetch_one(&sink.pool)
@@ -124,6 +136,7 @@ impl PostgresSink {
             ring,
             clock: palisade_core::SystemClock::shared(),
             every: 1_000,
+            profile: None,
         })
     }
 
