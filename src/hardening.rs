@@ -347,20 +347,36 @@ macro_rules! with_findings {
     };
 }
 
-impl Checked for palisade_core::ClientIpLayer {
-    fn posture_findings(&self) -> &[Finding] {
-        self.findings()
-    }
+/// `Checked` for parts whose `profile()` is `None` when they were built without a check
+/// (`ClientIpLayer::new`, a store's unchecked `connect`): counted as development. With
+/// `findings:`, their `findings()` too.
+#[allow(unused_macros)] // used by feature-gated modules
+macro_rules! maybe_checked {
+    (findings: $($ty:ty),* $(,)?) => {
+        $(impl Checked for $ty {
+            fn posture_findings(&self) -> &[Finding] {
+                self.findings()
+            }
+            maybe_checked!(@profile);
+        })*
+    };
+    (@profile) => {
+        fn checked_profile(&self) -> Option<Profile> {
+            Some(self.profile().unwrap_or(Profile::Development))
+        }
 
-    /// Built with `ClientIpLayer::new`, it was never checked: as lax as development.
-    fn checked_profile(&self) -> Option<Profile> {
-        Some(self.profile().unwrap_or(Profile::Development))
-    }
-
-    fn unchecked(&self) -> bool {
-        self.profile().is_none()
-    }
+        fn unchecked(&self) -> bool {
+            self.profile().is_none()
+        }
+    };
+    ($($ty:ty),* $(,)?) => {
+        $(impl Checked for $ty {
+            maybe_checked!(@profile);
+        })*
+    };
 }
+
+maybe_checked!(findings: palisade_core::ClientIpLayer);
 
 #[cfg(feature = "csp-headers")]
 mod csp_headers {
@@ -420,15 +436,7 @@ mod authn {
         }
     }
 
-    impl Checked for palisade_authn::websocket::WebSocketAuthLayer {
-        fn checked_profile(&self) -> Option<Profile> {
-            Some(self.profile().unwrap_or(Profile::Development))
-        }
-
-        fn unchecked(&self) -> bool {
-            self.profile().is_none()
-        }
-    }
+    maybe_checked!(palisade_authn::websocket::WebSocketAuthLayer);
 
     impl Refusal for BuildError {
         fn posture(&self) -> Option<&PostureError> {
@@ -552,30 +560,13 @@ mod impersonation {
     }
 }
 
-/// Stores: checked under the profile their transport was checked under; one connected
-/// without a check counts as development.
-#[allow(unused_macros)] // used by feature-gated modules
-macro_rules! stores {
-    ($($ty:ty),* $(,)?) => {
-        $(impl Checked for $ty {
-            fn checked_profile(&self) -> Option<Profile> {
-                Some(self.profile().unwrap_or(Profile::Development))
-            }
-
-            fn unchecked(&self) -> bool {
-                self.profile().is_none()
-            }
-        })*
-    };
-}
-
 #[cfg(feature = "redis")]
 mod redis_stores {
     use super::*;
 
-    stores!(palisade_sessions::RedisStore);
+    maybe_checked!(palisade_sessions::RedisStore);
     #[cfg(feature = "aksk")]
-    stores!(palisade_aksk::RedisNonceStore);
+    maybe_checked!(palisade_aksk::RedisNonceStore);
 
     #[cfg(feature = "throttle")]
     impl Checked for palisade_throttle::RedisStore {
@@ -589,11 +580,11 @@ mod redis_stores {
 mod postgres_stores {
     use super::*;
 
-    stores!(palisade_sessions::PostgresStore);
+    maybe_checked!(palisade_sessions::PostgresStore);
     #[cfg(feature = "aksk")]
-    stores!(palisade_aksk::PostgresCredentialStore);
+    maybe_checked!(palisade_aksk::PostgresCredentialStore);
     #[cfg(feature = "audit")]
-    stores!(palisade_audit::PostgresSink);
+    maybe_checked!(palisade_audit::PostgresSink);
 }
 
 #[cfg(feature = "audit")]

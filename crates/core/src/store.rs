@@ -53,7 +53,8 @@ impl StoreError {
 pub struct StoreHealth {
     store: &'static str,
     state: AtomicU8,
-    /// Orders state and gauge updates, so that the gauge ends where the state does.
+    /// Orders state and gauge updates, so that the gauge ends where the state does (they
+    /// change together, under this lock, and only on a transition).
     update: Mutex<()>,
 }
 
@@ -81,7 +82,10 @@ impl StoreHealth {
     /// A call failed.
     pub fn failed(&self) {
         metrics::counter!("palisade_store_errors_total", "store" => self.store).increment(1);
-        self.set(DOWN);
+        // Like `ok`, only on a change: during an outage, failing calls take no lock.
+        if self.state.load(Ordering::Acquire) != DOWN {
+            self.set(DOWN);
+        }
     }
 
     /// Whether the last call succeeded (`None` before the first).
